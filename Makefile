@@ -1,0 +1,121 @@
+# FleetStream — one documented command per task, identical locally and in CI.
+# `make help` lists them. Every target installs what it needs first, idempotently.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON   ?= python3
+VENV     := .venv
+PY       := $(VENV)/bin/python
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export PYSPARK_PYTHON ?= $(CURDIR)/$(VENV)/bin/python
+
+# A run against an existing cluster skips the local broker: KAFKA_BOOTSTRAP_SERVERS=host:9092 make run
+ifdef KAFKA_BOOTSTRAP_SERVERS
+RUN_PROCESSES := producer webapi ui
+else
+RUN_PROCESSES :=
+endif
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+## ---- the two README commands -----------------------------------------------------------
+
+.PHONY: run
+run: setup ## run the whole stack: Kafka, producer, web API, Streamlit (Ctrl-C stops it)
+	@echo "FleetStream is starting:"
+	@echo "  web API          http://127.0.0.1:$${WEBAPI_PORT:-8000}/health  (OpenAPI: /openapi.json)"
+	@echo "  legacy dashboard http://127.0.0.1:$${WEBAPI_PORT:-8000}/dashboard"
+	@echo "  Streamlit app    http://127.0.0.1:$${UI_PORT:-8501}"
+	@echo "  Kafka            $${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
+	SIM_AUTOSTART=$${SIM_AUTOSTART:-true} FLEET_SIZE=$${FLEET_SIZE:-25} \
+	  honcho start -f Procfile $(RUN_PROCESSES)
+
+.PHONY: test
+test: setup test-deps ## run the whole test suite: unit, Kafka, Spark and browser tests
+	$(PY) -m pytest
+
+## ---- set-up (each step idempotent) ----------------------------------------------------
+
+.PHONY: setup
+setup: venv kafka-jars spark-jars assets ## install everything `make run` needs
+
+.PHONY: venv
+venv: $(VENV)/.installed ## the virtualenv with the project and its dev tools
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+.PHONY: kafka-jars
+kafka-jars: venv ## the Kafka broker and CLI tools from Maven Central, into .cache/kafka
+	$(PY) -m tools.kafka fetch >/dev/null
+
+.PHONY: spark-jars
+spark-jars: venv ## Spark's Kafka connector from Maven Central, into .cache/spark
+	$(PY) -m tools.kafka fetch-spark >/dev/null
+
+.PHONY: assets
+assets: webapi/node_modules/.installed ## the dashboard's scripts and styles from the npm registry
+
+webapi/node_modules/.installed: webapi/package.json webapi/package-lock.json
+	npm --prefix webapi ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+.PHONY: test-deps
+test-deps: ## Debian's chromium (browser tests) and docker-compose (compose.yml check)
+	@command -v chromium >/dev/null && command -v docker-compose >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium docker-compose >/dev/null; }
+
+## ---- everyday tasks ----------------------------------------------------------------------
+
+.PHONY: test-fast
+test-fast: venv ## unit tests only: no broker, Spark or browser
+	$(PY) -m pytest -m "not kafka and not spark and not browser"
+
+.PHONY: lint
+lint: venv ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+.PHONY: kafka
+kafka: kafka-jars ## only the local broker, in the foreground
+	$(PY) -m tools.kafka start
+
+.PHONY: kafka-tool
+kafka-tool: kafka-jars ## Kafka's own CLI, e.g. make kafka-tool T=topics ARGS="--bootstrap-server 127.0.0.1:9092 --list"
+	$(PY) -m tools.kafka tool $(T) -- $(ARGS)
+
+.PHONY: analytics
+analytics: setup ## the Spark job, continuously, against the running stack (writes data/analytics)
+	$(PY) -m analytics
+
+.PHONY: compose-check
+compose-check: test-deps ## validate compose.yml (no Docker engine needed)
+	docker-compose -f compose.yml config -q
+
+## ---- benchmarks (not tests: they print ratios against same-run baselines) -------------
+
+.PHONY: bench
+bench: bench-producer bench-webapi bench-ui bench-analytics ## every benchmark
+
+.PHONY: bench-producer bench-webapi bench-ui bench-analytics
+bench-producer: setup ## producer events/s vs Kafka's ProducerPerformance and bare aiokafka
+	$(PY) -m bench.producer
+bench-webapi: setup ## WebSocket latency, REST p99 and RSS under load
+	$(PY) -m bench.webapi
+bench-ui: setup ## Streamlit refresh time and payload size by fleet size
+	$(PY) -m bench.ui
+bench-analytics: setup ## Spark once-mode events/s vs a plain read of the same backlog
+	$(PY) -m bench.analytics
+
+.PHONY: clean
+clean: ## remove caches and local broker data (keeps the venv)
+	rm -rf .cache/kafka/data test-output .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,105 @@
+"""The repository keeps its promises: README commands, configuration table, compose file."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from pydantic_settings import BaseSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+MAKEFILE = (ROOT / "Makefile").read_text()
+
+SETTINGS_MODULES = ["producer.settings", "webapi.settings", "ui.settings", "analytics.settings"]
+
+
+def _make_targets() -> set[str]:
+    return set(re.findall(r"^([a-zA-Z0-9_-]+):", MAKEFILE, flags=re.M))
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    blocks = re.findall(r"```(?:sh|bash|console)?\n(.*?)```", README, flags=re.S)
+    first = blocks[0].strip().splitlines()
+    commands = [line for line in first if line.strip() and not line.lstrip().startswith("#")]
+    assert commands[:2] == ["make run", "make test"]
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    lines = [x for x in ci.splitlines() if x.strip() and not x.startswith("#")]
+    assert lines[-1] == "make test"
+
+
+def test_every_make_command_in_the_readme_exists() -> None:
+    mentioned = set(re.findall(r"\bmake ([a-z][a-z0-9-]*)", README))
+    assert mentioned, "README names no make target"
+    missing = mentioned - _make_targets()
+    assert not missing, f"README mentions make targets that do not exist: {sorted(missing)}"
+
+
+def test_make_help_lists_every_target() -> None:
+    out = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    listed = set(re.findall(r"^\s*(?:\x1b\[36m)?([a-z0-9-]+)", out, flags=re.M))
+    phony = set(re.findall(r"^\.PHONY: (.+)$", MAKEFILE, flags=re.M))
+    phony_targets = {t for line in phony for t in line.split()}
+    assert phony_targets <= listed, f"targets without a ## help line: {phony_targets - listed}"
+
+
+def _env_names(cls: type[BaseSettings]) -> set[str]:
+    prefix = cls.model_config.get("env_prefix", "") or ""
+    names: set[str] = set()
+    for name, field in cls.model_fields.items():
+        alias = field.validation_alias
+        if alias is None:
+            names.add((prefix + name).upper())
+        elif isinstance(alias, str):
+            names.add(alias.upper())
+        else:  # AliasChoices
+            names.update(str(c).upper() for c in alias.choices if isinstance(c, str))
+    return names
+
+
+def _settings_classes() -> list[type[BaseSettings]]:
+    classes = []
+    for mod_name in SETTINGS_MODULES:
+        mod = importlib.import_module(mod_name)
+        classes += [obj for obj in vars(mod).values()
+                    if isinstance(obj, type) and issubclass(obj, BaseSettings)
+                    and obj is not BaseSettings and obj.__module__ == mod_name]
+    return classes
+
+
+def _readme_config_table() -> dict[str, str]:
+    section = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\|\s*`([A-Z][A-Z0-9_]+)`\s*\|\s*([^|]*)\|", section, flags=re.M)
+    return {name: default.strip() for name, default in rows}
+
+
+def test_readme_configuration_table_matches_the_settings_classes() -> None:
+    documented = set(_readme_config_table())
+    in_code: set[str] = set()
+    for cls in _settings_classes():
+        in_code |= _env_names(cls)
+    assert in_code, "no settings classes found"
+    assert sorted(in_code - documented) == [], "variables missing from README's table"
+    assert sorted(documented - in_code) == [], "README documents variables no settings class reads"
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None,
+                    reason="docker-compose is installed by `make test` (make test-deps)")
+def test_compose_file_validates() -> None:
+    proc = subprocess.run(["docker-compose", "-f", "compose.yml", "config", "-q"], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_procfile_names_the_four_processes() -> None:
+    procs = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines()
+                 if line.strip())
+    assert list(procs) == ["kafka", "producer", "webapi", "ui"]
