@@ -1,0 +1,212 @@
+"""Extract (Kafka) -> transform (analytics.transforms) -> load (parquet or console).
+
+Three streaming queries share one Kafka source definition: ``vehicle_windows`` and
+``road_windows`` (windowed aggregates, append mode with a watermark) and ``malformed``
+(records that are not valid events). Each has its own checkpoint, so the parquet sink writes
+each window exactly once; a rerun from the same checkpoint adds nothing it wrote before.
+
+Runs as ``python -m analytics`` or ``spark-submit ... analytics/job.py`` (same flags).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+if __name__ == "__main__" and not __package__:  # spark-submit analytics/job.py: the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pyspark
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
+
+from analytics.progress import ProgressTracker
+from analytics.settings import Settings
+from analytics.transforms import malformed_records, parse, transform, valid_events
+
+log = logging.getLogger("analytics")
+
+QUERIES = ("vehicle_windows", "road_windows", "malformed")
+CONNECTOR = f"spark-sql-kafka-0-10_2.13-{pyspark.__version__}.jar"
+
+
+class JobError(RuntimeError):
+    """The job cannot start or a query failed; the message says what to do."""
+
+
+def _launched_by_spark_submit() -> bool:
+    # The way pyspark itself tells (java_gateway.launch_gateway): spark-submit started the JVM
+    # first and handed its gateway port to this Python process.
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def connector_jars(jars_dir: Path) -> list[Path]:
+    """The connector jars in ``jars_dir``; the one matching this pyspark must be there."""
+    jars = sorted(jars_dir.glob("*.jar")) if jars_dir.is_dir() else []
+    if not any(j.name == CONNECTOR for j in jars):
+        raise JobError(f"{CONNECTOR} not found in {jars_dir} (ANALYTICS_SPARK_JARS_DIR): run "
+                       "`python -m tools.kafka fetch-spark` (make spark-jars) to fetch it")
+    return jars
+
+
+def session_conf(settings: Settings) -> dict[str, str]:
+    """The Spark settings the job needs, user's ``--conf`` last (they win)."""
+    conf = {
+        "spark.app.name": "fleetstream-analytics",
+        "spark.sql.session.timeZone": "UTC",
+        # isAdjustedToUTC timestamps: pyarrow/pandas read them as timestamp[us, tz=UTC]
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+        "spark.sql.streaming.forceDeleteTempCheckpointLocation": "true",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.local.dir": str(settings.local_dir.resolve()),
+    }
+    if not _launched_by_spark_submit():
+        # The JVM is started from these settings: put the connector on it, keep temp inside.
+        conf["spark.master"] = settings.master or "local[*]"
+        conf["spark.jars"] = ",".join(str(j.resolve())
+                                      for j in connector_jars(settings.spark_jars_dir))
+        conf["spark.driver.extraJavaOptions"] = f"-Djava.io.tmpdir={settings.local_dir.resolve()}"
+    elif settings.master:
+        conf["spark.master"] = settings.master
+    conf.update(settings.spark_conf)
+    return conf
+
+
+def build_session(settings: Settings) -> SparkSession:
+    """A SparkSession for the job (local[*] unless told otherwise), quiet logs."""
+    settings.local_dir.mkdir(parents=True, exist_ok=True)
+    conf = session_conf(settings)
+    if conf.get("spark.master", "").startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # driver and UI on loopback only
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def extract(spark: SparkSession, settings: Settings) -> DataFrame:
+    """The telemetry topic as a stream of Kafka records."""
+    reader = (spark.readStream.format("kafka")
+              .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
+              .option("subscribe", settings.kafka_topic)
+              .option("startingOffsets", settings.starting_offsets)
+              .option("failOnDataLoss", str(settings.fail_on_data_loss).lower()))
+    if settings.max_offsets_per_trigger is not None:
+        reader = reader.option("maxOffsetsPerTrigger", str(settings.max_offsets_per_trigger))
+    return reader.load()
+
+
+def outputs(raw: DataFrame, settings: Settings) -> dict[str, DataFrame]:
+    """The three output streams, by query name."""
+    parsed = parse(raw)
+    vehicles, roads = transform(valid_events(parsed), settings.window, settings.watermark)
+    counted = parsed.observe("parse", F.count(F.lit(1)).alias("records"),
+                             F.count_if(F.col("reason").isNotNull()).alias("malformed"))
+    streams = {"vehicle_windows": vehicles, "road_windows": roads,
+               "malformed": malformed_records(counted)}
+    return {name: df.observe("written", F.count(F.lit(1)).alias("rows_written"))
+            for name, df in streams.items()}
+
+
+def load(name: str, df: DataFrame, settings: Settings, scratch: Path) -> StreamingQuery:
+    """Start one query: parquet (+ checkpoint) or console, continuous or once."""
+    if settings.sink == "parquet":
+        df = df.repartition(1)  # one file per batch and dataset, not one per shuffle partition
+    writer: DataStreamWriter = df.writeStream.queryName(name).outputMode("append")
+    if settings.sink == "parquet":
+        writer = (writer.format("parquet")
+                  .option("path", str((settings.output_dir / name).resolve()))
+                  .option("checkpointLocation", str((settings.checkpoint_root / name).resolve())))
+    else:
+        writer = (writer.format("console").option("truncate", "false").option("numRows", 50)
+                  .option("checkpointLocation", str(scratch / name)))
+    if settings.once:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=f"{settings.trigger_seconds} seconds")
+    return writer.start()
+
+
+def _install_stop_handlers(stop: threading.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: stopping the queries after their current batch", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _stop_after_batch(query: StreamingQuery, wait_s: float = 60.0) -> None:
+    """Let a running micro-batch finish (so its output is committed), then stop the query."""
+    deadline = time.monotonic() + wait_s
+    while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if query.isActive:
+        query.stop()
+
+
+def run(settings: Settings, spark: SparkSession | None = None,
+        stop: threading.Event | None = None) -> dict[str, dict[str, object]]:
+    """Run the job until the backlog is done (``once``) or until ``stop``/SIGTERM/SIGINT.
+
+    Uses ``spark`` if given (tests), else builds a session and stops it at the end. Returns
+    the progress totals per query; raises JobError if a query failed.
+    """
+    own_session = spark is None
+    session = spark if spark is not None else build_session(settings)
+    stop = stop or threading.Event()
+    if own_session:
+        _install_stop_handlers(stop)
+    tracker = ProgressTracker(settings.progress_dir if settings.sink == "parquet" else None)
+    settings.local_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="console-", dir=settings.local_dir))
+    queries: list[StreamingQuery] = []
+    try:
+        raw = extract(session, settings)
+        for name, df in outputs(raw, settings).items():
+            queries.append(load(name, df, settings, scratch))
+        log.info("started %s from %s/%s (%s, window %s, watermark %s) -> %s",
+                 ", ".join(QUERIES), settings.kafka_bootstrap_servers, settings.kafka_topic,
+                 "once" if settings.once else f"every {settings.trigger_seconds:g}s",
+                 settings.window, settings.watermark,
+                 settings.output_dir if settings.sink == "parquet" else "console")
+        while any(q.isActive for q in queries) and not stop.is_set():
+            for q in queries:
+                q.awaitTermination(1)
+                tracker.poll(queries)
+                failure = q.exception()
+                if failure is not None:
+                    raise JobError(f"query {q.name} failed: {failure}")
+    finally:
+        for q in queries:
+            _stop_after_batch(q)
+        tracker.poll(queries)
+        if own_session:
+            session.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    for name, totals in tracker.totals.items():
+        log.info("%s totals: %s", name, {k: v for k, v in totals.items()
+                                          if k not in ("last", "query", "updated_at")})
+    return tracker.totals
+
+
+if __name__ == "__main__":  # spark-submit analytics/job.py [flags]
+    from analytics.__main__ import main
+
+    sys.exit(main())

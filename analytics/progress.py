@@ -1,0 +1,113 @@
+"""What the streaming queries did: totals from their progress reports, logged and saved.
+
+Spark reports one progress object per micro-batch (``StreamingQuery.recentProgress``). The
+tracker folds each new one into running totals per query (records read, rows written, rows
+dropped by the watermark, the observed malformed count), logs a line per batch and keeps
+``<output>/_progress/<query>.json`` up to date (totals since that folder was created).
+
+``rows_dropped_by_watermark`` is Spark's ``numRowsDroppedByWatermark`` summed over the
+query's stateful operators: rows that arrived later than the watermark and were left out of
+the aggregates. Spark counts them after partial aggregation, so several late events of one
+vehicle (or road type) and window in one partition of one batch count as one row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger("analytics")
+
+_TOTALS = ("batches", "input_rows", "rows_dropped_by_watermark")
+
+
+class _Query(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def recentProgress(self) -> list[Any]: ...  # noqa: N802 (Spark's name)
+
+
+def _num(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+class ProgressTracker:
+    """Running totals per query; ``consume`` one progress dict, or ``poll`` live queries."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self.totals: dict[str, dict[str, Any]] = {}
+        self._last_seen: dict[str, str] = {}
+        if directory is not None and directory.is_dir():
+            for path in sorted(directory.glob("*.json")):
+                try:
+                    saved = json.loads(path.read_text())
+                    self.totals[saved["query"]] = saved
+                except (OSError, ValueError, KeyError):
+                    log.warning("ignoring unreadable progress file %s", path)
+
+    def _entry(self, name: str) -> dict[str, Any]:
+        return self.totals.setdefault(
+            name, {"query": name, **dict.fromkeys(_TOTALS, 0), "observed": {}, "last": None})
+
+    def consume(self, progress: Mapping[str, Any]) -> bool:
+        """Fold in one progress report (a dict as in ``StreamingQueryProgress.json``).
+
+        Returns False for a report already seen (polling sees each one several times).
+        """
+        name = progress.get("name") or str(progress.get("id"))
+        stamp = str(progress.get("timestamp", ""))
+        if stamp <= self._last_seen.get(name, ""):
+            return False
+        self._last_seen[name] = stamp
+        entry = self._entry(name)
+        executed = "addBatch" in (progress.get("durationMs") or {})
+        dropped = sum(_num(op.get("numRowsDroppedByWatermark"))
+                      for op in progress.get("stateOperators") or [])
+        rows_in = _num(progress.get("numInputRows"))
+        entry["batches"] += int(executed)
+        entry["input_rows"] += rows_in
+        entry["rows_dropped_by_watermark"] += dropped
+        observed: dict[str, int] = entry["observed"]
+        batch_observed: dict[str, int] = {}
+        for metrics in (progress.get("observedMetrics") or {}).values():
+            for key, value in metrics.items():
+                batch_observed[key] = _num(value)
+                observed[key] = observed.get(key, 0) + _num(value)
+        watermark = (progress.get("eventTime") or {}).get("watermark")
+        entry["last"] = {"batch_id": progress.get("batchId"), "timestamp": stamp,
+                         "input_rows": rows_in, "rows_dropped_by_watermark": dropped,
+                         "watermark": watermark, **batch_observed}
+        entry["updated_at"] = dt.datetime.now(dt.UTC).isoformat()
+        if executed:
+            extra = "".join(f", {k} {v}" for k, v in batch_observed.items())
+            log.info("%s batch %s: %d records in, %d dropped late (total %d)%s, watermark %s",
+                     name, progress.get("batchId"), rows_in, dropped,
+                     entry["rows_dropped_by_watermark"], extra, watermark)
+        return True
+
+    def poll(self, queries: Iterable[_Query]) -> None:
+        """Consume the new progress reports of ``queries`` and save the totals."""
+        changed = False
+        for query in queries:
+            for progress in query.recentProgress:
+                report = json.loads(progress.json) if hasattr(progress, "json") else progress
+                changed |= self.consume(report)
+        if changed:
+            self.save()
+
+    def save(self) -> None:
+        if self.directory is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for name, entry in self.totals.items():
+            path = self.directory / f"{name}.json"
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(entry, indent=2, sort_keys=True))
+            os.replace(tmp, path)

@@ -1,0 +1,138 @@
+"""The analytics job's configuration: one frozen object, read once at the entry point."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from tools.kafka import CACHE, SPARK_JARS
+
+_DURATION = re.compile(
+    r"^\s*(\d+)\s*(milliseconds?|ms|seconds?|s|minutes?|min|m|hours?|h|days?|d)\s*$", re.I)
+_UNIT = {"ms": "milliseconds", "s": "seconds", "min": "minutes", "m": "minutes",
+         "h": "hours", "d": "days"}
+
+
+def _f(default: Any, env: str, description: str, **constraints: Any) -> Any:
+    """A setting read from ``env`` (or its field name, for tests), documented once."""
+    return Field(default, validation_alias=AliasChoices(env), description=description,
+                 **constraints)
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field``."""
+    alias = Settings.model_fields[field].validation_alias
+    assert isinstance(alias, AliasChoices)
+    return str(alias.choices[0])
+
+
+def normalize_duration(value: str) -> str:
+    """'90s' -> '90 seconds', '1 minutes' -> '1 minute': an interval Spark accepts."""
+    m = _DURATION.match(value)
+    if not m:
+        raise ValueError(value)
+    count, unit = int(m.group(1)), m.group(2).lower()
+    unit = _UNIT.get(unit, unit).removesuffix("s")
+    return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
+
+
+class Settings(BaseSettings):
+    """Each field is an env var (its ``validation_alias``) and a flag of ``python -m analytics``."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    kafka_bootstrap_servers: str = _f("localhost:9092", "KAFKA_BOOTSTRAP_SERVERS",
+                                      "Kafka bootstrap.servers")
+    kafka_topic: str = _f("vehicle.telemetry.raw", "KAFKA_TOPIC", "telemetry topic to read")
+    output_dir: Path = _f(Path("data/analytics"), "ANALYTICS_OUTPUT_DIR",
+                          "parquet output: vehicle_windows/, road_windows/, malformed/, _progress/")
+    checkpoint_dir: Path | None = _f(None, "ANALYTICS_CHECKPOINT_DIR",
+                                     "streaming checkpoints (default: <output>/_checkpoints)")
+    window: str = _f("1 minute", "ANALYTICS_WINDOW", "event-time window length, e.g. '1 minute'")
+    watermark: str = _f("2 minutes", "ANALYTICS_WATERMARK",
+                        "how late an event may arrive and still be counted")
+    sink: Literal["parquet", "console"] = _f("parquet", "ANALYTICS_SINK",
+                                             "parquet files, or the console for debugging")
+    once: bool = _f(False, "ANALYTICS_ONCE",
+                    "process what is in the topic now (trigger availableNow), then exit")
+    trigger_seconds: float = _f(10.0, "ANALYTICS_TRIGGER_SECONDS",
+                                "micro-batch interval in continuous mode", gt=0, le=3600)
+    starting_offsets: str = _f("earliest", "ANALYTICS_STARTING_OFFSETS",
+                               "where a fresh checkpoint starts: earliest, latest or Spark JSON")
+    max_offsets_per_trigger: int | None = _f(None, "ANALYTICS_MAX_OFFSETS_PER_TRIGGER",
+                                             "cap on records per micro-batch (none: no cap)",
+                                             gt=0)
+    fail_on_data_loss: bool = _f(False, "ANALYTICS_FAIL_ON_DATA_LOSS",
+                                 "fail when Kafka deleted records the job had not read yet")
+    master: str | None = _f(None, "SPARK_MASTER",
+                            "Spark master (default: spark-submit's --master, else local[*])")
+    spark_conf: Annotated[dict[str, str], NoDecode] = _f(
+        {}, "ANALYTICS_SPARK_CONF", "extra Spark settings, comma-separated key=value pairs")
+    spark_jars_dir: Path = _f(SPARK_JARS, "ANALYTICS_SPARK_JARS_DIR",
+                              "folder holding the spark-sql-kafka connector jars")
+    shuffle_partitions: int = _f(8, "ANALYTICS_SHUFFLE_PARTITIONS",
+                                 "spark.sql.shuffle.partitions (fixed once a checkpoint exists)",
+                                 ge=1, le=10_000)
+    local_dir: Path = _f(CACHE / "spark" / "local", "ANALYTICS_LOCAL_DIR",
+                         "Spark scratch space and the JVM's temp folder")
+    log_level: str = _f("INFO", "ANALYTICS_LOG_LEVEL", "the job's log level (Spark's is WARN)")
+
+    @field_validator("window", "watermark")
+    @classmethod
+    def _duration(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            return normalize_duration(value)
+        except ValueError:
+            var = env_name(str(info.field_name))
+            raise ValueError(f"{var} must be a duration like '1 minute', '30 seconds' or '90s', "
+                             f"got {value!r}") from None
+
+    @field_validator("window")
+    @classmethod
+    def _positive_window(cls, value: str) -> str:
+        if value.startswith("0 "):
+            raise ValueError(f"ANALYTICS_WINDOW must be longer than zero, got {value!r}")
+        return value
+
+    @field_validator("spark_conf", mode="before")
+    @classmethod
+    def _pairs(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [p for p in value.split(",") if p.strip()]
+        if isinstance(value, list | tuple):
+            pairs: dict[str, str] = {}
+            for item in value:
+                key, sep, val = str(item).partition("=")
+                if not sep or not key.strip():
+                    raise ValueError(f"ANALYTICS_SPARK_CONF / --conf wants key=value, got {item!r}")
+                pairs[key.strip()] = val.strip()
+            return pairs
+        return value
+
+    @field_validator("starting_offsets")
+    @classmethod
+    def _offsets(cls, value: str) -> str:
+        if value not in ("earliest", "latest") and not value.lstrip().startswith("{"):
+            raise ValueError("ANALYTICS_STARTING_OFFSETS must be earliest, latest or a JSON "
+                             f"object of offsets, got {value!r}")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"ANALYTICS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, "
+                             f"got {value!r}")
+        return value.upper()
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.checkpoint_dir or self.output_dir / "_checkpoints"
+
+    @property
+    def progress_dir(self) -> Path:
+        return self.output_dir / "_progress"

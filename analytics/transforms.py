@@ -1,0 +1,193 @@
+"""Pure DataFrame -> DataFrame functions: parse the Kafka records, aggregate the windows.
+
+Nothing here starts a SparkSession or a query; the same functions run on a batch DataFrame
+(the unit tests) and on the Kafka stream (the job). Column names of the two outputs are the
+contract with the web API (see ``VEHICLE_WINDOW_COLUMNS`` and ``ROAD_WINDOW_COLUMNS``).
+
+Definitions, per event-time window:
+
+* ``samples``: valid events in the window.
+* ``avg_speed_kmh`` / ``max_speed_kmh``: over ``speed_kmh``.
+* ``speeding_count`` / ``redline_count``: events with ``speeding`` / ``rpm_over_redline`` true.
+* ``distance_km`` (per vehicle): ``max(odometer_km) - min(odometer_km)``; the odometer only
+  rises, so this is robust to reordering, duplicates and gaps. Distance driven between the
+  last sample of one window and the first of the next is in neither window.
+* ``fuel_used_pct`` (per vehicle): the sum of the positive drops of ``fuel_level_pct`` between
+  consecutive samples, ordered by (timestamp, seq). A refuel (a rise) adds nothing and does
+  not hide the fuel burnt before or after it, which ``first - last`` would.
+* ``vehicles`` (per road type): ``approx_count_distinct(vehicle_id)`` (HyperLogLog++, exact
+  for small counts; streaming aggregations cannot count distinct exactly).
+"""
+
+from __future__ import annotations
+
+import operator
+from functools import reduce
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from analytics.schema import (
+    EVENT_SCHEMA,
+    allowed_values,
+    default_values,
+    leaf_fields,
+    required_fields,
+)
+
+CORRUPT = "_corrupt_record"
+VEHICLE_WINDOW_COLUMNS = (
+    "window_start", "window_end", "vehicle_id", "samples", "avg_speed_kmh", "max_speed_kmh",
+    "speeding_count", "redline_count", "distance_km", "fuel_used_pct",
+)
+ROAD_WINDOW_COLUMNS = (
+    "window_start", "window_end", "road_type", "samples", "vehicles", "avg_speed_kmh",
+    "max_speed_kmh", "speeding_count", "redline_count",
+)
+MALFORMED_COLUMNS = ("key", "value", "topic", "partition", "offset", "kafka_timestamp", "reason")
+USED_EVENT_FIELDS = ("vehicle_id", "timestamp", "speed_kmh", "fuel_level_pct", "road_type",
+                     "speeding", "rpm_over_redline", "seq", "odometer_km")
+"""Event fields the aggregates read (a test checks they exist in the model)."""
+
+
+def _field(struct: Column, path: str) -> Column:
+    for part in path.split("."):
+        struct = struct.getField(part)
+    return struct
+
+
+def _names_where(checks: list[tuple[Column, str]]) -> Column:
+    """Comma-separated names whose condition holds, or null when none does.
+
+    The names are only assembled when some condition holds: valid rows cost a few null checks.
+    """
+    if not checks:
+        return F.lit(None).cast("string")
+    names = F.array_compact(F.array(*[F.when(cond, F.lit(name)) for cond, name in checks]))
+    return F.when(reduce(operator.or_, [cond for cond, _ in checks]), F.array_join(names, ", "))
+
+
+def _reason(text: Column, event: Column, schema: T.StructType) -> Column:
+    """Why a record is not a valid event (null when it is one)."""
+    wrong_type = _names_where([
+        (F.get_json_object(text, f"$.{path}").isNotNull() & _field(event, path).isNull(), path)
+        for path in leaf_fields(schema)
+    ])
+    missing = _names_where([
+        ((_field(event, path.rpartition(".")[0]).isNotNull() if "." in path else F.lit(True))
+         & _field(event, path).isNull(), path)
+        for path in required_fields()
+    ])
+    invalid = _names_where([
+        (_field(event, name).isNotNull() & ~_field(event, name).isin(*values), name)
+        for name, values in allowed_values().items()
+    ])
+    return (
+        F.when(text.isNull(), F.lit("null value"))
+        .when(event.isNull(), F.lit("empty value"))
+        .when(event.getField(CORRUPT).isNotNull(),
+              F.when(F.json_object_keys(text).isNull(), F.lit("not a JSON object"))
+              .otherwise(F.coalesce(F.concat(F.lit("wrong type: "), wrong_type),
+                                    F.lit("malformed JSON"))))
+        .when(missing.isNotNull(), F.concat(F.lit("missing required field: "), missing))
+        .when(invalid.isNotNull(), F.concat(F.lit("value not allowed: "), invalid))
+    )
+
+
+def parse(raw: DataFrame, schema: T.StructType = EVENT_SCHEMA) -> DataFrame:
+    """Kafka records (key, value, topic, partition, offset, timestamp) -> the raw metadata,
+    ``event`` (the parsed struct) and ``reason`` (null for a valid event)."""
+    text = F.col("value").cast("string")
+    with_corrupt = T.StructType([*schema.fields, T.StructField(CORRUPT, T.StringType())])
+    parsed = raw.select(
+        F.col("key").cast("string").alias("key"),
+        text.alias("value"),
+        F.col("topic"),
+        F.col("partition"),
+        F.col("offset"),
+        F.col("timestamp").alias("kafka_timestamp"),
+        F.from_json(text, with_corrupt,
+                    {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}).alias("event"),
+    )
+    return parsed.withColumn("reason", _reason(F.col("value"), F.col("event"), schema))
+
+
+def valid_events(parsed: DataFrame, schema: T.StructType = EVENT_SCHEMA) -> DataFrame:
+    """The valid events, one column per model field, omitted fields set to their defaults."""
+    defaults = default_values()
+    cols = []
+    for f in schema.fields:
+        col = F.col(f"event.{f.name}")
+        if f.name in defaults:
+            col = F.coalesce(col, F.lit(defaults[f.name]).cast(f.dataType))
+        cols.append(col.alias(f.name))
+    return parsed.where(F.col("reason").isNull()).select(*cols)
+
+
+def malformed_records(parsed: DataFrame) -> DataFrame:
+    """The records that are not valid events, with where they came from and why."""
+    return parsed.where(F.col("reason").isNotNull()).select(*MALFORMED_COLUMNS)
+
+
+def _fuel_used() -> Column:
+    """Sum of the positive drops of fuel_level_pct between consecutive samples."""
+    ordered = F.array_sort(F.collect_list(F.struct("timestamp", "seq", "fuel_level_pct")))
+    start = F.struct(F.lit(0.0).alias("used"), F.lit(None).cast("double").alias("prev"))
+    return F.aggregate(
+        ordered, start,
+        lambda acc, x: F.struct(
+            (acc["used"] + F.greatest(acc["prev"] - x["fuel_level_pct"], F.lit(0.0)))
+            .alias("used"),
+            x["fuel_level_pct"].alias("prev")),
+        lambda acc: acc["used"],
+    )
+
+
+def _windowed(events: DataFrame, window: str, watermark: str | None) -> DataFrame:
+    if watermark is not None:
+        events = events.withWatermark("timestamp", watermark)
+    return events.withColumn("window", F.window("timestamp", window))
+
+
+def _common() -> list[Column]:
+    return [
+        F.avg("speed_kmh").alias("avg_speed_kmh"),
+        F.max("speed_kmh").alias("max_speed_kmh"),
+        F.count_if(F.col("speeding")).alias("speeding_count"),
+        F.count_if(F.col("rpm_over_redline")).alias("redline_count"),
+    ]
+
+
+def vehicle_windows(events: DataFrame, window: str = "1 minute",
+                    watermark: str | None = None) -> DataFrame:
+    """Per vehicle per event-time window (see the module docstring for the definitions)."""
+    agg = _windowed(events, window, watermark).groupBy("window", "vehicle_id").agg(
+        F.count(F.lit(1)).alias("samples"),
+        *_common(),
+        (F.max("odometer_km") - F.min("odometer_km")).alias("distance_km"),
+        _fuel_used().alias("fuel_used_pct"),
+    )
+    return agg.select(F.col("window.start").alias("window_start"),
+                      F.col("window.end").alias("window_end"),
+                      *VEHICLE_WINDOW_COLUMNS[2:])
+
+
+def road_windows(events: DataFrame, window: str = "1 minute",
+                 watermark: str | None = None) -> DataFrame:
+    """Per road type per event-time window."""
+    agg = _windowed(events, window, watermark).groupBy("window", "road_type").agg(
+        F.count(F.lit(1)).alias("samples"),
+        F.approx_count_distinct("vehicle_id").alias("vehicles"),
+        *_common(),
+    )
+    return agg.select(F.col("window.start").alias("window_start"),
+                      F.col("window.end").alias("window_end"),
+                      *ROAD_WINDOW_COLUMNS[2:])
+
+
+def transform(events: DataFrame, window: str = "1 minute",
+              watermark: str | None = None) -> tuple[DataFrame, DataFrame]:
+    """Valid events -> (vehicle_windows, road_windows)."""
+    return (vehicle_windows(events, window, watermark),
+            road_windows(events, window, watermark))

@@ -1,0 +1,229 @@
+"""Benchmark: the analytics job in once mode over a backlog of telemetry events.
+
+    python -m bench.analytics [--events 1000000] [--reps 3] [--bootstrap HOST:PORT]
+
+Publishes N events (``python -m producer --stdout`` if the producer has that command, else
+events generated here with orjson; 0.01 % malformed) to a fresh topic, then, per repetition:
+
+* baseline: the same Kafka connector reads the whole backlog in one availableNow query with
+  a no-op sink and counts it (a streaming read, the job's code path minus the work);
+* job: ``analytics.job.run`` in once mode (three queries, parse, windows, parquet), from a
+  fresh checkpoint and output folder.
+
+Prints events/s for both, medians over the repetitions, and the ratio job/baseline. One
+SparkSession (local[2] unless --master) serves every run. Starts its own broker on free ports
+in a temp folder unless --bootstrap or KAFKA_BOOTSTRAP_SERVERS names one. The machine is
+shared and has 2 cores: numbers are noisy, compare medians of the same run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import importlib.util
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
+from analytics.settings import Settings
+from tools.kafka import LocalKafka, create_topic, free_port
+
+START = dt.datetime(2026, 1, 1, 8, 0, tzinfo=dt.UTC)
+ROADS = ("urban", "rural", "highway")
+
+
+def synthetic_events(n: int, vehicles: int) -> Iterator[bytes]:
+    """Deterministic, schema-valid JSON events: ``vehicles`` cars at 1 Hz."""
+    for i in range(n):
+        car, step = i % vehicles, i // vehicles
+        speed = float((step * 7 + car * 13) % 140)
+        yield orjson.dumps({
+            "vehicle_id": f"CAR{car:05d}",
+            "timestamp": (START + dt.timedelta(seconds=step)).isoformat(timespec="microseconds"),
+            "location": {"lat": 48.1 + car * 1e-4, "lon": 11.5 + step * 1e-5},
+            "speed_kmh": speed, "engine_rpm": 800 + int(speed * 40), "gear": 1 + int(speed) // 30,
+            "fuel_level_pct": 100.0 - (step % 5000) * 0.01, "fault_codes": [],
+            "road_type": ROADS[(car + step // 300) % 3], "speed_limit_kmh": 100,
+            "speeding": speed > 105, "rpm_over_redline": speed > 135, "seq": step,
+            "heading_deg": 90.0, "odometer_km": step * speed / 3600, "trip_id": f"t{car}",
+            "schema_version": 1})
+
+
+def producer_events(n: int, vehicles: int) -> list[bytes] | None:
+    """The producer's own simulated events, when ``python -m producer --stdout`` exists."""
+    if importlib.util.find_spec("producer.__main__") is None:
+        return None
+    steps = -(-n // vehicles)
+    cmd = [sys.executable, "-m", "producer", "--stdout", "--seed", "42", "--vehicles",
+           str(vehicles), "--rate-hz", "1", "--steps", str(steps), "--start-time",
+           START.isoformat()]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    lines = proc.stdout.splitlines()
+    if proc.returncode != 0 or len(lines) < n:
+        print(f"producer --stdout unusable (rc {proc.returncode}, {len(lines)} lines); "
+              "generating events here", file=sys.stderr)
+        return None
+    return lines[:n]
+
+
+def events(n: int, vehicles: int) -> tuple[list[bytes], str]:
+    lines = producer_events(n, vehicles)
+    source = "python -m producer --stdout"
+    if lines is None:
+        lines, source = list(synthetic_events(n, vehicles)), "bench.analytics synthetic (orjson)"
+    for i in range(0, n, 10_000):  # 0.01 % malformed, to keep that path honest
+        lines[i] = b"not json" if i % 20_000 else b'{"vehicle_id": "BROKEN"}'
+    return lines, source
+
+
+async def publish(bootstrap: str, topic: str, lines: list[bytes], partitions: int) -> None:
+    """aiokafka's batch API: one record batch per partition at a time, ~1 MiB each."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5,
+                                max_batch_size=1 << 20, max_request_size=2 << 20)
+    await producer.start()
+    try:
+        batches = {p: producer.create_batch() for p in range(partitions)}
+        pending = []
+        for line in lines:
+            try:
+                key = str(orjson.loads(line).get("vehicle_id", "")).encode()
+            except (orjson.JSONDecodeError, AttributeError):
+                key = b"malformed"
+            p = zlib.crc32(key) % partitions
+            if batches[p].append(key=key, value=line, timestamp=None) is None:
+                batches[p].close()
+                pending.append(await producer.send_batch(batches[p], topic, partition=p))
+                batches[p] = producer.create_batch()
+                batches[p].append(key=key, value=line, timestamp=None)
+            if len(pending) >= 16:
+                await asyncio.gather(*pending)
+                pending.clear()
+        for p, batch in batches.items():
+            batch.close()
+            pending.append(await producer.send_batch(batch, topic, partition=p))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def baseline(spark, bootstrap: str, topic: str, work: Path) -> tuple[float, int]:
+    """Read the whole backlog with the same connector (availableNow, no-op sink), count it."""
+    from pyspark.sql import functions as F
+
+    raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap)
+           .option("subscribe", topic).option("startingOffsets", "earliest").load())
+    counted = raw.observe("count", F.count(F.lit(1)).alias("records"))
+    t0 = time.perf_counter()
+    query = (counted.writeStream.format("noop").queryName(f"baseline_{uuid.uuid4().hex[:6]}")
+             .option("checkpointLocation", str(work / "baseline-ckpt"))
+             .trigger(availableNow=True).start())
+    query.awaitTermination()
+    elapsed = time.perf_counter() - t0
+    reports = [json.loads(p.json) for p in query.recentProgress]
+    records = sum(r.get("observedMetrics", {}).get("count", {}).get("records", 0)
+                  for r in reports)
+    return elapsed, records
+
+
+def job(spark, settings: Settings) -> tuple[float, dict]:
+    from analytics.job import run
+
+    t0 = time.perf_counter()
+    totals = run(settings, spark=spark)
+    return time.perf_counter() - t0, totals
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.analytics", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--vehicles", type=int, default=100)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--driver-memory", default="1536m")
+    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    with tempfile.TemporaryDirectory(prefix="bench-analytics-") as tmp:
+        work = Path(tmp)
+        broker = None
+        bootstrap = args.bootstrap
+        if not bootstrap:
+            broker = LocalKafka(data_dir=work / "kafka", port=free_port(),
+                                controller_port=free_port(), heap="768m")
+            broker.start()
+            broker.wait_ready()
+            bootstrap = broker.bootstrap
+        try:
+            return _bench(args, work, bootstrap)
+        finally:
+            if broker is not None:
+                broker.stop()
+
+
+def _bench(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
+    from analytics.job import build_session
+
+    t0 = time.perf_counter()
+    lines, source = events(args.events, args.vehicles)
+    gen_s = time.perf_counter() - t0
+    topic = f"bench-analytics-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic, args.partitions)
+    t0 = time.perf_counter()
+    asyncio.run(publish(bootstrap, topic, lines, args.partitions))
+    pub_s = time.perf_counter() - t0
+    n = len(lines)
+    del lines
+    print(f"{n:,} events from {source} (generated in {gen_s:.1f}s), published to {topic} "
+          f"({args.partitions} partitions) at {bootstrap} in {pub_s:.1f}s")
+
+    base = Settings(kafka_bootstrap_servers=bootstrap, kafka_topic=topic, once=True,
+                    master=args.master, local_dir=work / "spark-local", log_level="WARNING",
+                    spark_conf={"spark.ui.enabled": "false",
+                                "spark.driver.memory": args.driver_memory})
+    spark = build_session(base)
+    results: dict[str, list[float]] = {"baseline": [], "job": []}
+    try:
+        for rep in range(args.reps):
+            b_s, counted = baseline(spark, bootstrap, topic, work / f"b{rep}")
+            if counted != n:
+                print(f"baseline counted {counted:,} records, expected {n:,}", file=sys.stderr)
+                return 1
+            settings = base.model_copy(update={"output_dir": work / f"out{rep}"})
+            j_s, totals = job(spark, settings)
+            written = totals["vehicle_windows"]["observed"].get("rows_written", 0)
+            malformed = totals["malformed"]["observed"].get("malformed", 0)
+            results["baseline"].append(b_s)
+            results["job"].append(j_s)
+            print(f"rep {rep + 1}: baseline read+count {b_s:6.1f}s ({n / b_s:9,.0f} ev/s) | "
+                  f"job {j_s:6.1f}s ({n / j_s:9,.0f} ev/s), {written:,} vehicle windows, "
+                  f"{malformed} malformed")
+    finally:
+        spark.stop()
+    b_med, j_med = statistics.median(results["baseline"]), statistics.median(results["job"])
+    print(f"median over {args.reps} reps, {n:,} events, {args.master}:")
+    print(f"  baseline (same connector, read + count): {b_med:6.1f}s  {n / b_med:10,.0f} ev/s")
+    print(f"  analytics job, once mode:                {j_med:6.1f}s  {n / j_med:10,.0f} ev/s")
+    print(f"  ratio job/baseline throughput: {b_med / j_med:.2f} "
+          f"(the job takes {j_med / b_med:.1f}x the time of a plain read)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,431 @@
+"""Benchmark of the web API: end-to-end latency to WebSocket clients, REST latency under
+load, and memory after a million events. ``python -m bench.webapi`` (not a test).
+
+Processes: the Kafka broker (KAFKA_BOOTSTRAP_SERVERS, or one started here), the web API
+(``python -m webapi``), a load generator and a clients process (both this module, as
+subcommands). Latency = receipt time at the client - the event's own timestamp (set by the
+load generator when it sends). The baseline, measured in the same run on the same topic and
+load: a raw aiokafka consumer in the clients process, i.e. the floor the web API adds to.
+
+    python -m bench.webapi                 # 3 runs of each latency scenario + the RSS run
+    python -m bench.webapi --runs 5 --seconds 10 --skip-rss
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+PARTITIONS = 3
+TS_RE = re.compile(rb'"timestamp":"([^"]+)"')
+TS_STR_RE = re.compile(r'"timestamp":"([^"]+)"')
+TS_KEY = '"timestamp":"'
+
+
+def _ts(raw: bytes | str) -> float:
+    return datetime.fromisoformat(raw if isinstance(raw, str) else raw.decode()).timestamp()
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+# ================================================================== load generator process
+async def load_main(a: argparse.Namespace) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from webapi.testing import make_event
+
+    template = make_event("X").model_dump(mode="json")
+    producer = AIOKafkaProducer(bootstrap_servers=a.bootstrap, linger_ms=2, acks=1,
+                                max_batch_size=256 * 1024)
+    await producer.start()
+    sent = 0
+    seqs = [0] * a.vehicles
+    ids = [f"BENCH{v:05d}" for v in range(a.vehicles)]
+    keys = [i.encode() for i in ids]
+    try:
+        start = time.monotonic()
+        tick = 0.005
+        while True:
+            elapsed = time.monotonic() - start
+            if a.total and sent >= a.total:
+                break
+            if not a.total and elapsed >= a.seconds:
+                break
+            due = a.total if a.rate <= 0 else int(elapsed * a.rate) + 1
+            burst = min(due - sent, 2000)
+            now = datetime.now(UTC).isoformat(timespec="microseconds")
+            for _ in range(burst):
+                v = sent % a.vehicles
+                ev = dict(template, vehicle_id=ids[v], timestamp=now, seq=seqs[v],
+                          speed_kmh=float(20 + sent % 100),
+                          speeding=sent % 100 > 60)
+                seqs[v] += 1
+                await producer.send(a.topic, key=keys[v], value=orjson.dumps(ev))
+                sent += 1
+            if a.rate > 0:
+                await asyncio.sleep(tick)
+            else:
+                await asyncio.sleep(0)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    print(json.dumps({"sent": sent}), flush=True)
+
+
+# ================================================================== clients process
+async def clients_main(a: argparse.Namespace) -> None:
+    import aiohttp
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    ws_lat: list[float] = []
+    raw_lat: list[float] = []
+    rest: dict[str, list[float]] = {"recent2000": [], "health": []}
+    measuring = asyncio.Event()
+    flowing = asyncio.Event()  # the load generator's events have started to arrive
+    stop = asyncio.Event()
+    frames = 0
+
+    async def ws_client(session: aiohttp.ClientSession, ready: asyncio.Event) -> None:
+        nonlocal frames
+        q = "?batch=1" if a.batch else ""
+        async with session.ws_connect(a.url.replace("http", "ws") + "/ws" + q,
+                                      max_msg_size=0) as ws:
+            await ws.receive()  # snapshot
+            ready.set()
+            while not stop.is_set():
+                try:
+                    msg = await ws.receive(timeout=0.5)
+                except TimeoutError:
+                    continue
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    break
+                now = time.time()
+                frames += 1
+                if not measuring.is_set():
+                    continue
+                data = msg.data
+                if a.batch:
+                    # Cheap on the client so the client is not the bottleneck: every event of
+                    # a batch frame is counted with the latency of the frame's OLDEST event
+                    # (an upper bound; items are oldest first).
+                    first = TS_STR_RE.search(data)
+                    if first:
+                        ws_lat.extend([now - _ts(first.group(1))] * data.count(TS_KEY))
+                else:
+                    ws_lat.extend(now - _ts(m) for m in TS_STR_RE.findall(data))
+
+    async def raw_consumer(ready: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=a.bootstrap, group_id=None,
+                                    enable_auto_commit=False, fetch_max_wait_ms=100)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(a.topic, p) for p in range(a.partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            for tp in tps:
+                await consumer.position(tp)
+            ready.set()
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+                now = time.time()
+                if batch:
+                    flowing.set()
+                if measuring.is_set():
+                    for recs in batch.values():
+                        raw_lat.extend(now - _ts(m) for r in recs
+                                       for m in TS_RE.findall(r.value)[:1])
+        finally:
+            await consumer.stop()
+
+    async def rest_probe(session: aiohttp.ClientSession) -> None:
+        while not stop.is_set():
+            for name, path in (("recent2000", "/telemetry/recent?limit=2000"),
+                               ("health", "/health")):
+                t0 = time.perf_counter()
+                async with session.get(a.url + path) as resp:
+                    await resp.read()
+                if measuring.is_set():
+                    rest[name].append(time.perf_counter() - t0)
+            await asyncio.sleep(0.05)
+
+    async with aiohttp.ClientSession() as session:
+        readies = [asyncio.Event() for _ in range(a.clients + 1)]
+        tasks = [asyncio.create_task(ws_client(session, r)) for r in readies[:-1]]
+        tasks.append(asyncio.create_task(raw_consumer(readies[-1])))
+        for r in readies:
+            await r.wait()
+        if a.rest:
+            tasks.append(asyncio.create_task(rest_probe(session)))
+        print("ready", flush=True)
+        await flowing.wait()
+        await asyncio.sleep(a.warmup)
+        measuring.set()
+        await asyncio.sleep(a.seconds)
+        measuring.clear()
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    out = {"ws_events": len(ws_lat), "frames": frames, "raw_events": len(raw_lat),
+           "clients_cpu_s": time.process_time(),
+           "ws_p50": pct(ws_lat, 50), "ws_p99": pct(ws_lat, 99),
+           "raw_p50": pct(raw_lat, 50), "raw_p99": pct(raw_lat, 99)}
+    for name, vals in rest.items():
+        out[f"{name}_p50"] = pct(vals, 50)
+        out[f"{name}_p99"] = pct(vals, 99)
+        out[f"{name}_n"] = len(vals)
+    print(json.dumps(out), flush=True)
+
+
+# ================================================================== orchestration
+@contextlib.contextmanager
+def broker() -> Iterator[str]:
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    from tools.kafka import LocalKafka, free_port
+
+    with tempfile.TemporaryDirectory(prefix="bench-webapi-") as tmp:
+        kafka = LocalKafka(data_dir=Path(tmp), port=free_port(), controller_port=free_port(),
+                           heap="768m")
+        kafka.start()
+        try:
+            kafka.wait_ready()
+            yield kafka.bootstrap
+        finally:
+            kafka.stop()
+
+
+def _env(bootstrap: str, topic: str, port: int, **extra: str) -> dict[str, str]:
+    return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_TOPIC": topic,
+            "KAFKA_CONTROL_TOPIC": f"bench-control-{topic}",
+            "KAFKA_STATUS_TOPIC": f"bench-status-{topic}", "WEBAPI_PORT": str(port),
+            "WEBAPI_HOST": "127.0.0.1", "WEBAPI_BACKFILL_SECONDS": "0",
+            "FLEETSTREAM_API_TOKEN": "", "PYTHONUNBUFFERED": "1", **extra}
+
+
+@contextlib.contextmanager
+def webapi(bootstrap: str, topic: str, **extra: str) -> Iterator[tuple[str, int]]:
+    import urllib.request
+
+    from tools.kafka import free_port
+
+    port = free_port()
+    log = open(Path(tempfile.gettempdir()) / f"bench-webapi-{port}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "webapi", "--log-level", "WARNING"],
+                            cwd=ROOT, env=_env(bootstrap, topic, port, **extra), stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"web API did not start; see {log.name}") from None
+                time.sleep(0.2)
+        time.sleep(2.0)  # let the consumer assign its partitions (backfill is off)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def stats(url: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/stats", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def ws_dropped(url: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("fleetstream_webapi_ws_dropped_events_total "):
+                return float(line.split()[1])
+    return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
+                  .splitlines() if ":" in line)
+    return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+
+
+def sub(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bench.webapi", *args]
+
+
+def latency_run(bootstrap: str, *, rate: int, clients: int, batch: bool, seconds: float,
+                vehicles: int) -> dict:
+    from tools.kafka import create_topic
+
+    topic = f"bench-{uuid.uuid4().hex[:10]}"
+    create_topic(bootstrap, topic, PARTITIONS)
+    with webapi(bootstrap, topic) as (url, pid):
+        cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+        cl = subprocess.Popen(sub("_clients", "--url", url, "--bootstrap", bootstrap,
+                                  "--topic", topic, "--clients", str(clients),
+                                  "--seconds", str(seconds), "--warmup", "2",
+                                  *(["--batch"] if batch else []),
+                                  *(["--rest"] if batch else [])),
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert cl.stdout is not None
+        if cl.stdout.readline().strip() != "ready":
+            raise RuntimeError("clients did not start")
+        ld = subprocess.run(sub("_load", "--bootstrap", bootstrap, "--topic", topic,
+                                "--rate", str(rate), "--seconds", str(seconds + 3),
+                                "--vehicles", str(vehicles)),
+                            cwd=ROOT, capture_output=True, text=True, check=True)
+        out, _ = cl.communicate(timeout=120)
+        result = json.loads(out.strip().splitlines()[-1])
+        result["sent"] = json.loads(ld.stdout.strip().splitlines()[-1])["sent"]
+        result["webapi_cpu_pct"] = 100 * (cpu_seconds(pid) - cpu0) / (time.monotonic() - wall0)
+        result["consumed"] = stats(url)["consumed_total"]
+        result["loadavg"] = os.getloadavg()[0]
+        result["ws_dropped"] = ws_dropped(url)
+        return result
+
+
+def rss_run(bootstrap: str, total: int, vehicles: int) -> dict:
+    from tools.kafka import create_topic
+
+    topic = f"bench-rss-{uuid.uuid4().hex[:10]}"
+    create_topic(bootstrap, topic, PARTITIONS)
+    with webapi(bootstrap, topic) as (url, pid):
+        idle, _ = rss_mb(pid)
+        t0 = time.monotonic()
+        subprocess.run(sub("_load", "--bootstrap", bootstrap, "--topic", topic, "--rate", "0",
+                           "--total", str(total), "--vehicles", str(vehicles)),
+                       cwd=ROOT, capture_output=True, text=True, check=True)
+        deadline = time.monotonic() + 600
+        while stats(url)["consumed_total"] < total and time.monotonic() < deadline:
+            time.sleep(0.5)
+        elapsed = time.monotonic() - t0
+        s = stats(url)
+        rss, peak = rss_mb(pid)
+        return {"idle_mb": idle, "rss_mb": rss, "peak_mb": peak, "consumed": s["consumed_total"],
+                "vehicles": s["vehicles_reporting"], "seconds": elapsed}
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def report(name: str, runs: list[dict], target_ms: float) -> None:
+    ms = 1000.0
+    p50, p99 = median_of(runs, "ws_p50") * ms, median_of(runs, "ws_p99") * ms
+    r50, r99 = median_of(runs, "raw_p50") * ms, median_of(runs, "raw_p99") * ms
+    print(f"\n{name}: medians of {len(runs)} runs")
+    print(f"  web API -> WS clients  p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   (target p99 < "
+          f"{target_ms:.0f} ms: {'met' if p99 < target_ms else 'MISSED'})")
+    print(f"  baseline raw consumer  p50 {r50:7.1f} ms   p99 {r99:7.1f} ms")
+    print(f"  ratio web API / raw    p50 {p50 / r50:7.2f} x    p99 {p99 / r99:7.2f} x")
+    print(f"  events measured per run (median): WS {median_of(runs, 'ws_events'):.0f}, "
+          f"raw {median_of(runs, 'raw_events'):.0f}; frames {median_of(runs, 'frames'):.0f}")
+    for r in runs:
+        print(f"    run: ws p50 {r['ws_p50'] * ms:.1f} p99 {r['ws_p99'] * ms:.1f} | raw p50 "
+              f"{r['raw_p50'] * ms:.1f} p99 {r['raw_p99'] * ms:.1f} | sent {r['sent']}, "
+              f"consumed {r['consumed']}, WS events dropped {r['ws_dropped']:.0f}, web API CPU "
+              f"{r['webapi_cpu_pct']:.0f}% of a core, load avg {r['loadavg']:.1f}")
+
+
+def orchestrate(a: argparse.Namespace) -> None:
+    print("FleetStream web API benchmark (2 shared cores: numbers are noisy; medians shown)")
+    with broker() as bootstrap:
+        if a.only in (None, "single"):
+            single = [latency_run(bootstrap, rate=1000, clients=10, batch=False,
+                                  seconds=a.seconds, vehicles=1000) for _ in range(a.runs)]
+            report("1,000 events/s -> 10 WS clients, one event per frame", single, 100)
+        if a.only not in (None, "batch"):
+            return
+        batched = [latency_run(bootstrap, rate=5000, clients=50, batch=True,
+                               seconds=a.seconds, vehicles=5000) for _ in range(a.runs)]
+        report("5,000 events/s -> 50 WS clients, batch mode (?batch=1)", batched, 250)
+        ms = 1000.0
+        print("  REST under that load (same run):")
+        print(f"    GET /telemetry/recent?limit=2000  p50 "
+              f"{median_of(batched, 'recent2000_p50') * ms:6.1f} ms   p99 "
+              f"{median_of(batched, 'recent2000_p99') * ms:6.1f} ms")
+        print(f"    baseline GET /health              p50 "
+              f"{median_of(batched, 'health_p50') * ms:6.1f} ms   p99 "
+              f"{median_of(batched, 'health_p99') * ms:6.1f} ms")
+        print(f"    ratio recent / health p99: "
+              f"{median_of(batched, 'recent2000_p99') / median_of(batched, 'health_p99'):.2f} x")
+        if not a.skip_rss:
+            r = rss_run(bootstrap, a.rss_events, a.rss_vehicles)
+            print(f"\nMemory after {r['consumed']:,} events from {r['vehicles']:,} vehicles "
+                  f"({r['seconds']:.0f} s): RSS {r['rss_mb']:.0f} MB, peak {r['peak_mb']:.0f} MB"
+                  f" (target < 400 MB: {'met' if r['peak_mb'] < 400 else 'MISSED'})")
+            print(f"  baseline: the same process idle after start-up {r['idle_mb']:.0f} MB; "
+                  f"ratio {r['rss_mb'] / r['idle_mb']:.2f} x")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.webapi", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", nargs="?", default="run", choices=["run", "_load", "_clients"])
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--skip-rss", action="store_true")
+    p.add_argument("--only", choices=["single", "batch"], default=None,
+                   help="run only one latency scenario (and the RSS run unless --skip-rss)")
+    p.add_argument("--rss-events", type=int, default=1_000_000)
+    p.add_argument("--rss-vehicles", type=int, default=10_000)
+    # subprocess options
+    p.add_argument("--bootstrap")
+    p.add_argument("--topic")
+    p.add_argument("--url")
+    p.add_argument("--rate", type=float, default=1000)
+    p.add_argument("--total", type=int, default=0)
+    p.add_argument("--vehicles", type=int, default=1000)
+    p.add_argument("--clients", type=int, default=10)
+    p.add_argument("--batch", action="store_true")
+    p.add_argument("--rest", action="store_true")
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--partitions", type=int, default=PARTITIONS)
+    a = p.parse_args(argv)
+    if a.mode == "_load":
+        asyncio.run(load_main(a))
+    elif a.mode == "_clients":
+        asyncio.run(clients_main(a))
+    else:
+        orchestrate(a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The Kafka edge for remote control: topics, the command reader and the status writer.
+
+Every producer reads every command (no consumer group), starting at the end of the
+control topic, and answers on the status topic (key = producer id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from producer.schema import ProducerStatus
+
+log = logging.getLogger(__name__)
+TOPIC_ALREADY_EXISTS = 36
+
+
+async def ensure_topics(bootstrap: str, partitions: dict[str, int],
+                        timeout_s: float = 15.0) -> None:
+    """Create the topics that do not exist yet (raises if the broker cannot be reached)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
+                                request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        existing = set(await asyncio.wait_for(admin.list_topics(), timeout_s))
+        missing = [NewTopic(name, n, 1) for name, n in partitions.items() if name not in existing]
+        if missing:
+            resp = await asyncio.wait_for(admin.create_topics(missing), timeout_s)
+            for topic_error in getattr(resp, "topic_errors", []) or []:
+                name, code = topic_error[0], topic_error[1]
+                if code not in (0, TOPIC_ALREADY_EXISTS):
+                    raise RuntimeError(f"creating topic {name!r} failed with Kafka error {code}")
+                if code == 0:
+                    log.info("created topic %s (%d partitions)", name, partitions[name])
+    finally:
+        await admin.close()
+
+
+class ControlChannel:
+    """Commands in from the control topic, statuses out to the status topic."""
+
+    def __init__(self, bootstrap: str, control_topic: str, status_topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.control_topic = control_topic
+        self.status_topic = status_topic
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._unsent: set[asyncio.Future[object]] = set()
+
+    async def start(self) -> None:
+        """Connect; once this returns, every command published afterwards is seen."""
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=1, linger_ms=0,
+                                    request_timeout_ms=10_000, client_id="fleetstream-status")
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="latest",
+                                    client_id="fleetstream-control")
+        try:
+            await producer.start()
+            await consumer.start()
+            parts = await producer.partitions_for(self.control_topic)
+            tps = [TopicPartition(self.control_topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            for tp in tps:  # resolve the offsets now, not at the first fetch
+                await consumer.position(tp)
+        except BaseException:
+            await consumer.stop()
+            await producer.stop()
+            raise
+        self._consumer, self._producer = consumer, producer
+
+    async def stop(self) -> None:
+        consumer, producer = self._consumer, self._producer
+        self._consumer = self._producer = None
+        if consumer is not None:
+            await consumer.stop()
+        if producer is not None:
+            if self._unsent:
+                await asyncio.wait(self._unsent, timeout=2.0)
+            await producer.stop()
+
+    async def commands(self) -> AsyncIterator[bytes]:
+        """Raw command values, forever (the broker being away just means none arrive)."""
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=100)
+            for records in batches.values():
+                for rec in records:
+                    if rec.value is not None:
+                        yield rec.value
+
+    async def publish(self, status: ProducerStatus) -> None:
+        """Send a status without waiting for the broker; a few may be pending at most."""
+        if self._producer is None:
+            return
+        if len(self._unsent) >= 8:
+            log.debug("status topic unreachable; dropping a status message")
+            return
+        fut = await self._producer.send(
+            self.status_topic, key=status.producer_id.encode(),
+            value=status.model_dump_json().encode())
+        self._unsent.add(fut)
+        fut.add_done_callback(self._sent)
+
+    def _sent(self, fut: asyncio.Future[object]) -> None:
+        self._unsent.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            log.debug("status not delivered: %s", fut.exception())

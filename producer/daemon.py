@@ -1,0 +1,274 @@
+"""The producer daemon: clock and pacing, commands, status, signals, graceful shutdown.
+
+One asyncio task runs the simulation at wall-clock pace (tick k is due ``k * dt`` after the
+schedule's anchor), one reads commands, one publishes the status every second. Control
+changes (rate, fleet size) are applied between ticks. SIGTERM/SIGINT: finish the tick,
+flush, exit 0. A missing broker at start or later is waited for with back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from pydantic import ValidationError
+
+from producer.control import ControlChannel, ensure_topics
+from producer.publisher import Publisher
+from producer.schema import ControlCommand, ProducerStatus, TelemetryEvent
+from producer.settings import Settings
+from producer.sim import Simulation, load_network
+
+log = logging.getLogger(__name__)
+FLUSH_TIMEOUT_S = 30.0
+
+
+class Daemon:
+    def __init__(self, settings: Settings, sim: Simulation, publisher: Publisher,
+                 channel: ControlChannel, *, producer_id: str, unpaced: bool = False,
+                 steps: int | None = None) -> None:
+        self.settings = settings
+        self.sim = sim
+        self.publisher = publisher
+        self.channel = channel
+        self.producer_id = producer_id
+        self.unpaced = unpaced
+        self.steps = steps
+        self.stop_event = asyncio.Event()
+        self.wake = asyncio.Event()
+        self.running = settings.sim_autostart
+        self.rate_hz = sim.rate_hz  # targets; the simulation takes them at the next tick
+        self.fleet_size = sim.size
+        self.ticks = 0
+        self.lag_s = 0.0
+        self.behind = False
+        self.skipped_s = 0.0
+        self.last_event: bytes | None = None
+        self.malformed_commands = 0
+        self._anchor: tuple[int, float, datetime] | None = None
+
+    # ---- status and commands ------------------------------------------------------------
+    def status(self, reply_to: str | None = None, *, ok: bool = True, error: str | None = None,
+               message: str | None = None) -> ProducerStatus:
+        last = TelemetryEvent.model_validate_json(self.last_event) if self.last_event else None
+        return ProducerStatus(
+            producer_id=self.producer_id, updated_at=datetime.now(UTC), running=self.running,
+            rate_hz=self.rate_hz, vehicles=self.fleet_size,
+            events_sent=self.publisher.stats.sent, send_errors=self.publisher.stats.errors,
+            lag_s=round(self.lag_s, 3), behind_schedule=self.behind, last_event=last,
+            reply_to=reply_to, ok=ok, error=error, message=message)
+
+    def handle(self, raw: bytes) -> ProducerStatus | None:
+        """Apply one raw command; the reply to publish (None if it has no command id)."""
+        try:
+            cmd = ControlCommand.model_validate_json(raw)
+        except ValidationError as exc:
+            self.malformed_commands += 1
+            try:
+                doc = orjson.loads(raw)
+                cid = doc.get("command_id") if isinstance(doc, dict) else None
+            except orjson.JSONDecodeError:
+                cid = None
+            log.warning("invalid command skipped: %s", exc.errors()[0].get("msg"))
+            if isinstance(cid, str) and 0 < len(cid) <= 64:
+                msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                for e in exc.errors())
+                return self.status(cid, ok=False, error="invalid", message=msg)
+            return None
+        cid = cmd.command_id
+        if cmd.command == "status":
+            return self.status(cid)
+        if cmd.command == "stop":
+            if not self.running:
+                return self.status(cid, ok=False, error="not_running", message="not running")
+            self.running = False
+            self.wake.set()
+            return self.status(cid, message="stopped")
+        if cmd.command == "start" and self.running:
+            return self.status(cid, ok=False, error="already_running", message="already running")
+        if cmd.command == "configure" and cmd.rate_hz is None and cmd.fleet_size is None:
+            return self.status(cid, ok=False, error="invalid",
+                               message="configure needs rate_hz and/or fleet_size")
+        if cmd.rate_hz is not None:
+            self.rate_hz = cmd.rate_hz
+        if cmd.fleet_size is not None:
+            self.fleet_size = cmd.fleet_size
+        if cmd.command == "start":
+            self.running = True
+        self.wake.set()
+        return self.status(cid, message="started" if cmd.command == "start" else "configured")
+
+    async def control_loop(self) -> None:
+        while True:
+            try:
+                async for raw in self.channel.commands():
+                    reply = self.handle(raw)
+                    if reply is not None:
+                        await self.channel.publish(reply)
+            except Exception as exc:  # never die for a broker hiccup; read again shortly
+                log.warning("control topic: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def status_loop(self) -> None:
+        while True:
+            try:
+                await self.channel.publish(self.status())
+            except Exception as exc:
+                log.warning("status topic: %s", exc)
+            await asyncio.sleep(self.settings.status_interval_s)
+
+    # ---- the simulation clock -----------------------------------------------------------
+    def _apply_targets(self) -> None:
+        if self.fleet_size != self.sim.size:
+            self.sim.resize(self.fleet_size)
+        if self.rate_hz != self.sim.rate_hz:
+            self.sim.set_rate(self.rate_hz)
+            self._anchor = None  # a new rate starts a new schedule
+
+    async def _pause(self, timeout: float | None) -> None:
+        """Sleep until ``timeout`` passes or a command/stop wakes us up."""
+        self.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout)
+
+    async def sim_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.stop_event.is_set():
+            self._apply_targets()
+            if self.steps is not None and self.ticks >= self.steps:
+                break
+            if not self.running:
+                self._anchor = None
+                self.lag_s, self.behind = 0.0, False
+                await self.publisher.flush()
+                await self._pause(None)
+                continue
+            now = loop.time()
+            if self._anchor is None:
+                self._anchor = (self.ticks, now, datetime.now(UTC))
+            k0, mono0, wall0 = self._anchor
+            due = mono0 + (self.ticks - k0) * self.sim.dt
+            if self.unpaced:
+                await asyncio.sleep(0)
+            elif now < due:
+                await self._pause(due - now)
+                continue  # re-check stop, commands and the clock
+            else:
+                self.lag_s = now - due
+                self.behind = self.lag_s > max(1.0, self.sim.dt)
+                if self.lag_s > self.settings.sim_max_lag_s:  # skip ahead, say so in status
+                    self.skipped_s += self.lag_s
+                    log.warning("%.1fs behind schedule; skipping ahead", self.lag_s)
+                    wall0 += timedelta(seconds=self.lag_s)
+                    self._anchor = (k0, mono0 + self.lag_s, wall0)
+            ts = wall0 + timedelta(seconds=(self.ticks - k0) * self.sim.dt)
+            values = self.sim.encode(ts)
+            await self.publisher.publish(self.sim.keys, values, int(ts.timestamp() * 1000))
+            self.last_event = values[-1]
+            self.sim.advance()
+            self.ticks += 1
+
+    async def shutdown_flush(self) -> None:
+        try:
+            await asyncio.wait_for(self.publisher.flush(), FLUSH_TIMEOUT_S)
+        except TimeoutError:
+            log.error("shutdown: %d records not acknowledged after %.0fs",
+                      self.publisher.stats.in_flight, FLUSH_TIMEOUT_S)
+
+
+async def _retry(what: str, stop: asyncio.Event, coro_fn: object) -> bool:
+    """Call ``coro_fn()`` until it succeeds (True) or ``stop`` is set (False)."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            await coro_fn()  # type: ignore[operator]
+            return True
+        except Exception as exc:
+            log.warning("%s: Kafka not reachable yet (%s); retrying in %.1fs", what, exc, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 5.0)
+    return False
+
+
+async def run_daemon(settings: Settings, *, steps: int | None = None, unpaced: bool = False,
+                     stop_event: asyncio.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or ``stop_event``, or ``steps`` ticks); returns 0."""
+    seed = settings.sim_seed if settings.sim_seed is not None else secrets.randbits(32)
+    producer_id = settings.producer_id or f"producer-{socket.gethostname()}-{os.getpid()}"
+    log.info("producer %s: seed %d, %d vehicles at %.2f Hz, roads %s", producer_id, seed,
+             settings.fleet_size, settings.sim_rate_hz, settings.sim_roads_file or "built-in")
+    sim = Simulation(
+        load_network(settings.sim_roads_file), seed=seed, fleet_size=settings.fleet_size,
+        rate_hz=settings.sim_rate_hz, first_vehicle_id=settings.vehicle_id,
+        run_key=uuid.uuid4().hex, sport_mode=settings.sim_sport_mode,
+        speed_tolerance_kmh=settings.speed_tolerance_kmh, redline_rpm=settings.redline_rpm)
+    s = settings
+    publisher = Publisher(s.kafka_bootstrap_servers, s.kafka_topic, linger_ms=s.kafka_linger_ms,
+                          batch_bytes=s.kafka_batch_bytes,
+                          max_in_flight=s.kafka_max_in_flight_events)
+    channel = ControlChannel(s.kafka_bootstrap_servers, s.kafka_control_topic,
+                             s.kafka_status_topic)
+    daemon = Daemon(settings, sim, publisher, channel, producer_id=producer_id,
+                    unpaced=unpaced, steps=steps)
+    stop = daemon.stop_event
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        log.info("signal received: finishing the tick, flushing, exiting")
+        stop.set()
+        daemon.wake.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    external = asyncio.ensure_future(stop_event.wait()) if stop_event else None
+    if external is not None:
+        external.add_done_callback(lambda _f: on_signal())
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        topics = {s.kafka_topic: s.kafka_partitions, s.kafka_control_topic: 1,
+                  s.kafka_status_topic: 1}
+        if not (await _retry("creating topics", stop,
+                             lambda: ensure_topics(s.kafka_bootstrap_servers, topics))
+                and await _retry("telemetry producer", stop, publisher.start)
+                and await _retry("control channel", stop, channel.start)):
+            return 0
+        log.info("connected to %s; %s", s.kafka_bootstrap_servers,
+                 "running" if daemon.running else "waiting for a start command")
+        tasks = [asyncio.create_task(daemon.control_loop(), name="control"),
+                 asyncio.create_task(daemon.status_loop(), name="status")]
+        sim_task = asyncio.create_task(daemon.sim_loop(), name="simulation")
+        tasks.append(sim_task)
+        stopping = asyncio.ensure_future(stop.wait())
+        tasks.append(stopping)  # type: ignore[arg-type]
+        await asyncio.wait([sim_task, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if not sim_task.done():  # signalled: let the current tick finish, within reason
+            await asyncio.wait([sim_task], timeout=FLUSH_TIMEOUT_S)
+        if sim_task.done() and not sim_task.cancelled() and sim_task.exception():
+            raise sim_task.exception()  # type: ignore[misc]
+        await daemon.shutdown_flush()
+        daemon.running = False
+        await channel.publish(daemon.status(message="shutting down"))
+        return 0
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if external is not None:
+            external.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await external
+        await channel.stop()
+        await publisher.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

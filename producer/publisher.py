@@ -1,0 +1,263 @@
+"""The Kafka edge for telemetry: aiokafka's batch API, idempotent, bounded, restartable.
+
+Records of one tick are grouped by partition (murmur2 of the key, as Kafka's default
+partitioner does) and appended to ``create_batch()`` builders submitted with
+``send_batch()``: no per-record future, no ``send_and_wait``. acks=all and idempotence are
+on, so aiokafka retries a batch (same producer id and sequence) until the broker takes it:
+a broker restart neither loses nor duplicates an acknowledged record.
+
+Memory is bounded: ``publish`` waits while more than ``max_in_flight`` records are
+unacknowledged. A batch that still fails (e.g. the client itself gave up) is kept and sent
+again, in order, before any newer record; the caller's simulation is held meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+
+log = logging.getLogger(__name__)
+
+ProducerFactory = Callable[..., Any]
+SMALL_GROUP = 32  # fewer records than this for one partition in a tick: per-record send()
+
+
+@dataclass
+class _Batch:
+    partition: int
+    keys: list[bytes]
+    values: list[bytes]
+    timestamp_ms: int
+    attempts: int = 0
+    order: int = 0
+
+
+@dataclass
+class PublisherStats:
+    sent: int = 0  # records acknowledged by the broker
+    errors: int = 0  # failed batch deliveries (each one retried)
+    batches: int = 0
+    last_error: str | None = None
+    in_flight: int = 0
+
+
+@dataclass
+class _Plan:
+    keys: list[bytes]
+    groups: list[tuple[int, np.ndarray]] = field(default_factory=list)
+
+
+class Publisher:
+    def __init__(self, bootstrap: str, topic: str, *, linger_ms: int = 5,
+                 batch_bytes: int = 256 * 1024, max_in_flight: int = 100_000,
+                 request_timeout_ms: int = 60_000,
+                 producer_factory: ProducerFactory = AIOKafkaProducer) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.linger_ms = linger_ms
+        self.batch_bytes = batch_bytes
+        self.max_in_flight = max_in_flight
+        self.request_timeout_ms = request_timeout_ms
+        self._factory = producer_factory
+        self._producer: Any = None
+        self._partitions: list[int] = []
+        self._plan: _Plan | None = None
+        self._failed: list[_Batch] = []
+        self._order = 0
+        self._needs_restart = False
+        self._settled = asyncio.Event()
+        self.stats = PublisherStats()
+
+    def _new_producer(self) -> Any:
+        return self._factory(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+            linger_ms=self.linger_ms, max_batch_size=self.batch_bytes,
+            request_timeout_ms=self.request_timeout_ms, retry_backoff_ms=200,
+            client_id="fleetstream-producer")
+
+    async def start(self) -> None:
+        """Connect and learn the topic's partitions (raises if the broker is unreachable)."""
+        producer = self._new_producer()
+        try:
+            await producer.start()
+            parts = await producer.partitions_for(self.topic)
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
+        self._partitions = sorted(parts)
+        self._plan = None
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+    def _plan_for(self, keys: list[bytes]) -> _Plan:
+        plan = self._plan
+        if plan is not None and plan.keys == keys:
+            return plan
+        n = len(self._partitions)
+        part = np.array([(murmur2(k) & 0x7FFFFFFF) % n for k in keys], dtype=np.int64)
+        order = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[order], np.arange(n + 1))
+        groups = [(self._partitions[p], order[bounds[p]:bounds[p + 1]])
+                  for p in range(n) if bounds[p + 1] > bounds[p]]
+        self._plan = _Plan(keys=list(keys), groups=groups)
+        return self._plan
+
+    async def publish(self, keys: list[bytes], values: list[bytes], timestamp_ms: int) -> None:
+        """Queue one tick's records (key i goes with value i); waits while too many are in
+        flight or while earlier failed batches are being re-sent."""
+        await self._resend_failed()
+        while self.stats.in_flight and self.stats.in_flight + len(values) > self.max_in_flight:
+            await self._wait_settled()
+            await self._resend_failed()
+        for partition, idx in self._plan_for(keys).groups:
+            ilist = idx.tolist()
+            batch = _Batch(partition, [keys[i] for i in ilist], [values[i] for i in ilist],
+                           timestamp_ms)
+            if self._failed:  # keep order: everything after a failure waits for its re-send
+                self._order += 1
+                batch.order = self._order
+                self._failed.append(batch)
+            else:
+                await self._submit(batch)
+        await self._resend_failed()
+
+    async def _submit(self, batch: _Batch) -> None:
+        """Append ``batch``'s records to as many builders as needed and hand them over."""
+        producer = self._producer
+        if len(batch.values) < SMALL_GROUP:
+            # A few records: send() lets them share the partition's open batch with the next
+            # ticks' records (send_batch would wait a linger period per tick).
+            for k, v in zip(batch.keys, batch.values, strict=True):
+                await self._send_one(_Batch(batch.partition, [k], [v], batch.timestamp_ms,
+                                            attempts=batch.attempts))
+            return
+        builder = producer.create_batch()
+        first = 0
+        for i, (k, v) in enumerate(zip(batch.keys, batch.values, strict=True)):
+            if builder.append(key=k, value=v, timestamp=batch.timestamp_ms) is None:
+                await self._send(builder, _Batch(batch.partition, batch.keys[first:i],
+                                                 batch.values[first:i], batch.timestamp_ms,
+                                                 attempts=batch.attempts))
+                builder = producer.create_batch()
+                first = i
+                builder.append(key=k, value=v, timestamp=batch.timestamp_ms)
+        await self._send(builder, _Batch(batch.partition, batch.keys[first:],
+                                         batch.values[first:], batch.timestamp_ms,
+                                         attempts=batch.attempts))
+
+    async def _send(self, builder: Any, batch: _Batch) -> None:
+        self._order += 1
+        batch.order = self._order
+        batch.attempts += 1
+        self.stats.in_flight += len(batch.values)
+        try:
+            fut = await self._producer.send_batch(builder, self.topic, partition=batch.partition)
+        except Exception as exc:  # closed or timed out waiting for room: keep for a re-send
+            self.stats.in_flight -= len(batch.values)
+            self._record_failure(batch, exc)
+            return
+        fut.add_done_callback(lambda f, b=batch: self._done(b, f))
+        self.stats.batches += 1
+
+    async def _send_one(self, batch: _Batch) -> None:
+        self._order += 1
+        batch.order = self._order
+        batch.attempts += 1
+        self.stats.in_flight += 1
+        try:
+            fut = await self._producer.send(self.topic, value=batch.values[0], key=batch.keys[0],
+                                            partition=batch.partition,
+                                            timestamp_ms=batch.timestamp_ms)
+        except Exception as exc:
+            self.stats.in_flight -= 1
+            self._record_failure(batch, exc)
+            return
+        fut.add_done_callback(lambda f, b=batch: self._done(b, f))
+
+    def _done(self, batch: _Batch, fut: asyncio.Future[Any]) -> None:
+        self.stats.in_flight -= len(batch.values)
+        if fut.cancelled():
+            self._record_failure(batch, asyncio.CancelledError())
+        elif fut.exception() is not None:
+            self._record_failure(batch, fut.exception())
+        else:
+            self.stats.sent += len(batch.values)
+        self._settled.set()
+
+    def _record_failure(self, batch: _Batch, exc: BaseException | None) -> None:
+        if not getattr(exc, "retriable", False):
+            # e.g. OutOfOrderSequenceNumber: aiokafka keeps failing that partition until the
+            # client is replaced (aio-libs/aiokafka#1017); rejected records were not written.
+            self._needs_restart = True
+        self.stats.errors += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("batch of %d records to partition %d failed (%s); will re-send",
+                    len(batch.values), batch.partition, self.stats.last_error)
+        self._failed.append(batch)
+
+    async def _wait_settled(self) -> None:
+        """Until at least one more batch settles (no-op when nothing is in flight)."""
+        self._settled.clear()
+        if self.stats.in_flight:
+            await self._settled.wait()
+
+    async def _resend_failed(self) -> None:
+        """Hold new records until every failed batch went through, oldest first."""
+        backoff = 0.2
+        while self._failed:
+            while self.stats.in_flight:  # let everything older settle first
+                await self._wait_settled()
+            failed, self._failed = sorted(self._failed, key=lambda b: b.order), []
+            if self._producer is None or self._needs_restart or self._broken():
+                self._needs_restart = False
+                await self._restart()
+            for batch in failed:
+                await self._submit(batch)
+            await self._drain()
+            if self._failed:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _broken(self) -> bool:
+        """The client's sender stopped for good (e.g. a fatal sequence error)."""
+        sender = getattr(self._producer, "_sender", None)
+        task = getattr(sender, "sender_task", None)
+        return task is not None and task.done()
+
+    async def _restart(self) -> None:
+        log.warning("restarting the Kafka producer client")
+        old, self._producer = self._producer, None
+        if old is not None:
+            try:
+                await asyncio.wait_for(old.stop(), 10)
+            except Exception as exc:  # it is being replaced anyway
+                log.debug("stopping the old producer: %s", exc)
+        delay = 0.5
+        while True:
+            try:
+                await self.start()
+                return
+            except Exception as exc:
+                log.warning("Kafka not reachable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _drain(self) -> None:
+        while self.stats.in_flight:
+            await self._wait_settled()
+
+    async def flush(self) -> None:
+        """Wait until every record handed over so far is acknowledged (re-sending failures)."""
+        await self._drain()
+        await self._resend_failed()

@@ -1,0 +1,154 @@
+"""Pure tests of the palette, frames and pydeck builders (no Streamlit, no network)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from urllib.parse import unquote
+
+import pandas as pd
+import pydeck as pdk
+import pytest
+
+from ui import maps
+from ui.frames import events_frame, trails_frame
+from ui.palette import (
+    SPEED_BAND_COLORS,
+    STATE_COLORS,
+    VIOLATION_COLOR,
+    speed_band,
+    speed_color,
+)
+from ui.synthetic import as_items, fleet_events, trail_items
+
+T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
+GREEN, BLUE, YELLOW, ORANGE, RED = (list(c) for c in SPEED_BAND_COLORS)
+
+
+@pytest.fixture(scope="module")
+def events() -> pd.DataFrame:
+    return events_frame(as_items(fleet_events(18, 20, T0)))
+
+
+@pytest.fixture(scope="module")
+def latest(events: pd.DataFrame) -> pd.DataFrame:
+    return events.groupby("vehicle_id").tail(1).reset_index(drop=True)
+
+
+@pytest.mark.parametrize(("speed", "color"), [
+    (0, GREEN), (29.9, GREEN), (30, BLUE), (59.9, BLUE), (60, YELLOW), (89.9, YELLOW),
+    (90, ORANGE), (119.9, ORANGE), (120, RED), (250, RED),
+])
+def test_speed_palette_is_the_legacy_bands(speed: float, color: list[int]) -> None:
+    assert speed_color(speed) == color
+    assert GREEN == [34, 197, 94] and RED == [239, 68, 68]
+    assert speed_band(speed) == [GREEN, BLUE, YELLOW, ORANGE, RED].index(color)
+
+
+def test_events_frame_flattens_and_derives(events: pd.DataFrame) -> None:
+    assert len(events) == 18 * 20
+    assert str(events["timestamp"].dtype) == "datetime64[ns, UTC]"
+    assert {"lat", "lon", "faults", "state", "speed_band"} <= set(events.columns)
+    assert "location" not in events.columns
+    states = set(events["state"])
+    assert states == {"speeding", "over redline", "fault", "low fuel", "stopped", "moving"}
+    speeding = events[events["speeding"]]
+    assert (speeding["state"] == "speeding").all()
+    assert set(events.loc[events["faults"] != "", "faults"]) == {"P0300"}
+    empty = events_frame([])
+    assert empty.empty and list(empty.columns) == list(events.columns)
+
+
+def test_vehicle_layer_colours_points_by_state_with_tooltips(latest: pd.DataFrame) -> None:
+    layer = maps.vehicle_layer(latest, follow="CAR00003")
+    assert layer.type == "ScatterplotLayer" and layer.id == "vehicles" and layer.pickable
+    data = pd.DataFrame(layer.data)
+    assert list(data["vehicle_id"]) == list(latest["vehicle_id"])
+    for state, color in zip(latest["state"], data["color"], strict=True):
+        assert color == [*STATE_COLORS[state], 235]
+    assert data.loc[data["vehicle_id"] == "CAR00003", "radius"].item() == 2.0  # followed
+    assert set(data.loc[data["vehicle_id"] != "CAR00003", "radius"]) == {1.0}
+    row = latest.iloc[4]  # CAR00004: fault P0300
+    tip = data["tip"].iloc[4]
+    for part in (row["vehicle_id"], f"speed {row['speed_kmh']:.0f} km/h",
+                 f"limit {row['speed_limit_kmh']} km/h", f"gear {row['gear']}",
+                 f"fuel {row['fuel_level_pct']:.0f}%", "faults: P0300"):
+        assert part in tip
+
+
+def test_trail_layer_is_a_path_layer_coloured_by_speed_band() -> None:
+    items = [{"vehicle_id": "A", "points": [
+        {"timestamp": f"2026-01-01T08:00:0{i}+00:00", "lat": 48.0 + i / 1000, "lon": 11.0,
+         "speed_kmh": s} for i, s in enumerate([10, 20, 45, 50, 130, 95])]}]
+    layer = maps.trail_layer(trails_frame(items))
+    assert layer.type == "PathLayer" and layer.id == "trails"
+    data = pd.DataFrame(layer.data)
+    # segments take their start point's band: green, green, blue, blue, red (then end)
+    assert list(data["band"]) == [0, 1, 4]
+    assert list(data["color"]) == [GREEN, BLUE, RED]
+    paths = list(data["path"])
+    assert [len(p) for p in paths] == [3, 3, 2]
+    for a, b in zip(paths, paths[1:], strict=False):
+        assert a[-1] == b[0]  # runs join up: one continuous trail
+    assert paths[0][0] == [11.0, 48.0]
+
+
+def test_trails_of_many_vehicles_stay_separate(events: pd.DataFrame) -> None:
+    trails = trails_frame(trail_items(fleet_events(5, 30, T0), points=10))
+    assert trails.groupby("vehicle_id").size().tolist() == [10] * 5
+    paths = maps.trail_paths(trails)
+    assert sorted(set(paths["vehicle_id"])) == [f"CAR{i:05d}" for i in range(5)]
+    assert sum(len(p) - 1 for p in paths["path"]) == 5 * 9  # every segment drawn once
+
+
+def test_heatmap_is_speed_weighted_with_violations_boosted(events: pd.DataFrame) -> None:
+    layer = maps.heatmap_layer(events)
+    assert layer.type == "HeatmapLayer" and layer.id == "heatmap"
+    data = pd.DataFrame(layer.data)
+    viol = events["speeding"] | events["rpm_over_redline"]
+    assert (data.loc[~viol, "weight"] == events.loc[~viol, "speed_kmh"]).all()
+    assert (data.loc[viol, "weight"] == events.loc[viol, "speed_kmh"] * maps.VIOLATION_BOOST).all()
+
+
+def test_violation_layer_highlights_each_violation(events: pd.DataFrame) -> None:
+    viol = events[events["speeding"] | events["rpm_over_redline"]]
+    layer = maps.violation_layer(viol)
+    assert layer.type == "ScatterplotLayer" and layer.id == "violations"
+    data = pd.DataFrame(layer.data)
+    assert len(data) == len(viol)
+    assert layer.get_line_color == [*VIOLATION_COLOR, 230]
+    assert all(t.startswith("VIOLATION ") for t in data["tip"])
+
+
+def test_view_follows_a_vehicle_or_fits_the_fleet(latest: pd.DataFrame) -> None:
+    v = maps.view_state(latest, follow="CAR00002")
+    row = latest[latest["vehicle_id"] == "CAR00002"].iloc[0]
+    assert (v.latitude, v.longitude, v.zoom) == (row["lat"], row["lon"], maps.FOLLOW_ZOOM)
+    fit = maps.view_state(latest)
+    assert latest["lat"].min() <= fit.latitude <= latest["lat"].max()
+    assert latest["lon"].min() <= fit.longitude <= latest["lon"].max()
+    assert 9 <= fit.zoom <= 11
+    assert maps.view_state(latest, follow="NOPE").zoom == fit.zoom
+    assert maps.view_state(latest.iloc[0:0]) is maps.DEFAULT_VIEW
+
+
+def test_deck_needs_no_map_tiles(latest: pd.DataFrame, events: pd.DataFrame) -> None:
+    deck = maps.fleet_deck([maps.heatmap_layer(events), maps.vehicle_layer(latest)],
+                           maps.view_state(latest))
+    assert isinstance(deck, pdk.Deck)
+    spec = json.loads(deck.to_json())
+    # an inline style with no sources: no tiles, no basemap URL, no Mapbox token
+    assert spec["mapStyle"].startswith("data:application/json,")
+    style = json.loads(unquote(spec["mapStyle"].split(",", 1)[1]))
+    assert style["sources"] == {} and [x["type"] for x in style["layers"]] == ["background"]
+    assert "http" not in deck.to_json() and "mapboxKey" not in spec
+    assert [layer["@@type"] for layer in spec["layers"]] == ["HeatmapLayer", "ScatterplotLayer"]
+    assert spec["layers"][1]["data"][0]["vehicle_id"] == "CAR00000"
+
+
+def test_legend_lists_states_and_speed_bands() -> None:
+    html = maps.legend_html()
+    for label in ("speeding", "over redline", "fault", "low fuel", "stopped", "moving",
+                  "&lt; 30" if "&lt;" in html else "< 30", ">= 120", "violation"):
+        assert label in html
+    assert "Trail" not in maps.legend_html(show_trails=False)

@@ -1,0 +1,188 @@
+"""Pure unit tests of the web API's parts: no broker, no server."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from multidict import MultiDict
+
+from producer.schema import CSV_COLUMNS, EVENT_FIELDS, TelemetryEvent
+from webapi import csvexport, openapi
+from webapi.decode import MALFORMED_KINDS, Malformed, decode, entry_from_event
+from webapi.hub import Hub
+from webapi.metrics import Metrics
+from webapi.params import ApiError, int_param, time_range, vehicles_param
+from webapi.settings import ENV_NAMES, Settings
+from webapi.store import TelemetryStore
+from webapi.testing import make_event
+
+T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
+
+
+def entry(vid: str = "CAR1", seconds: float = 0, **kw):
+    return entry_from_event(make_event(vid, timestamp=T0 + timedelta(seconds=seconds), **kw))
+
+
+# ----------------------------------------------------------------------------- decode
+def test_decode_round_trips_the_contract() -> None:
+    ev = make_event("CAR1", seq=7, speed_kmh=80.0)
+    e = decode(ev.model_dump_json().encode(), 65536)
+    assert e.vehicle_id == "CAR1" and e.violation is True
+    assert TelemetryEvent.model_validate_json(e.raw) == ev
+    assert tuple(orjson.loads(e.raw)) == EVENT_FIELDS
+    assert set(orjson.loads(e.trail_point)) == {"timestamp", "lat", "lon", "speed_kmh"}
+
+
+@pytest.mark.parametrize(("value", "kind"), [
+    (b"not json", "not_json"),
+    (None, "not_json"),
+    (b"[1, 2]", "not_object"),
+    (b'"text"', "not_object"),
+    (b'{"vehicle_id": "A"}', "missing_field"),
+    (make_event().model_dump_json().replace('"gear":3', '"gear":"third"').encode(), "wrong_type"),
+    (make_event().model_dump_json().replace('"speed_kmh":42.0', '"speed_kmh":-4').encode(),
+     "wrong_type"),
+    (b"{" + b" " * 70_000 + b"}", "oversized"),
+])
+def test_malformed_messages_are_classified(value, kind) -> None:
+    with pytest.raises(Malformed) as info:
+        decode(value, 65536)
+    assert info.value.kind == kind
+    assert kind in MALFORMED_KINDS
+
+
+# ----------------------------------------------------------------------------- store
+def test_store_is_bounded_and_evicts_least_recently_seen_vehicle() -> None:
+    store = TelemetryStore(recent_size=100, violations_size=10, max_vehicles=3, trail_points=4)
+    for i in range(1000):  # five cars round robin, then only the last three
+        vid = f"CAR{i % 5}" if i < 500 else f"CAR{2 + i % 3}"
+        store.add(entry(vid, i, speed_kmh=90.0 if i % 2 else 10.0), now=i / 100)
+    assert len(store.recent) == 100 and len(store.violations) == 10
+    assert store.vehicles() == ["CAR2", "CAR3", "CAR4"]  # the three seen last
+    assert set(store.trails) == set(store.latest)
+    assert all(len(t) == 4 for t in store.trails.values())
+    assert store.consumed_total == 1000 and store.violations_total == 500
+    assert store.evicted_total == 500 - 3
+
+
+def test_store_reads_filters_and_orders() -> None:
+    store = TelemetryStore(recent_size=100, violations_size=100, max_vehicles=10, trail_points=5)
+    for i in range(20):
+        store.add(entry("A" if i % 2 else "B", i, speed_kmh=90.0 if i % 4 == 0 else 10.0))
+    recent = store.recent_items(5)
+    assert [e.ts for e in recent] == sorted(e.ts for e in recent)
+    assert recent[-1].ts == (T0 + timedelta(seconds=19)).timestamp()
+    only_a = store.recent_items(100, frozenset({"A"}))
+    assert {e.vehicle_id for e in only_a} == {"A"} and len(only_a) == 10
+    window = store.recent_items(100, None, (T0 + timedelta(seconds=5)).timestamp(),
+                                (T0 + timedelta(seconds=9)).timestamp())
+    assert len(window) == 5
+    viol = store.violation_items(3)
+    assert [e.ts for e in viol] == sorted((e.ts for e in viol), reverse=True)
+    assert all(e.violation for e in viol)
+    trails = store.trail_items(frozenset({"A", "nope"}), 3)
+    assert [(v, len(p)) for v, p in trails] == [("A", 3)]
+    # a late (older) event does not move the vehicle back
+    store.add(entry("A", -100))
+    assert store.latest["A"].ts == (T0 + timedelta(seconds=19)).timestamp()
+
+
+def test_events_per_second_over_ten_seconds() -> None:
+    store = TelemetryStore(recent_size=100, violations_size=10, max_vehicles=3, trail_points=4)
+    for i in range(200):
+        store.add(entry("A", i), now=1000 + i / 20)  # 20 events/s for 10 s
+    assert store.events_per_s(now=1009.99) == pytest.approx(20.0)
+    assert store.events_per_s(now=1100) == 0.0
+
+
+# ----------------------------------------------------------------------------- csv
+def test_csv_keeps_columns_types_and_neutralises_formulas() -> None:
+    evil = entry("=HYPERLINK(\"x\")", 0, lon=-0.1278, lat=-51.5, speed_kmh=80.0)
+    plain = entry("CAR1", 1, engine_rpm=6500)
+    text = b"".join(csvexport.chunks([evil, plain], rows_per_chunk=1)).decode()
+    rows = list(csv.reader(io.StringIO(text)))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert rows[1][1] == "'=HYPERLINK(\"x\")"
+    assert rows[1][2] == "-51.5" and rows[1][3] == "-0.1278"  # negative numbers stay numbers
+    assert rows[1][10:] == ["1", "0"] and rows[2][10:] == ["0", "1"]
+    assert rows[2][0] == "2026-01-01T08:00:01.000000+00:00"
+    for prefix in ("=", "+", "-", "@"):
+        assert csvexport.neutralise(prefix + "x") == "'" + prefix + "x"
+    assert csvexport.neutralise(-5) == -5 and csvexport.neutralise(-5.5) == -5.5
+
+
+# ----------------------------------------------------------------------------- params
+def test_parameters_name_themselves_when_bad() -> None:
+    q = MultiDict({"limit": "5000"})
+    assert int_param(q, "limit", 100, minimum=1, cap=2000) == 2000
+    for bad in ("0", "-1", "abc", "1.5"):
+        with pytest.raises(ApiError) as info:
+            int_param(MultiDict({"limit": bad}), "limit", 100, minimum=1, cap=2000)
+        assert info.value.status == 422 and info.value.body["parameter"] == "limit"
+        assert info.value.body["error"].startswith("limit:")
+    many = MultiDict([("vehicle_id", "A,B"), ("vehicle_id", "C")])
+    assert vehicles_param(many) == {"A", "B", "C"}
+    assert vehicles_param(MultiDict()) is None
+    with pytest.raises(ApiError):
+        vehicles_param(MultiDict({"vehicle_id": ","}))
+    since, until = time_range(MultiDict({"since": "2026-01-01T08:00:00Z",
+                                         "until": "2026-01-01T09:00:00"}))
+    assert until - since == 3600
+    with pytest.raises(ApiError) as info:
+        time_range(MultiDict({"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}))
+    assert info.value.body["parameter"] == "since"
+
+
+# ----------------------------------------------------------------------------- settings
+def test_settings_read_env_and_name_the_variable(monkeypatch) -> None:
+    monkeypatch.setenv("WEBAPI_CORS_ORIGINS", "http://a.example, http://b.example/")
+    monkeypatch.setenv("WEBAPI_PORT", "8123")
+    monkeypatch.setenv("FLEETSTREAM_API_TOKEN", "  ")
+    s = Settings()
+    assert s.cors_origins == ("http://a.example", "http://b.example")
+    assert s.port == 8123 and s.api_token is None and s.host == "127.0.0.1"
+    monkeypatch.setenv("WEBAPI_MAX_VEHICLES", "0")
+    with pytest.raises(ValueError, match="WEBAPI_MAX_VEHICLES"):
+        Settings()
+    with pytest.raises(ValueError, match="KAFKA_TOPIC must not be empty"):
+        Settings(kafka_topic=" ", max_vehicles=5)
+    assert ENV_NAMES["analytics_output_dir"] == "ANALYTICS_OUTPUT_DIR"
+    with pytest.raises(Exception, match="frozen"):
+        s.port = 1  # type: ignore[misc]
+
+
+# ----------------------------------------------------------------------------- openapi
+def test_openapi_event_schema_comes_from_the_model() -> None:
+    doc = openapi.build(recent_cap=2000, export_cap=10000, violations_cap=2000,
+                        trail_points=30, token_required=True)
+    expected = TelemetryEvent.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = expected.pop("$defs")
+    assert doc["components"]["schemas"]["TelemetryEvent"] == expected
+    for name, schema in defs.items():
+        assert doc["components"]["schemas"][name] == schema
+    assert doc["openapi"].startswith("3.")
+    orjson.dumps(doc)
+
+
+# ----------------------------------------------------------------------------- hub
+async def test_hub_drops_oldest_for_a_slow_subscriber_only() -> None:
+    hub = Hub(Metrics(), queue_size=10, max_clients=2)
+    slow = hub.subscribe(None)
+    picky = hub.subscribe(frozenset({"B"}))
+    assert hub.full()
+    batch = [entry("A" if i % 2 else "B", i) for i in range(100)]
+    hub.publish(batch)
+    assert len(slow.queue) == 10 and slow.dropped == 90
+    assert [e.ts for e in slow.queue] == [e.ts for e in batch[-10:]]  # newest kept
+    assert picky.dropped == 40 and {e.vehicle_id for e in picky.queue} == {"B"}
+    assert slow.wake.is_set()
+    assert hub.dropped_total == 130
+    hub.unsubscribe(slow)
+    hub.publish(batch[:1])
+    assert hub.dropped_total == 131  # picky is still full: only its own drop counted
+    await asyncio.sleep(0)

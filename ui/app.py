@@ -1,0 +1,228 @@
+"""FleetStream's live dashboard: ``streamlit run ui/app.py`` (reads only the web API).
+
+A thin layout: the sidebar (ui/sidebar.py) gives the choices, ui/snapshot.py fetches one
+refresh, ui/panels.py turns it into KPIs, a deck and charts, and the live parts re-run on
+their own in ``st.fragment(run_every=...)`` so the page never reloads whole.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `streamlit run ui/app.py` puts ui/, not the repo, on the path
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
+
+from ui import charts, maps, sidebar  # noqa: E402
+from ui.api import ApiClient, ApiError, ApiUnavailable  # noqa: E402
+from ui.frames import windows_frame  # noqa: E402
+from ui.panels import Panels, build_panels, csv_bytes, kpi_deltas, page  # noqa: E402
+from ui.settings import Settings  # noqa: E402
+from ui.snapshot import ViewOptions, fetch_snapshot  # noqa: E402
+
+ROAD_WINDOW_COLUMNS = ("window_start", "road_type", "vehicles", "samples", "avg_speed_kmh",
+                       "max_speed_kmh", "speeding_count", "redline_count")
+VEHICLE_WINDOW_COLUMNS = ("window_start", "vehicle_id", "samples", "avg_speed_kmh",
+                          "max_speed_kmh", "speeding_count", "redline_count", "distance_km",
+                          "fuel_used_pct")
+WINDOW_COLUMN_CONFIG = {
+    "window_start": st.column_config.DatetimeColumn("window (UTC)", format="HH:mm:ss",
+                                                    timezone="UTC"),
+    "avg_speed_kmh": st.column_config.NumberColumn("avg km/h", format="%.1f"),
+    "max_speed_kmh": st.column_config.NumberColumn("max km/h", format="%.1f"),
+    "distance_km": st.column_config.NumberColumn("km", format="%.2f"),
+    "fuel_used_pct": st.column_config.NumberColumn("fuel used %", format="%.2f"),
+}
+KPI_HISTORY = 30
+CHART_HEIGHT = 330  # the element: title, legend and axes around a ~200 px plot
+VIOLATION_WINDOW_MIN = 5
+
+
+@st.cache_resource(max_entries=8, on_release=ApiClient.close)
+def client_for(url: str, token: str, timeout_s: float) -> ApiClient:
+    return ApiClient(url, token=token, timeout_s=timeout_s)
+
+
+def load_settings() -> Settings:
+    """Once per browser session: environment, then flags after ``--``."""
+    if "settings" not in st.session_state:
+        try:
+            st.session_state["settings"] = Settings.from_argv(sys.argv[1:])
+        except ValidationError as exc:
+            st.error("Invalid configuration:\n\n" + "\n".join(
+                f"- {e['msg']}" for e in exc.errors()))
+            st.stop()
+    return st.session_state["settings"]
+
+
+def show_failure(exc: Exception, url: str) -> None:
+    if isinstance(exc, ApiUnavailable):
+        st.error(f"Cannot reach the web API at `{url}`.", icon=":material/cloud_off:")
+        st.info("Start the stack with `make run` (or just the API: `python -m webapi`), "
+                "or fix the **Web API address** in the sidebar. This page retries by itself.")
+    else:
+        st.error(f"The web API answered with an error: {exc}", icon=":material/error:")
+        st.info("Check the web API's log; this page retries on the next refresh.")
+
+
+def render_kpis(panels: Panels) -> None:
+    prev = st.session_state.get("kpi_prev")
+    deltas = kpi_deltas(panels.kpis, prev)
+    history: dict[str, list[float]] = st.session_state.setdefault("kpi_history", {})
+    for col, kpi, delta in zip(st.columns(len(panels.kpis)), panels.kpis, deltas, strict=True):
+        hist = history.setdefault(kpi.label, [])
+        hist.append(kpi.value)
+        del hist[:-KPI_HISTORY]
+        col.metric(
+            kpi.label, kpi.text(), delta=None if delta is None else kpi.delta_text(delta),
+            delta_color="off" if not delta else ("inverse" if kpi.inverse else "normal"),
+            help=kpi.help, border=True, chart_data=hist if len(hist) > 1 else None,
+            chart_type="area",
+        )
+    st.session_state["kpi_prev"] = {k.label: k.value for k in panels.kpis}
+
+
+def table_height(rows: int, most: int = 12) -> int:
+    """Pixels for a table of `rows` rows, scrolling beyond `most` (no empty filler rows)."""
+    return 38 + 35 * max(1, min(rows, most))
+
+
+def render_chart(chart, empty: str) -> None:
+    if chart is None:
+        st.caption(empty)
+    else:
+        st.altair_chart(chart, width="stretch", height=CHART_HEIGHT)
+
+
+def render_tables(panels: Panels, page_size: int) -> None:
+    fleet_tab, viol_tab = st.tabs(["Fleet (latest per vehicle)", "Violations (newest first)"])
+    with fleet_tab:
+        fleet = panels.fleet
+        c1, c2, c3 = st.columns([2, 1, 1])
+        sort_by = c1.selectbox("Sort by", list(fleet.columns), key="fleet_sort")
+        desc = c2.toggle("Descending", key="fleet_desc")
+        pages = max(1, -(-len(fleet) // page_size))
+        page_no = c3.number_input(f"Page (of {pages})", 1, pages, 1, key="fleet_page")
+        shown = page(fleet, sort_by, not desc, int(page_no), page_size)
+        st.dataframe(shown, hide_index=True, width="stretch",
+                     height=table_height(len(shown), most=15), column_config={
+                         "speed_kmh": st.column_config.NumberColumn("speed km/h", format="%.1f"),
+                         "fuel_level_pct": st.column_config.ProgressColumn(
+                             "fuel", format="%.0f%%", min_value=0, max_value=100),
+                     })
+        st.caption(f"{len(fleet):,} vehicles · showing {page_size} per page")
+    with viol_tab:
+        viol = panels.violations
+        if viol.empty:
+            st.caption(f"No violations in the last {VIOLATION_WINDOW_MIN} minutes.")
+        else:
+            st.dataframe(viol.head(500), hide_index=True, width="stretch",
+                         height=table_height(len(viol)))
+            st.caption(f"{len(viol):,} violations in the last {VIOLATION_WINDOW_MIN} minutes"
+                       + (" (first 500 shown; the CSV has all)" if len(viol) > 500 else ""))
+        st.download_button("Download violations (CSV)", csv_bytes(viol),
+                           file_name="fleetstream-violations.csv", mime="text/csv",
+                           on_click="ignore", icon=":material/download:")
+
+
+def live_panels(client: ApiClient, controls: sidebar.Controls, settings: Settings) -> None:
+    opts = ViewOptions(vehicle_filter=controls.vehicle_filter, follow=controls.follow,
+                       max_trails=settings.max_trails,
+                       violation_window_min=VIOLATION_WINDOW_MIN)
+    try:
+        snap = fetch_snapshot(client, opts, datetime.now(UTC))
+    except (ApiUnavailable, ApiError) as exc:
+        show_failure(exc, client.base_url)
+        return
+    if snap.latest.empty:
+        st.info("No vehicles are reporting yet. Press **Start** in the sidebar, or start the "
+                "whole stack (Kafka, producer, web API) with `make run`.",
+                icon=":material/directions_car:")
+        return
+    panels = build_panels(snap, controls.layers, controls.follow, settings.redline_rpm,
+                          VIOLATION_WINDOW_MIN)
+    render_kpis(panels)
+    map_col, chart_col = st.columns([3, 2], gap="medium")
+    with map_col:
+        where = f"following **{controls.follow}**" if controls.follow else "fitting the fleet"
+        st.markdown(f"##### Live map · {where} · trails for {len(snap.trail_ids)} vehicles")
+        if controls.follow:
+            followed = snap.latest.loc[snap.latest["vehicle_id"] == controls.follow]
+            if followed.empty:
+                st.caption(f"{controls.follow} is not reporting.")
+            else:
+                r = followed.iloc[0]
+                st.caption(f"{r['state']} · {r['speed_kmh']:.0f} km/h (limit "
+                           f"{r['speed_limit_kmh']}) · {r['engine_rpm']:,} rpm · gear {r['gear']}"
+                           f" · fuel {r['fuel_level_pct']:.0f}% · {r['road_type']} · faults: "
+                           f"{r['faults'] or 'none'}")
+        st.pydeck_chart(panels.deck, height=600)
+        st.markdown(maps.legend_html(controls.layers.trails, controls.layers.heatmap),
+                    unsafe_allow_html=True)
+    with chart_col:
+        st.markdown(f"##### {', '.join(snap.chart_ids)}")
+        render_chart(panels.charts["speed"], "No speed data yet.")
+        render_chart(panels.charts["rpm"], "No RPM data yet.")
+    c1, c2, c3 = st.columns(3, gap="medium")
+    with c1:
+        render_chart(panels.charts["distribution"], "No recent events.")
+    with c2:
+        render_chart(panels.charts["violations"],
+                     f"No violations in the last {VIOLATION_WINDOW_MIN} minutes.")
+    with c3:
+        render_chart(panels.charts["fuel"], "No fuel data yet.")
+    render_tables(panels, settings.page_size)
+    st.caption(f"Updated {snap.fetched_at:%H:%M:%S} UTC from {client.base_url}")
+
+
+def analytics_panel(client: ApiClient) -> None:
+    try:
+        vehicles = client.vehicle_windows(limit=500)
+        roads = client.road_windows(limit=500)
+    except ApiUnavailable:
+        st.caption("Analytics appear here once the web API is reachable.")
+        return
+    except ApiError as exc:
+        st.warning(f"Analytics unavailable: {exc}", icon=":material/warning:")
+        return
+    if not (vehicles.get("available") or roads.get("available")):
+        st.info("No analytics yet: the Spark job has not written any windows. "
+                "Run it with `make analytics` (or `python -m analytics`); results appear "
+                "here within a minute.", icon=":material/query_stats:")
+        return
+    road_df = windows_frame(roads.get("items", []))
+    veh_df = windows_frame(vehicles.get("items", []))
+    c1, c2 = st.columns(2, gap="medium")
+    with c1:
+        if not road_df.empty:
+            st.altair_chart(charts.road_windows_chart(road_df), width="stretch",
+                            height=CHART_HEIGHT)
+            st.dataframe(road_df.head(200), hide_index=True, width="stretch",
+                         height=table_height(len(road_df)), column_order=ROAD_WINDOW_COLUMNS,
+                         column_config=WINDOW_COLUMN_CONFIG)
+    with c2:
+        if not veh_df.empty:
+            st.altair_chart(charts.vehicle_windows_chart(veh_df), width="stretch",
+                            height=CHART_HEIGHT)
+            st.dataframe(veh_df.head(200), hide_index=True, width="stretch",
+                         height=table_height(len(veh_df)),
+                         column_order=VEHICLE_WINDOW_COLUMNS, column_config=WINDOW_COLUMN_CONFIG)
+
+
+def main() -> None:
+    st.set_page_config(page_title="FleetStream", layout="wide")
+    settings = load_settings()
+    controls, client, _ = sidebar.render(settings, client_for)
+    st.title("FleetStream · live fleet")
+    every = controls.refresh_s
+    st.fragment(run_every=every)(live_panels)(client, controls, settings)
+    st.subheader("Analytics · Spark windowed aggregates")
+    st.fragment(run_every=None if every is None else max(10.0, every))(analytics_panel)(client)
+
+
+main()

@@ -1,0 +1,88 @@
+"""The app factory: settings in, a ready aiohttp Application out.
+
+Each long-lived resource is one ``cleanup_ctx``: the telemetry consumer and the control
+channel start their background task, ``yield``, then cancel it, wait for it and stop
+their Kafka clients. Open WebSockets are closed on shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import WSCloseCode, web
+
+from webapi import openapi
+from webapi.consumer import TelemetryConsumer
+from webapi.control import ControlChannel
+from webapi.dashboard import STATIC_DIR, render
+from webapi.hub import Hub
+from webapi.keys import (
+    CONSUMER,
+    CONTROL,
+    DASHBOARD_HTML,
+    HUB,
+    METRICS,
+    OPENAPI,
+    SETTINGS,
+    STORE,
+    WEBSOCKETS,
+)
+from webapi.metrics import Metrics
+from webapi.middleware import Cors, error_middleware, metrics_middleware
+from webapi.routes import RECENT_CAP, VIOLATIONS_CAP, add_routes
+from webapi.settings import Settings
+from webapi.store import TelemetryStore
+
+
+def create_app(settings: Settings) -> web.Application:
+    metrics = Metrics()
+    cors = Cors(settings.cors_origins)
+    app = web.Application(
+        middlewares=[metrics_middleware(metrics), cors.preflight, error_middleware()],
+        client_max_size=64 * 1024,
+    )
+    store = TelemetryStore(recent_size=settings.recent_size,
+                           violations_size=settings.violations_size,
+                           max_vehicles=settings.max_vehicles,
+                           trail_points=settings.trail_points)
+    hub = Hub(metrics, settings.ws_queue_size, settings.ws_max_clients)
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app[STORE] = store
+    app[HUB] = hub
+    app[CONSUMER] = TelemetryConsumer(settings, store, hub, metrics)
+    app[CONTROL] = ControlChannel(settings)
+    app[WEBSOCKETS] = set()
+    app[DASHBOARD_HTML] = render(settings)
+    app[OPENAPI] = openapi.build(recent_cap=RECENT_CAP, export_cap=settings.recent_size,
+                                 violations_cap=VIOLATIONS_CAP,
+                                 trail_points=settings.trail_points,
+                                 token_required=settings.api_token is not None)
+    app.cleanup_ctx.append(_telemetry_consumer)
+    app.cleanup_ctx.append(_control_channel)
+    app.on_shutdown.append(_close_websockets)
+    app.on_response_prepare.append(cors.on_prepare)
+    add_routes(app)
+    app.router.add_static("/static", STATIC_DIR, append_version=False)
+    return app
+
+
+async def _telemetry_consumer(app: web.Application) -> AsyncIterator[None]:
+    consumer = app[CONSUMER]
+    consumer.start()
+    yield
+    await consumer.close()
+
+
+async def _control_channel(app: web.Application) -> AsyncIterator[None]:
+    control = app[CONTROL]
+    control.start()
+    yield
+    await control.close()
+
+
+async def _close_websockets(app: web.Application) -> None:
+    app[HUB].close_all()
+    sockets: set[web.WebSocketResponse] = app[WEBSOCKETS]
+    for ws in list(sockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")

@@ -1,0 +1,151 @@
+"""The telemetry consumer: Kafka -> validation -> store -> WebSocket hub.
+
+No consumer group: every web API instance reads every partition of the topic, so each one
+has the whole fleet. On start it backfills: for each partition it seeks back to the first
+offset newer than ``backfill_seconds`` ago, but no more than ``backfill_max_per_partition``
+events, so a restarted web API shows history at once. Partitions added to the topic
+later are picked up on the next restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from webapi.decode import Entry, Malformed, decode
+from webapi.hub import Hub
+from webapi.lifecycle import cancel_and_wait, finish_first
+from webapi.metrics import Metrics
+from webapi.ratelog import RateLimitedLog
+from webapi.settings import Settings
+from webapi.store import TelemetryStore
+
+log = logging.getLogger(__name__)
+
+RETRY_S = (0.5, 1, 2, 5)
+
+
+class TelemetryConsumer:
+    def __init__(self, settings: Settings, store: TelemetryStore, hub: Hub,
+                 metrics: Metrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.hub = hub
+        self.metrics = metrics
+        self.client: AIOKafkaConsumer | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.malformed: dict[str, int] = {}
+        self.assigned = asyncio.Event()
+        self.stopped = False
+        self._evicted_seen = 0
+        self._log = RateLimitedLog(log)
+
+    @property
+    def malformed_total(self) -> int:
+        return sum(self.malformed.values())
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.run(), name="webapi-telemetry-consumer")
+
+    async def close(self) -> None:
+        await cancel_and_wait(self.task)
+
+    async def run(self) -> None:
+        attempt = 0
+        try:
+            while True:
+                client = AIOKafkaConsumer(
+                    bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                    group_id=None, enable_auto_commit=False, auto_offset_reset="latest",
+                    fetch_max_wait_ms=100, max_partition_fetch_bytes=4 << 20,
+                    client_id="fleetstream-webapi",
+                )
+                self.client = client
+                try:
+                    await finish_first(client.start())
+                    await self._assign(client)
+                    attempt = 0
+                    await self._loop(client)
+                except KafkaError as exc:
+                    self._log.warning("kafka", "telemetry consumer: %s; retrying", exc)
+                finally:
+                    await finish_first(client.stop())
+                delay = RETRY_S[min(attempt, len(RETRY_S) - 1)]
+                attempt += 1
+                await asyncio.sleep(delay)
+        finally:
+            self.stopped = True
+
+    async def _assign(self, client: AIOKafkaConsumer) -> None:
+        topic = self.settings.kafka_topic
+        tps = await self._partitions(topic)
+        client.assign(tps)
+        await finish_first(self._seek_backfill(client, tps))
+        self.assigned.set()
+
+    async def _partitions(self, topic: str) -> list[TopicPartition]:
+        """The topic's partitions, waiting until it exists (metadata only: never creates it)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                                    client_id="fleetstream-webapi-admin")
+        try:
+            await finish_first(admin.start())
+            while True:
+                described = await finish_first(admin.describe_topics([topic]))
+                parts = [p["partition"] for d in described if d.get("error_code") == 0
+                         for p in d.get("partitions", [])]
+                if parts:
+                    return [TopicPartition(topic, p) for p in sorted(parts)]
+                self._log.warning("no-topic", "waiting for topic %r to exist", topic)
+                await asyncio.sleep(1.0)
+        finally:
+            await finish_first(admin.close())
+
+    async def _seek_backfill(self, client: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        s = self.settings
+        end = await client.end_offsets(tps)
+        if s.backfill_seconds <= 0 or s.backfill_max_per_partition <= 0:
+            for tp in tps:
+                client.seek(tp, end[tp])
+            return
+        begin = await client.beginning_offsets(tps)
+        since_ms = int((time.time() - s.backfill_seconds) * 1000)
+        by_time = await client.offsets_for_times({tp: since_ms for tp in tps})
+        for tp in tps:
+            found = by_time.get(tp)
+            offset = end[tp] if found is None else found.offset
+            offset = max(offset, end[tp] - s.backfill_max_per_partition, begin[tp])
+            client.seek(tp, offset)
+
+    async def _loop(self, client: AIOKafkaConsumer) -> None:
+        max_bytes = self.settings.max_message_bytes
+        store = self.store
+        while True:
+            batches = await client.getmany(timeout_ms=500, max_records=5000)
+            for records in batches.values():
+                entries: list[Entry] = []
+                for rec in records:
+                    try:
+                        entry = decode(rec.value, max_bytes)
+                    except Malformed as bad:
+                        self._malformed(bad, rec.partition, rec.offset)
+                        continue
+                    store.add(entry)
+                    entries.append(entry)
+                if entries:
+                    self.metrics.consumed.inc(len(entries))
+                    self.hub.publish(entries)
+            self.metrics.vehicles.set(len(store.latest))
+            if store.evicted_total > self._evicted_seen:
+                self.metrics.evicted.inc(store.evicted_total - self._evicted_seen)
+                self._evicted_seen = store.evicted_total
+
+    def _malformed(self, bad: Malformed, partition: int, offset: int) -> None:
+        self.malformed[bad.kind] = self.malformed.get(bad.kind, 0) + 1
+        self.metrics.malformed.labels(bad.kind).inc()
+        self._log.warning(bad.kind, "skipped malformed message (%s) at partition %d offset %d: %s",
+                          bad.kind, partition, offset, bad.detail[:200])

@@ -1,0 +1,174 @@
+"""The control channel to the producer daemon(s), over Kafka.
+
+Commands (:class:`producer.schema.ControlCommand`) go to the control topic, keyed by their
+command_id; every producer answers on the status topic with a
+:class:`producer.schema.ProducerStatus` whose ``reply_to`` is that id, and publishes its
+status every second. This side reads the status topic from its end (no consumer group),
+keeps the latest status per producer, and matches replies to waiting commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from pydantic import ValidationError
+
+from producer.schema import ControlCommand, ProducerStatus
+from webapi.lifecycle import cancel_and_wait, finish_first
+from webapi.ratelog import RateLimitedLog
+from webapi.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_PRODUCERS_TRACKED = 256
+
+
+class ControlUnavailable(Exception):
+    """No producer answered (or Kafka is unreachable): the API answers 503."""
+
+
+class ControlChannel:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.producer: AIOKafkaProducer | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+        self.stopped = False
+        self.statuses: dict[str, tuple[float, ProducerStatus]] = {}  # id -> (monotonic, status)
+        self._pending: dict[str, asyncio.Future[ProducerStatus]] = {}
+        self._log = RateLimitedLog(log)
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.run(), name="webapi-control-channel")
+
+    async def close(self) -> None:
+        await cancel_and_wait(self.task)
+        for fut in self._pending.values():
+            fut.cancel()
+
+    # ------------------------------------------------------------------ the status reader
+    async def run(self) -> None:
+        s = self.settings
+        attempt = 0
+        try:
+            while True:
+                producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap_servers,
+                                            client_id="fleetstream-webapi-control", acks="all")
+                consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap_servers,
+                                            group_id=None, enable_auto_commit=False,
+                                            auto_offset_reset="latest", fetch_max_wait_ms=100,
+                                            client_id="fleetstream-webapi-status")
+                self.producer, self.consumer = producer, consumer
+                try:
+                    await finish_first(self._connect(producer, consumer))
+                    self.ready.set()
+                    attempt = 0
+                    while True:
+                        batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                        for records in batch.values():
+                            for rec in records:
+                                self._on_status(rec.value)
+                except KafkaError as exc:
+                    self._log.warning("kafka", "control channel: %s; retrying", exc)
+                finally:
+                    self.ready.clear()
+                    await finish_first(asyncio.gather(consumer.stop(), producer.stop()))
+                await asyncio.sleep((0.5, 1, 2, 5)[min(attempt, 3)])
+                attempt += 1
+        finally:
+            self.stopped = True
+
+    async def _connect(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
+        await self._ensure_topics()
+        await producer.start()
+        await consumer.start()
+        tp = TopicPartition(self.settings.kafka_status_topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_end(tp)
+        await consumer.position(tp)  # resolve now: no reply can slip past us
+
+    async def _ensure_topics(self) -> None:
+        """Whoever starts first creates the single-partition control and status topics."""
+        s = self.settings
+        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap_servers,
+                                    client_id="fleetstream-webapi-admin")
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [NewTopic(t, 1, 1) for t in (s.kafka_control_topic, s.kafka_status_topic)
+                       if t not in existing]
+            if missing:
+                try:
+                    await admin.create_topics(missing)
+                except TopicAlreadyExistsError:
+                    pass
+        finally:
+            await admin.close()
+
+    def _on_status(self, value: bytes | None) -> None:
+        if value is None:
+            return
+        try:
+            status = ProducerStatus.model_validate_json(value)
+        except ValidationError as exc:
+            self._log.warning("bad-status", "skipped malformed producer status: %s",
+                              str(exc).splitlines()[0])
+            return
+        now = time.monotonic()
+        if status.producer_id not in self.statuses and len(self.statuses) >= MAX_PRODUCERS_TRACKED:
+            oldest = min(self.statuses, key=lambda k: self.statuses[k][0])
+            del self.statuses[oldest]
+        self.statuses[status.producer_id] = (now, status)
+        if status.reply_to is not None:
+            fut = self._pending.get(status.reply_to)
+            if fut is not None and not fut.done():
+                fut.set_result(status)
+
+    # ------------------------------------------------------------------ the API's side
+    def latest_status(self) -> ProducerStatus | None:
+        """The freshest status of any producer heard from within ``status_stale_s``."""
+        now = time.monotonic()
+        fresh = [(t, st) for t, st in self.statuses.values()
+                 if now - t <= self.settings.status_stale_s]
+        if not fresh:
+            return None
+        running = [x for x in fresh if x[1].running]
+        return max(running or fresh, key=lambda x: x[0])[1]
+
+    async def command(self, name: str, *, rate_hz: float | None = None,
+                      fleet_size: int | None = None) -> ProducerStatus:
+        """Send one command and wait for the first producer's reply, else ControlUnavailable."""
+        timeout = self.settings.control_timeout_s
+        deadline = time.monotonic() + timeout
+        try:
+            await asyncio.wait_for(self.ready.wait(), timeout)
+        except TimeoutError:
+            raise ControlUnavailable(
+                f"Kafka control channel not connected ({self.settings.kafka_bootstrap_servers})"
+            ) from None
+        producer = self.producer
+        assert producer is not None
+        cmd = ControlCommand(command_id=uuid.uuid4().hex, command=name,  # type: ignore[arg-type]
+                             rate_hz=rate_hz, fleet_size=fleet_size)
+        fut: asyncio.Future[ProducerStatus] = asyncio.get_running_loop().create_future()
+        self._pending[cmd.command_id] = fut
+        try:
+            await asyncio.wait_for(
+                producer.send_and_wait(self.settings.kafka_control_topic,
+                                       key=cmd.command_id.encode(),
+                                       value=cmd.model_dump_json().encode()),
+                max(0.1, deadline - time.monotonic()))
+            return await asyncio.wait_for(fut, max(0.1, deadline - time.monotonic()))
+        except (TimeoutError, KafkaError):
+            raise ControlUnavailable(
+                f"no producer answered the {name!r} command within {timeout:g} s; "
+                "is the producer daemon (python -m producer) running?") from None
+        finally:
+            self._pending.pop(cmd.command_id, None)

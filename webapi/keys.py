@@ -1,0 +1,24 @@
+"""Typed keys of the app's shared state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from webapi.consumer import TelemetryConsumer
+from webapi.control import ControlChannel
+from webapi.hub import Hub
+from webapi.metrics import Metrics
+from webapi.settings import Settings
+from webapi.store import TelemetryStore
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", TelemetryStore)
+HUB = web.AppKey("hub", Hub)
+METRICS = web.AppKey("metrics", Metrics)
+CONSUMER = web.AppKey("consumer", TelemetryConsumer)
+CONTROL = web.AppKey("control", ControlChannel)
+OPENAPI = web.AppKey("openapi", dict[str, Any])
+DASHBOARD_HTML = web.AppKey("dashboard_html", tuple[str, str])  # (html, CSP)
+WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])

@@ -1,0 +1,130 @@
+"""The OpenAPI 3.1 document served at /openapi.json.
+
+Paths are written here by hand; the event and producer-status schemas come from the
+pydantic models (``model_json_schema``), so they cannot drift from the contract.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from producer.schema import ProducerStatus, TelemetryEvent
+
+REF = "#/components/schemas/{model}"
+
+
+def _schemas() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for model in (TelemetryEvent, ProducerStatus):
+        schema = model.model_json_schema(ref_template=REF)
+        out.update(schema.pop("$defs", {}))
+        out[model.__name__] = schema
+    ref = {"$ref": REF.format(model="TelemetryEvent")}
+    out["Items"] = {"type": "object", "required": ["items"],
+                    "properties": {"items": {"type": "array", "items": ref}}}
+    out["Error"] = {"type": "object", "required": ["error"],
+                    "properties": {"error": {"type": "string"}, "parameter": {"type": "string"}}}
+    out["TrailPoint"] = {"type": "object", "required": ["timestamp", "lat", "lon", "speed_kmh"],
+                         "properties": {"timestamp": {"type": "string", "format": "date-time"},
+                                        "lat": {"type": "number"}, "lon": {"type": "number"},
+                                        "speed_kmh": {"type": "number"}}}
+    return out
+
+
+def _q(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+def _ok(schema: dict[str, Any] | str, description: str = "OK",
+        media: str = "application/json") -> dict[str, Any]:
+    if isinstance(schema, str):
+        schema = {"$ref": REF.format(model=schema)}
+    return {"description": description, "content": {media: {"schema": schema}}}
+
+
+ERR = {"description": "error", "content": {"application/json": {
+    "schema": {"$ref": REF.format(model="Error")}}}}
+VEHICLES = _q("vehicle_id", {"type": "string"}, "comma-separated vehicle ids")
+SINCE = _q("since", {"type": "string", "format": "date-time"}, "ISO 8601, inclusive")
+UNTIL = _q("until", {"type": "string", "format": "date-time"}, "ISO 8601, inclusive")
+
+
+def _limit(default: int, cap: int) -> dict[str, Any]:
+    return _q("limit", {"type": "integer", "minimum": 1, "default": default},
+              f"number of items; larger values are capped at {cap}")
+
+
+def _get(summary: str, params: list[dict[str, Any]], ok: dict[str, Any]) -> dict[str, Any]:
+    return {"get": {"summary": summary, "parameters": params,
+                    "responses": {"200": ok, "422": ERR}}}
+
+
+def build(*, recent_cap: int, export_cap: int, violations_cap: int, trail_points: int,
+          token_required: bool) -> dict[str, Any]:
+    obj = {"type": "object"}
+    items_obj = {"type": "object", "properties": {"items": {"type": "array"},
+                                                   "available": {"type": "boolean"}}}
+    security: list[dict[str, list[str]]] = (
+        [{"bearer": []}, {"apiToken": []}] if token_required else [])
+    control_err = {"401": ERR, "409": ERR, "422": ERR, "503": ERR}
+    paths: dict[str, Any] = {
+        "/health": _get("liveness", [], _ok(obj)),
+        "/status": {"get": {"summary": "the producer daemon's state",
+                            "responses": {"200": _ok("ProducerStatus"), "503": ERR}}},
+        "/start-sim": {"post": {
+            "summary": "start the producer", "security": security,
+            "parameters": [_q("rate_hz", {"type": "number", "exclusiveMinimum": 0, "maximum": 50},
+                              "events per second per vehicle"),
+                           _q("fleet_size", {"type": "integer", "minimum": 1,
+                                             "maximum": 100_000}, "vehicles")],
+            "responses": {"200": _ok(obj), **control_err}}},
+        "/stop-sim": {"post": {"summary": "stop the producer", "security": security,
+                               "responses": {"200": _ok(obj), **control_err}}},
+        "/telemetry/latest": _get("latest event per vehicle", [VEHICLES], _ok("Items")),
+        "/telemetry/recent": _get("recent events, oldest first",
+                                  [_limit(100, recent_cap), VEHICLES, SINCE, UNTIL], _ok("Items")),
+        "/telemetry/violations": _get("recent speeding / over-redline events, newest first",
+                                      [_limit(100, violations_cap), VEHICLES, SINCE, UNTIL],
+                                      _ok("Items")),
+        "/telemetry/export.csv": _get(
+            "recent events as CSV (booleans 1/0; formula-like text cells prefixed with ')",
+            [_limit(1000, export_cap), VEHICLES, SINCE, UNTIL],
+            _ok({"type": "string"}, media="text/csv")),
+        "/telemetry/trails": _get(
+            "a short trail per vehicle",
+            [VEHICLES, _q("points", {"type": "integer", "minimum": 1, "default": trail_points},
+                          f"points per vehicle, at most {trail_points}")],
+            _ok({"type": "object", "properties": {"items": {"type": "array", "items": {
+                "type": "object", "properties": {
+                    "vehicle_id": {"type": "string"},
+                    "points": {"type": "array",
+                               "items": {"$ref": REF.format(model="TrailPoint")}}}}}}})),
+        "/vehicles": _get("vehicle ids tracked", [], _ok(obj)),
+        "/stats": _get("consumer statistics", [], _ok(obj)),
+        "/analytics/vehicle-windows": _get("windowed aggregates per vehicle, newest first",
+                                           [_limit(100, 2000), VEHICLES], _ok(items_obj)),
+        "/analytics/road-windows": _get("windowed aggregates per road type, newest first",
+                                        [_limit(100, 2000)], _ok(items_obj)),
+        "/ws": _get("WebSocket: a snapshot frame, then event (or ?batch=1: batch) frames",
+                    [VEHICLES, _q("batch", {"type": "integer", "enum": [0, 1]}, "batch frames"),
+                     _q("max_hz", {"type": "number", "exclusiveMinimum": 0},
+                        "at most this many frames per second")],
+                    {"description": "101 Switching Protocols"}),
+        "/dashboard": _get("the legacy live page", [], _ok({"type": "string"},
+                                                             media="text/html")),
+        "/metrics": _get("Prometheus metrics", [], _ok({"type": "string"}, media="text/plain")),
+        "/openapi.json": _get("this document", [], _ok(obj)),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "FleetStream web API", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiToken": {"type": "apiKey", "in": "header", "name": "X-API-Token"},
+            },
+        },
+    }

@@ -1,0 +1,224 @@
+"""REST handlers: the original FleetStream API plus the fleet extensions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from producer.schema import ProducerStatus
+from webapi import csvexport, windows
+from webapi.control import ControlUnavailable
+from webapi.dashboard import dashboard
+from webapi.decode import Entry
+from webapi.keys import (
+    CONSUMER,
+    CONTROL,
+    METRICS,
+    OPENAPI,
+    SETTINGS,
+    STORE,
+)
+from webapi.middleware import check_token
+from webapi.params import (
+    ApiError,
+    bad_param,
+    float_param,
+    int_param,
+    time_range,
+    vehicles_param,
+)
+from webapi.ws import ws_handler
+
+RECENT_DEFAULT, RECENT_CAP = 100, 2000
+VIOLATIONS_DEFAULT, VIOLATIONS_CAP = 100, 2000
+EXPORT_DEFAULT = 1000
+WINDOWS_DEFAULT, WINDOWS_CAP = 100, 2000
+MAX_RATE_HZ = 50.0
+STATUS_KEYS = ("running", "last_event", "rate_hz", "vehicles", "events_sent", "send_errors",
+               "lag_s", "behind_schedule", "producer_id", "updated_at")
+
+
+def json_bytes(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+def json_obj(obj: Any, status: int = 200) -> web.Response:
+    return json_bytes(orjson.dumps(obj), status)
+
+
+def items_response(entries: Iterable[Entry]) -> web.Response:
+    return json_bytes(b'{"items":[' + b",".join(e.raw for e in entries) + b"]}")
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_obj({"status": "ok"})
+
+
+# ---------------------------------------------------------------------------- control
+async def status(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    st = request.app[CONTROL].latest_status()
+    if st is None:
+        raise ApiError(503, f"no producer status seen in the last {settings.status_stale_s:g} s; "
+                            "is the producer daemon (python -m producer) running?")
+    body = st.model_dump(mode="json", include=set(STATUS_KEYS))
+    if body["last_event"] is None:
+        store = request.app[STORE]
+        if store.recent:
+            body["last_event"] = orjson.loads(store.recent[-1].raw)
+    return json_obj({k: body[k] for k in STATUS_KEYS})
+
+
+async def _command(request: web.Request, name: str, **kwargs: Any) -> ProducerStatus:
+    metrics = request.app[METRICS]
+    try:
+        reply = await request.app[CONTROL].command(name, **kwargs)
+    except ControlUnavailable as exc:
+        metrics.control.labels(name, "unavailable").inc()
+        raise ApiError(503, str(exc)) from None
+    metrics.control.labels(name, reply.error or "ok").inc()
+    if reply.ok:
+        return reply
+    if reply.error == "already_running":
+        raise ApiError(409, "simulation already running")
+    if reply.error == "not_running":
+        raise ApiError(409, "simulation not running")
+    raise ApiError(422, reply.message or f"the producer refused the command: {reply.error}")
+
+
+async def start_sim(request: web.Request) -> web.Response:
+    check_token(request, request.app[SETTINGS].api_token)
+    rate_hz = float_param(request.query, "rate_hz")
+    if rate_hz is not None and not 0 < rate_hz <= MAX_RATE_HZ:
+        raise bad_param("rate_hz", f"must be > 0 and <= {MAX_RATE_HZ:g}, got {rate_hz:g}")
+    fleet_size = None
+    if request.query.get("fleet_size"):
+        fleet_size = int_param(request.query, "fleet_size", 1, minimum=1, maximum=100_000)
+    reply = await _command(request, "start", rate_hz=rate_hz, fleet_size=fleet_size)
+    return json_obj({"status": "started", "rate_hz": float(reply.rate_hz)})
+
+
+async def stop_sim(request: web.Request) -> web.Response:
+    check_token(request, request.app[SETTINGS].api_token)
+    await _command(request, "stop")
+    return json_obj({"status": "stopped"})
+
+
+# ---------------------------------------------------------------------------- telemetry
+async def latest(request: web.Request) -> web.Response:
+    return items_response(request.app[STORE].latest_items(vehicles_param(request.query)))
+
+
+async def recent(request: web.Request) -> web.Response:
+    q = request.query
+    limit = int_param(q, "limit", RECENT_DEFAULT, minimum=1, cap=RECENT_CAP)
+    vehicles, (since, until) = vehicles_param(q), time_range(q)
+    return items_response(request.app[STORE].recent_items(limit, vehicles, since, until))
+
+
+async def violations(request: web.Request) -> web.Response:
+    q = request.query
+    limit = int_param(q, "limit", VIOLATIONS_DEFAULT, minimum=1, cap=VIOLATIONS_CAP)
+    vehicles, (since, until) = vehicles_param(q), time_range(q)
+    return items_response(request.app[STORE].violation_items(limit, vehicles, since, until))
+
+
+async def export_csv(request: web.Request) -> web.StreamResponse:
+    q = request.query
+    store = request.app[STORE]
+    limit = int_param(q, "limit", EXPORT_DEFAULT, minimum=1, cap=store.recent.maxlen)
+    vehicles, (since, until) = vehicles_param(q), time_range(q)
+    entries = store.recent_items(limit, vehicles, since, until)
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/csv; charset=utf-8",
+        "Content-Disposition": 'attachment; filename="telemetry.csv"',
+        "Cache-Control": "no-store",
+    })
+    await response.prepare(request)
+    for chunk in csvexport.chunks(entries):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def trails(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    points = int_param(request.query, "points", store.trail_points, minimum=1,
+                       cap=store.trail_points)
+    parts = [b'{"vehicle_id":' + orjson.dumps(vid) + b',"points":[' + b",".join(pts) + b"]}"
+             for vid, pts in store.trail_items(vehicles_param(request.query), points)]
+    return json_bytes(b'{"items":[' + b",".join(parts) + b"]}")
+
+
+async def vehicles(request: web.Request) -> web.Response:
+    return json_obj({"items": request.app[STORE].vehicles()})
+
+
+async def stats(request: web.Request) -> web.Response:
+    store, consumer = request.app[STORE], request.app[CONSUMER]
+    return json_obj({
+        "vehicles_reporting": len(store.latest),
+        "events_per_s": round(store.events_per_s(), 3),
+        "consumed_total": store.consumed_total,
+        "malformed_total": consumer.malformed_total,
+        "violations_total": store.violations_total,
+    })
+
+
+# ---------------------------------------------------------------------------- analytics
+async def _windows(request: web.Request, dataset: str, with_vehicles: bool) -> web.Response:
+    q = request.query
+    limit = int_param(q, "limit", WINDOWS_DEFAULT, minimum=1, cap=WINDOWS_CAP)
+    ids = vehicles_param(q) if with_vehicles else None
+    folder = request.app[SETTINGS].analytics_output_dir / dataset
+    rows, available = await asyncio.to_thread(windows.read_windows, folder, limit, ids)
+    return json_obj({"items": rows, "available": available})
+
+
+async def vehicle_windows(request: web.Request) -> web.Response:
+    return await _windows(request, "vehicle_windows", True)
+
+
+async def road_windows(request: web.Request) -> web.Response:
+    return await _windows(request, "road_windows", False)
+
+
+# ---------------------------------------------------------------------------- documents
+async def openapi(request: web.Request) -> web.Response:
+    return json_obj(request.app[OPENAPI])
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def root(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/dashboard")
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/", root)
+    r.add_get("/health", health)
+    r.add_get("/status", status)
+    r.add_post("/start-sim", start_sim)
+    r.add_post("/stop-sim", stop_sim)
+    r.add_get("/telemetry/latest", latest)
+    r.add_get("/telemetry/recent", recent)
+    r.add_get("/telemetry/violations", violations)
+    r.add_get("/telemetry/export.csv", export_csv)
+    r.add_get("/telemetry/trails", trails)
+    r.add_get("/vehicles", vehicles)
+    r.add_get("/stats", stats)
+    r.add_get("/analytics/vehicle-windows", vehicle_windows)
+    r.add_get("/analytics/road-windows", road_windows)
+    r.add_get("/openapi.json", openapi)
+    r.add_get("/metrics", metrics)
+    r.add_get("/ws", ws_handler)
+    r.add_get("/dashboard", dashboard)

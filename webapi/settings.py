@@ -1,0 +1,108 @@
+"""The web API's configuration: one frozen object, read once at the entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_TILE_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+
+
+def _f(default: Any, env: str, description: str, **constraints: Any) -> Any:
+    """A setting read from ``env`` (or its field name, for tests), documented once."""
+    return Field(default, validation_alias=AliasChoices(env), description=description,
+                 **constraints)
+
+
+class Settings(BaseSettings):
+    """Each field is an env var (its ``validation_alias``) and a flag of ``python -m webapi``."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    kafka_bootstrap_servers: str = _f("localhost:9092", "KAFKA_BOOTSTRAP_SERVERS",
+                                      "Kafka bootstrap.servers")
+    kafka_topic: str = _f("vehicle.telemetry.raw", "KAFKA_TOPIC", "telemetry topic to consume")
+    kafka_control_topic: str = _f("fleetstream.control", "KAFKA_CONTROL_TOPIC",
+                                  "topic the web API sends producer commands to")
+    kafka_status_topic: str = _f("fleetstream.status", "KAFKA_STATUS_TOPIC",
+                                 "topic producers publish their status on")
+    host: str = _f("127.0.0.1", "WEBAPI_HOST", "address to bind")
+    port: int = _f(8000, "WEBAPI_PORT", "TCP port to bind", ge=0, le=65535)
+    api_token: str | None = _f(None, "FLEETSTREAM_API_TOKEN",
+                               "when set, POST /start-sim and /stop-sim require it")
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = _f(
+        (), "WEBAPI_CORS_ORIGINS", "comma-separated origins allowed by CORS (empty: none; *: any)")
+    analytics_output_dir: Path = _f(Path("data/analytics"), "ANALYTICS_OUTPUT_DIR",
+                                    "where the Spark job writes vehicle_windows/, road_windows/")
+    recent_size: int = _f(10_000, "WEBAPI_RECENT_SIZE", "events kept in the recent ring buffer",
+                          ge=100, le=1_000_000)
+    violations_size: int = _f(2_000, "WEBAPI_VIOLATIONS_SIZE", "violation events kept",
+                              ge=10, le=1_000_000)
+    max_vehicles: int = _f(10_000, "WEBAPI_MAX_VEHICLES",
+                           "vehicles tracked; the least recently seen is evicted",
+                           ge=1, le=1_000_000)
+    trail_points: int = _f(30, "WEBAPI_TRAIL_POINTS", "trail points kept per vehicle",
+                           ge=2, le=1_000)
+    backfill_seconds: float = _f(300.0, "WEBAPI_BACKFILL_SECONDS",
+                                 "on start, replay this much history from Kafka", ge=0, le=86_400)
+    backfill_max_per_partition: int = _f(5_000, "WEBAPI_BACKFILL_MAX_PER_PARTITION",
+                                         "... and at most this many events per partition",
+                                         ge=0, le=10_000_000)
+    max_message_bytes: int = _f(65_536, "WEBAPI_MAX_MESSAGE_BYTES",
+                                "larger telemetry messages are skipped as oversized",
+                                ge=256, le=10_485_760)
+    ws_queue_size: int = _f(5_000, "WEBAPI_WS_QUEUE_SIZE",
+                            "per-WebSocket-client queue; the oldest is dropped when full",
+                            ge=1, le=1_000_000)
+    ws_max_clients: int = _f(500, "WEBAPI_WS_MAX_CLIENTS",
+                             "concurrent WebSocket clients (503 beyond)", ge=1, le=100_000)
+    ws_snapshot_size: int = _f(100, "WEBAPI_WS_SNAPSHOT_SIZE",
+                               "recent events in the WebSocket snapshot frame", ge=0, le=10_000)
+    ws_batch_ms: int = _f(100, "WEBAPI_WS_BATCH_MS",
+                          "tick of ?batch=1 WebSocket clients, milliseconds", ge=10, le=10_000)
+    control_timeout_s: float = _f(3.0, "WEBAPI_CONTROL_TIMEOUT_S",
+                                  "wait this long for a producer's answer, then 503", gt=0, le=60)
+    status_stale_s: float = _f(3.0, "WEBAPI_STATUS_STALE_S",
+                               "no producer status for this long: /status answers 503",
+                               gt=0, le=600)
+    map_tile_url: str = _f(DEFAULT_TILE_URL, "WEBAPI_MAP_TILE_URL",
+                           "dashboard map tiles ({z}/{x}/{y}); empty: a plain background")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+        return value
+
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("kafka_bootstrap_servers", "kafka_topic", "kafka_control_topic",
+                     "kafka_status_topic", "host")
+    @classmethod
+    def _not_blank(cls, value: str, info: object) -> str:
+        if not value.strip():
+            name = getattr(info, "field_name", "value")
+            raise ValueError(f"{ENV_NAMES.get(str(name), name)} must not be empty")
+        return value.strip()
+
+
+def _env_names() -> dict[str, str]:
+    names: dict[str, str] = {}
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names[name] = str(alias.choices[0])
+    return names
+
+
+ENV_NAMES: dict[str, str] = _env_names()
+"""Settings field -> environment variable."""

@@ -1,0 +1,93 @@
+"""WS /ws: a snapshot frame, then one frame per event (or per tick with ?batch=1).
+
+Query options: ``vehicle_id=A,B`` (only those vehicles), ``batch=1`` (``{"type":"batch",
+"items":[...]}`` frames, one per tick of WEBAPI_WS_BATCH_MS), ``max_hz=N`` (at most N frames
+per second). A client that cannot keep up loses its oldest queued events, never anyone
+else's, and never grows the server's memory (see :mod:`webapi.hub`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import WSMsgType, web
+
+from webapi.decode import Entry
+from webapi.hub import Subscriber
+from webapi.keys import HUB, METRICS, SETTINGS, STORE, WEBSOCKETS
+from webapi.lifecycle import cancel_and_wait
+from webapi.metrics import Metrics
+from webapi.params import ApiError, bad_param, bool_param, float_param, vehicles_param
+
+EVENT_PREFIX = b'{"type":"event","data":'
+
+
+def items_frame(kind: bytes, entries: list[Entry]) -> bytes:
+    return b'{"type":"' + kind + b'","items":[' + b",".join(e.raw for e in entries) + b"]}"
+
+
+async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+    app = request.app
+    settings, hub, store = app[SETTINGS], app[HUB], app[STORE]
+    vehicles = vehicles_param(request.query)
+    batch = bool_param(request.query, "batch")
+    max_hz = float_param(request.query, "max_hz")
+    if max_hz is not None and max_hz <= 0:
+        raise bad_param("max_hz", f"must be > 0, got {max_hz:g}")
+    if hub.full():
+        raise ApiError(503, f"too many WebSocket clients (WEBAPI_WS_MAX_CLIENTS={hub.max_clients})")
+    ws = web.WebSocketResponse(heartbeat=30, compress=False, max_msg_size=65536)
+    await ws.prepare(request)
+    app[WEBSOCKETS].add(ws)
+    # Subscribing and taking the snapshot in one synchronous step: no gap, no duplicate.
+    sub = hub.subscribe(vehicles)
+    snapshot = store.recent_items(settings.ws_snapshot_size, vehicles)
+    min_gap = 1.0 / max_hz if max_hz else 0.0
+    tick = max(settings.ws_batch_ms / 1000.0, min_gap)
+    sender = asyncio.create_task(
+        _send(ws, sub, snapshot, batch=batch, tick=tick, min_gap=min_gap, metrics=app[METRICS]))
+    try:
+        async for _msg in ws:  # the client has nothing to say; this loop notices its close
+            pass
+    finally:
+        hub.unsubscribe(sub)
+        app[WEBSOCKETS].discard(ws)
+        await cancel_and_wait(sender)
+    return ws
+
+
+async def _send(ws: web.WebSocketResponse, sub: Subscriber, snapshot: list[Entry], *,
+                batch: bool, tick: float, min_gap: float, metrics: Metrics) -> None:
+    text = WSMsgType.TEXT
+    frames = metrics.ws_frames
+    try:
+        await ws.send_frame(items_frame(b"snapshot", snapshot), text)
+        frames.labels("snapshot").inc()
+        next_at = 0.0
+        while not ws.closed:
+            await sub.wake.wait()
+            sub.wake.clear()
+            if batch:
+                items = sub.drain()
+                if items:
+                    await ws.send_frame(items_frame(b"batch", items), text)
+                    frames.labels("batch").inc()
+                await asyncio.sleep(tick)
+                continue
+            sent = 0
+            q = sub.queue
+            while q:
+                if min_gap:
+                    now = time.monotonic()
+                    next_at = max(next_at + min_gap, now)
+                    if next_at > now:
+                        await asyncio.sleep(next_at - now)
+                    if not q:
+                        break
+                await ws.send_frame(EVENT_PREFIX + q.popleft().raw + b"}", text)
+                sent += 1
+            if sent:
+                frames.labels("event").inc(sent)
+    except (ConnectionError, RuntimeError):
+        return  # the client went away; the handler's receive loop ends too
