@@ -85,6 +85,10 @@ lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+.PHONY: docs
+docs: venv ## regenerate README's configuration table from the settings classes
+	$(PY) -m tools.config_table --write
+
 .PHONY: kafka
 kafka: kafka-jars ## only the local broker, in the foreground
 	$(PY) -m tools.kafka start

@@ -68,10 +68,11 @@ def session_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
         "spark.sql.streaming.forceDeleteTempCheckpointLocation": "true",
         "spark.ui.showConsoleProgress": "false",
-        "spark.local.dir": str(settings.local_dir.resolve()),
     }
     if not _launched_by_spark_submit():
         # The JVM is started from these settings: put the connector on it, keep temp inside.
+        # (Under spark-submit its own --jars, --conf spark.local.dir etc. apply.)
+        conf["spark.local.dir"] = str(settings.local_dir.resolve())
         conf["spark.master"] = settings.master or "local[*]"
         conf["spark.jars"] = ",".join(str(j.resolve())
                                       for j in connector_jars(settings.spark_jars_dir))
@@ -128,8 +129,8 @@ def load(name: str, df: DataFrame, settings: Settings, scratch: Path) -> Streami
     writer: DataStreamWriter = df.writeStream.queryName(name).outputMode("append")
     if settings.sink == "parquet":
         writer = (writer.format("parquet")
-                  .option("path", str((settings.output_dir / name).resolve()))
-                  .option("checkpointLocation", str((settings.checkpoint_root / name).resolve())))
+                  .option("path", settings.location(name))
+                  .option("checkpointLocation", settings.location(name, checkpoint=True)))
     else:
         writer = (writer.format("console").option("truncate", "false").option("numRows", 50)
                   .option("checkpointLocation", str(scratch / name)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -48,10 +49,11 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = _f("localhost:9092", "KAFKA_BOOTSTRAP_SERVERS",
                                       "Kafka bootstrap.servers")
     kafka_topic: str = _f("vehicle.telemetry.raw", "KAFKA_TOPIC", "telemetry topic to read")
-    output_dir: Path = _f(Path("data/analytics"), "ANALYTICS_OUTPUT_DIR",
-                          "parquet output: vehicle_windows/, road_windows/, malformed/, _progress/")
-    checkpoint_dir: Path | None = _f(None, "ANALYTICS_CHECKPOINT_DIR",
-                                     "streaming checkpoints (default: <output>/_checkpoints)")
+    output_dir: str = _f("data/analytics", "ANALYTICS_OUTPUT_DIR",
+                         "parquet output: vehicle_windows/, road_windows/, malformed/, "
+                         "_progress/ (a folder, or a URI such as s3a://bucket/path)")
+    checkpoint_dir: str | None = _f(None, "ANALYTICS_CHECKPOINT_DIR",
+                                    "streaming checkpoints (default: <output>/_checkpoints)")
     window: str = _f("1 minute", "ANALYTICS_WINDOW", "event-time window length, e.g. '1 minute'")
     watermark: str = _f("2 minutes", "ANALYTICS_WATERMARK",
                         "how late an event may arrive and still be counted")
@@ -129,10 +131,29 @@ class Settings(BaseSettings):
                              f"got {value!r}")
         return value.upper()
 
-    @property
-    def checkpoint_root(self) -> Path:
-        return self.checkpoint_dir or self.output_dir / "_checkpoints"
+    @field_validator("output_dir", "checkpoint_dir", mode="before")
+    @classmethod
+    def _location(cls, value: object) -> object:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    def location(self, name: str, *, checkpoint: bool = False) -> str:
+        """``<output>/<name>`` (or ``<checkpoint>/<name>``): absolute path, or URI as given."""
+        base = self.output_dir
+        if checkpoint:
+            base = self.checkpoint_dir or _join(self.output_dir, "_checkpoints")
+        return _join(base, name)
 
     @property
-    def progress_dir(self) -> Path:
-        return self.output_dir / "_progress"
+    def progress_dir(self) -> Path | None:
+        """Where the progress totals go; None when the output is not a local folder."""
+        return None if _is_uri(self.output_dir) else Path(self.output_dir) / "_progress"
+
+
+def _is_uri(location: str) -> bool:
+    return "://" in location
+
+
+def _join(base: str, name: str) -> str:
+    if _is_uri(base):
+        return f"{base.rstrip('/')}/{name}"
+    return str((Path(base) / name).resolve())

@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vehicles", type=int, default=100)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="unrecorded runs of both first (JIT, caches); default 1")
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--driver-memory", default="1536m")
     parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
@@ -200,15 +202,18 @@ def _bench(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
     spark = build_session(base)
     results: dict[str, list[float]] = {"baseline": [], "job": []}
     try:
-        for rep in range(args.reps):
+        for rep in range(-args.warmup, args.reps):
             b_s, counted = baseline(spark, bootstrap, topic, work / f"b{rep}")
             if counted != n:
                 print(f"baseline counted {counted:,} records, expected {n:,}", file=sys.stderr)
                 return 1
-            settings = base.model_copy(update={"output_dir": work / f"out{rep}"})
+            settings = base.model_copy(update={"output_dir": str(work / f"out{rep}")})
             j_s, totals = job(spark, settings)
             written = totals["vehicle_windows"]["observed"].get("rows_written", 0)
             malformed = totals["malformed"]["observed"].get("malformed", 0)
+            if rep < 0:
+                print(f"warm-up: baseline {b_s:.1f}s, job {j_s:.1f}s (not counted)")
+                continue
             results["baseline"].append(b_s)
             results["job"].append(j_s)
             print(f"rep {rep + 1}: baseline read+count {b_s:6.1f}s ({n / b_s:9,.0f} ev/s) | "

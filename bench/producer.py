@@ -123,14 +123,13 @@ async def bare_batch(bootstrap: str, topic: str, n: int, size: int, n_keys: int)
         futs = []
         t0 = time.perf_counter()
         sent = 0
-        while sent < n:
+        while sent < n:  # fill whole batches, one partition after the other
             for part, pkeys in by_part.items():
                 b = p.create_batch()
-                for k in pkeys:
-                    if b.append(key=k, value=value, timestamp=None) is None:
-                        futs.append(await p.send_batch(b, topic, partition=part))
-                        b = p.create_batch()
-                        b.append(key=k, value=value, timestamp=None)
+                i = 0
+                while sent < n and b.append(key=pkeys[i % len(pkeys)], value=value,
+                                            timestamp=None) is not None:
+                    i += 1
                     sent += 1
                 futs.append(await p.send_batch(b, topic, partition=part))
             if len(futs) > 64:
@@ -199,7 +198,7 @@ def main() -> None:
     try:
         rows = []
         for fleet in fleets:
-            events = 20_000 if fleet == 1 else args.events
+            events = 10_000 if fleet == 1 else args.events
             res: dict[str, list[float]] = {"daemon": [], "java": [], "send": [], "batch": []}
             for _ in range(args.reps):
                 def fresh() -> str:

@@ -59,6 +59,9 @@ class Daemon:
     def status(self, reply_to: str | None = None, *, ok: bool = True, error: str | None = None,
                message: str | None = None) -> ProducerStatus:
         last = TelemetryEvent.model_validate_json(self.last_event) if self.last_event else None
+        self._update_lag()
+        if message is None and self.skipped_s:
+            message = f"fell behind; skipped {self.skipped_s:.1f}s of schedule so far"
         return ProducerStatus(
             producer_id=self.producer_id, updated_at=datetime.now(UTC), running=self.running,
             rate_hz=self.rate_hz, vehicles=self.fleet_size,
@@ -126,6 +129,16 @@ class Daemon:
             await asyncio.sleep(self.settings.status_interval_s)
 
     # ---- the simulation clock -----------------------------------------------------------
+    def _update_lag(self) -> None:
+        """How late the next tick is right now (also while publishing is held up)."""
+        if not self.running or self._anchor is None or self.unpaced:
+            self.lag_s, self.behind = 0.0, False
+            return
+        k0, mono0, _ = self._anchor
+        due = mono0 + (self.ticks - k0) * self.sim.dt
+        self.lag_s = max(0.0, asyncio.get_running_loop().time() - due)
+        self.behind = self.lag_s > max(1.0, self.sim.dt)
+
     def _apply_targets(self) -> None:
         if self.fleet_size != self.sim.size:
             self.sim.resize(self.fleet_size)
@@ -162,16 +175,18 @@ class Daemon:
                 await self._pause(due - now)
                 continue  # re-check stop, commands and the clock
             else:
-                self.lag_s = now - due
-                self.behind = self.lag_s > max(1.0, self.sim.dt)
+                self._update_lag()
                 if self.lag_s > self.settings.sim_max_lag_s:  # skip ahead, say so in status
                     self.skipped_s += self.lag_s
                     log.warning("%.1fs behind schedule; skipping ahead", self.lag_s)
                     wall0 += timedelta(seconds=self.lag_s)
                     self._anchor = (k0, mono0 + self.lag_s, wall0)
-            ts = wall0 + timedelta(seconds=(self.ticks - k0) * self.sim.dt)
+            if self.unpaced:  # as fast as possible: stamp events with the real time
+                ts = datetime.now(UTC)
+            else:
+                ts = wall0 + timedelta(seconds=(self.ticks - k0) * self.sim.dt)
             values = self.sim.encode(ts)
-            await self.publisher.publish(self.sim.keys, values, int(ts.timestamp() * 1000))
+            await self.publisher.publish(self.sim.keys, values)
             self.last_event = values[-1]
             self.sim.advance()
             self.ticks += 1

@@ -26,6 +26,9 @@ from aiokafka.partitioner import murmur2
 log = logging.getLogger(__name__)
 
 ProducerFactory = Callable[..., Any]
+MAX_ATTEMPTS = 5  # for records the broker itself rejects (e.g. too large)
+SEQUENCE_ERRORS = frozenset({"OutOfOrderSequenceNumber", "UnknownProducerId",
+                             "InvalidProducerEpoch", "ProducerFenced"})
 SMALL_GROUP = 32  # fewer records than this for one partition in a tick: per-record send()
 
 
@@ -34,9 +37,10 @@ class _Batch:
     partition: int
     keys: list[bytes]
     values: list[bytes]
-    timestamp_ms: int
+    timestamp_ms: int | None
     attempts: int = 0
     order: int = 0
+    rejected: bool = False  # the broker refused the records themselves (not a transient)
 
 
 @dataclass
@@ -46,6 +50,7 @@ class PublisherStats:
     batches: int = 0
     last_error: str | None = None
     in_flight: int = 0
+    dropped: int = 0  # records the broker kept rejecting as invalid (never acknowledged)
 
 
 @dataclass
@@ -113,9 +118,11 @@ class Publisher:
         self._plan = _Plan(keys=list(keys), groups=groups)
         return self._plan
 
-    async def publish(self, keys: list[bytes], values: list[bytes], timestamp_ms: int) -> None:
+    async def publish(self, keys: list[bytes], values: list[bytes],
+                      timestamp_ms: int | None = None) -> None:
         """Queue one tick's records (key i goes with value i); waits while too many are in
-        flight or while earlier failed batches are being re-sent."""
+        flight or while earlier failed batches are being re-sent. The Kafka record time is
+        ``timestamp_ms``, or the send time when None (the event JSON carries its own)."""
         await self._resend_failed()
         while self.stats.in_flight and self.stats.in_flight + len(values) > self.max_in_flight:
             await self._wait_settled()
@@ -200,6 +207,7 @@ class Publisher:
             # e.g. OutOfOrderSequenceNumber: aiokafka keeps failing that partition until the
             # client is replaced (aio-libs/aiokafka#1017); rejected records were not written.
             self._needs_restart = True
+            batch.rejected = type(exc).__name__ not in SEQUENCE_ERRORS
         self.stats.errors += 1
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
         log.warning("batch of %d records to partition %d failed (%s); will re-send",
@@ -223,6 +231,12 @@ class Publisher:
                 self._needs_restart = False
                 await self._restart()
             for batch in failed:
+                if batch.rejected and batch.attempts >= MAX_ATTEMPTS:
+                    self.stats.dropped += len(batch.values)
+                    log.error("dropping %d records the broker rejected %d times (%s)",
+                              len(batch.values), batch.attempts, self.stats.last_error)
+                    continue
+                batch.rejected = False
                 await self._submit(batch)
             await self._drain()
             if self._failed:

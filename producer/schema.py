@@ -19,7 +19,10 @@ RoadType = Literal["urban", "rural", "highway"]
 
 
 def format_timestamp(ts: datetime) -> str:
-    """ISO 8601 with microseconds and an explicit UTC offset, e.g. 2026-01-01T08:00:00.000000+00:00."""
+    """ISO 8601 with microseconds and an explicit UTC offset.
+
+    e.g. ``2026-01-01T08:00:00.000000+00:00``.
+    """
     return ts.isoformat(timespec="microseconds")
 
 
@@ -52,7 +55,8 @@ class TelemetryEvent(BaseModel):
     speeding: bool = Field(description="speed_kmh > speed_limit_kmh + SPEED_TOLERANCE_KMH")
     rpm_over_redline: bool = Field(description="engine_rpm > REDLINE_RPM")
     # --- additive extensions (schema version 1) ---
-    seq: int = Field(default=0, ge=0, description="per-vehicle sequence number, from 0, +1 per event")
+    seq: int = Field(default=0, ge=0,
+                     description="per-vehicle sequence number, from 0, +1 per event")
     heading_deg: float = Field(default=0.0, ge=0, lt=360, description="0 = north, clockwise")
     odometer_km: float = Field(default=0.0, ge=0)
     trip_id: str = Field(default="", description="identifies one run of one vehicle")

@@ -39,8 +39,17 @@ def test_settings_defaults_and_env_names(monkeypatch: pytest.MonkeyPatch) -> Non
         monkeypatch.delenv(env_name(field), raising=False)
     s = Settings()
     assert (s.output_dir, s.window, s.watermark, s.sink, s.once) == (
-        Path("data/analytics"), "1 minute", "2 minutes", "parquet", False)
-    assert s.checkpoint_root == Path("data/analytics/_checkpoints")
+        "data/analytics", "1 minute", "2 minutes", "parquet", False)
+    here = Path.cwd()
+    assert s.location("vehicle_windows") == str(here / "data/analytics/vehicle_windows")
+    assert s.location("road_windows", checkpoint=True) == str(
+        here / "data/analytics/_checkpoints/road_windows")
+    assert s.progress_dir == Path("data/analytics/_progress")
+    remote = Settings(output_dir="s3a://bucket/fleet/", checkpoint_dir="hdfs://nn/ckpt")
+    assert remote.location("malformed") == "s3a://bucket/fleet/malformed"
+    assert remote.location("malformed", checkpoint=True) == "hdfs://nn/ckpt/malformed"
+    assert remote.progress_dir is None
+    assert Settings(output_dir=Path("/x/y")).output_dir == "/x/y"
     assert s.master is None and s.kafka_topic == "vehicle.telemetry.raw"
     assert {env_name(f) for f in ("output_dir", "window", "watermark", "master",
                                   "kafka_bootstrap_servers")} == {
@@ -77,7 +86,7 @@ def test_every_setting_is_a_flag_and_flags_beat_env(monkeypatch: pytest.MonkeyPa
     assert (s.once, s.watermark, s.sink, s.master, s.trigger_seconds) == (
         True, "90 seconds", "console", "local[2]", 3.0)
     assert s.spark_conf == {"a": "1", "b": "2"}
-    assert s.output_dir == Path("/env/out")
+    assert s.output_dir == "/env/out"
 
 
 def test_a_bad_flag_exits_2_naming_variable_and_flag() -> None:

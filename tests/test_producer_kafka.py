@@ -208,3 +208,20 @@ async def test_broker_killed_and_restarted_loses_and_duplicates_nothing(private_
     assert len(seqs) == 5
     # the simulation kept going after the restart (the outage held it, did not end it)
     assert min(len(v) for v in seqs.values()) >= 100
+
+
+async def test_daemon_waits_for_a_broker_that_is_not_up_yet(private_kafka) -> None:
+    """As under `make run`, where honcho starts Kafka and the producer together."""
+    await asyncio.to_thread(private_kafka.kill)
+    s = _settings(private_kafka.bootstrap, sim_autostart=True, fleet_size=2, sim_rate_hz=20.0)
+    stop = asyncio.Event()
+    daemon = asyncio.create_task(run_daemon(s, stop_event=stop))
+    await asyncio.sleep(2)
+    assert not daemon.done()  # retrying with back-off, not crashed
+    await asyncio.to_thread(private_kafka.start)
+    await asyncio.to_thread(private_kafka.wait_ready)
+    async with StatusWatcher(private_kafka.bootstrap, s.kafka_status_topic) as watch:
+        await watch.wait_for(lambda st: st.events_sent >= 40, timeout=120)
+    stop.set()
+    assert await asyncio.wait_for(daemon, 60) == 0
+    _check_sequences(await _read_all(private_kafka.bootstrap, s.kafka_topic))

@@ -401,7 +401,8 @@ def test_browser_screenshot_of_the_live_dashboard(streamlit_server, output_dir: 
                 "p => p.innerText.startsWith('Updated ') && p.innerText !== t)",
                 arg=first, timeout=30_000)
             # Pause (a user control): live panels stop re-running, the page settles.
-            page.get_by_text("Pause live updates", exact=True).click()
+            # force: the live page never stands still long enough for "stable" checks
+            page.get_by_text("Pause live updates", exact=True).click(force=True)
             page.wait_for_timeout(1000)
             page.wait_for_selector("[data-testid='stStatusWidget'] button", state="detached",
                                    timeout=30_000)

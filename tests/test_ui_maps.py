@@ -76,6 +76,14 @@ def test_vehicle_layer_colours_points_by_state_with_tooltips(latest: pd.DataFram
         assert part in tip
 
 
+def test_big_fleets_get_one_line_tooltips(latest: pd.DataFrame,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(maps, "DETAILED_TIPS_MAX", 5)
+    data = pd.DataFrame(maps.vehicle_layer(latest).data)
+    row = latest.iloc[3]
+    assert data["tip"].iloc[3] == f"{row['vehicle_id']} (speeding) {row['speed_kmh']:.0f} km/h"
+
+
 def test_trail_layer_is_a_path_layer_coloured_by_speed_band() -> None:
     items = [{"vehicle_id": "A", "points": [
         {"timestamp": f"2026-01-01T08:00:0{i}+00:00", "lat": 48.0 + i / 1000, "lon": 11.0,

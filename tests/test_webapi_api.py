@@ -270,9 +270,21 @@ async def test_cors_only_for_configured_origins(make_settings, topic) -> None:
         bad = await client.options("/start-sim", headers={
             "Origin": "http://evil.test", "Access-Control-Request-Method": "POST"})
         assert bad.status == 403 and "Access-Control-Allow-Origin" not in bad.headers
+        # what CORS cannot stop (a simple POST, a WebSocket) is refused for other origins
+        resp = await client.post("/stop-sim", headers={"Origin": "http://evil.test"})
+        assert resp.status == 403 and "WEBAPI_CORS_ORIGINS" in (await resp.json())["error"]
+        resp = await client.get("/ws", headers={"Origin": "http://evil.test"})
+        assert resp.status == 403
+        async with client.ws_connect("/ws", origin="http://ok.test") as ws:
+            assert (await ws.receive_json())["type"] == "snapshot"
     async with running_app(make_settings(topic)) as client:  # default: no CORS at all
         resp = await client.get("/health", headers={"Origin": "http://ok.test"})
         assert "Access-Control-Allow-Origin" not in resp.headers
+        same = str(client.make_url("/")).rstrip("/")
+        async with client.ws_connect("/ws", origin=same) as ws:  # the dashboard's case
+            assert (await ws.receive_json())["type"] == "snapshot"
+        resp = await client.post("/stop-sim", headers={"Origin": "http://ok.test"})
+        assert resp.status == 403
 
 
 async def test_restart_backfills_history_and_shutdown_stops_the_clients(dataset,
@@ -389,3 +401,51 @@ async def test_analytics_windows_read_committed_parquet(make_settings, topic,
         _write_windows(out / "road_windows", [road], "part-00000-c.parquet")
         body = await get_json(client, "/analytics/road-windows")
         assert body["available"] is True and body["items"][0]["road_type"] == "urban"
+
+
+def test_entry_point_binds_loopback_and_stops_cleanly(kafka_bootstrap: str, topic: str,
+                                                      tmp_path: Path) -> None:
+    """`python -m webapi`: env + flags, 127.0.0.1 by default, SIGTERM -> exit 0."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tools.kafka import free_port
+
+    root = Path(__file__).resolve().parent.parent
+    port = free_port()
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "KAFKA_TOPIC": topic,
+           "WEBAPI_PORT": "1"}  # the flag below wins over the environment
+    env.pop("WEBAPI_HOST", None)
+    log = tmp_path / "webapi.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "webapi", "--port", str(port)], cwd=root,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                    assert json.loads(r.read()) == {"status": "ok"}
+                    break
+            except OSError:
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        listening = Path("/proc/net/tcp").read_text()
+        assert f"0100007F:{port:04X}" in listening  # 127.0.0.1, not 0.0.0.0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()
+        assert "Traceback" not in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    bad = subprocess.run([sys.executable, "-m", "webapi"], cwd=root, capture_output=True,
+                         text=True, env={**env, "WEBAPI_MAX_VEHICLES": "0"}, timeout=60)
+    assert bad.returncode == 2 and "WEBAPI_MAX_VEHICLES" in bad.stderr

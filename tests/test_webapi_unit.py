@@ -11,7 +11,7 @@ import orjson
 import pytest
 from multidict import MultiDict
 
-from producer.schema import CSV_COLUMNS, EVENT_FIELDS, TelemetryEvent
+from producer.schema import CSV_COLUMNS, EVENT_FIELDS, ProducerStatus, TelemetryEvent
 from webapi import csvexport, openapi
 from webapi.decode import MALFORMED_KINDS, Malformed, decode, entry_from_event
 from webapi.hub import Hub
@@ -166,6 +166,9 @@ def test_openapi_event_schema_comes_from_the_model() -> None:
     for name, schema in defs.items():
         assert doc["components"]["schemas"][name] == schema
     assert doc["openapi"].startswith("3.")
+    status = doc["components"]["schemas"]["Status"]
+    assert set(status["required"]) == set(status["properties"]) == set(openapi.STATUS_KEYS)
+    assert set(openapi.STATUS_KEYS) <= set(ProducerStatus.model_fields)
     orjson.dumps(doc)
 
 
@@ -186,3 +189,45 @@ async def test_hub_drops_oldest_for_a_slow_subscriber_only() -> None:
     hub.publish(batch[:1])
     assert hub.dropped_total == 131  # picky is still full: only its own drop counted
     await asyncio.sleep(0)
+
+
+# ----------------------------------------------------------------------------- logging
+def test_malformed_logging_is_rate_limited(caplog) -> None:
+    import logging
+
+    from webapi.ratelog import RateLimitedLog
+
+    rl = RateLimitedLog(logging.getLogger("webapi.test"), interval_s=3600)
+    with caplog.at_level(logging.WARNING, logger="webapi.test"):
+        for i in range(1000):
+            rl.warning("not_json", "bad message %d", i)
+            rl.warning("oversized", "big message %d", i)
+    assert [r.getMessage() for r in caplog.records] == ["bad message 0", "big message 0"]
+    rl.interval_s = 0
+    with caplog.at_level(logging.WARNING, logger="webapi.test"):
+        rl.warning("not_json", "bad message %d", 1000)
+    assert "999 similar suppressed" in caplog.records[-1].getMessage()
+
+
+# ----------------------------------------------------------------------------- analytics
+def test_committed_files_follow_the_spark_sink_log(tmp_path) -> None:
+    from webapi.windows import committed_files
+
+    for name in ("part-0.parquet", "part-1.parquet", "part-2.parquet", "part-3.parquet"):
+        (tmp_path / name).write_bytes(b"")
+    assert len(committed_files(tmp_path)) == 4  # no sink log: every part file
+    meta = tmp_path / "_spark_metadata"
+    meta.mkdir()
+
+    def log(n: str, *entries: tuple[str, str]) -> None:
+        lines = ["v1"] + [orjson.dumps({"path": f"file://{tmp_path}/{p}", "action": a}).decode()
+                          for p, a in entries]
+        (meta / n).write_text("\n".join(lines) + "\n")
+
+    log("0", ("part-0.parquet", "add"))
+    log("1", ("part-1.parquet", "add"))
+    log("2.compact", ("part-0.parquet", "add"), ("part-1.parquet", "add"),
+        ("part-2.parquet", "add"))
+    log("3", ("part-0.parquet", "delete"))
+    assert sorted(p.name for p in committed_files(tmp_path)) == ["part-1.parquet",
+                                                                 "part-2.parquet"]

@@ -79,7 +79,8 @@ def fetch(pom: Path = KAFKA_POM, out: Path = KAFKA_LIBS, *, transitive: bool = T
     print(f"fetching jars for {pom.relative_to(ROOT)} from Maven Central ...", file=sys.stderr)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise KafkaError(f"mvn failed ({proc.returncode}):\n{proc.stdout[-4000:]}{proc.stderr[-4000:]}")
+        raise KafkaError(f"mvn failed ({proc.returncode}):\n"
+                         f"{proc.stdout[-4000:]}{proc.stderr[-4000:]}")
     stamp.touch()
     return out
 
@@ -144,7 +145,8 @@ class LocalKafka:
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{self.host}:{self.controller_port}",
-            "listeners": f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
+            "listeners": (f"PLAINTEXT://{self.host}:{self.port},"
+                          f"CONTROLLER://{self.host}:{self.controller_port}"),
             "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
@@ -178,7 +180,7 @@ class LocalKafka:
         if self._formatted():
             return
         proc = run_class("kafka.tools.StorageTool",
-                         ["format", "-t", _cluster_id(), "-c", str(self.config_file)],
+                         ["format", f"--cluster-id={_cluster_id()}", "-c", str(self.config_file)],
                          capture_output=True)
         if proc.returncode != 0:
             raise KafkaError(f"formatting {self.data_dir} failed:\n{proc.stdout}{proc.stderr}")
@@ -197,7 +199,8 @@ class LocalKafka:
             return
         with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
             pid = int(self.pid_file.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if Path(f"/proc/{pid}").exists() else b""
+            proc_dir = Path(f"/proc/{pid}")
+            cmdline = (proc_dir / "cmdline").read_bytes() if proc_dir.exists() else b""
             if b"kafka.Kafka" in cmdline and str(self.config_file).encode() in cmdline:
                 os.kill(pid, signal.SIGTERM)
                 for _ in range(300):
@@ -226,7 +229,8 @@ class LocalKafka:
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise KafkaError(f"broker exited with {self.proc.returncode}; see {self.data_dir}/broker.log")
+                raise KafkaError(f"broker exited with {self.proc.returncode}; "
+                                 f"see {self.data_dir}/broker.log")
             try:
                 if broker_ready(self.bootstrap):
                     return
@@ -284,7 +288,8 @@ def broker_ready(bootstrap: str, timeout: float = 5.0) -> bool:
         pass
 
     async def probe() -> bool:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
+                                    request_timeout_ms=int(timeout * 1000))
         try:
             await asyncio.wait_for(admin.start(), timeout)
             await asyncio.wait_for(admin.describe_cluster(), timeout)
@@ -306,7 +311,8 @@ def create_topic(bootstrap: str, name: str, partitions: int = 3, *,
     from aiokafka.errors import TopicAlreadyExistsError
 
     async def go() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
+                                    request_timeout_ms=int(timeout * 1000))
         await admin.start()
         try:
             resp = await admin.create_topics(
@@ -363,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     broker = LocalKafka(data_dir=args.data_dir, port=args.port,
                         controller_port=args.controller_port, heap=args.heap)
+    default_bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap)
     try:
         if args.cmd == "fetch":
             print(fetch())
@@ -371,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.cmd == "start":
             return broker.run_foreground()
         elif args.cmd == "wait":
-            bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap)
+            bootstrap = args.bootstrap or default_bootstrap
             deadline = time.monotonic() + args.timeout
             while True:
                 try:
@@ -384,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 time.sleep(0.3)
             print(f"kafka ready at {bootstrap}")
         elif args.cmd == "create-topic":
-            bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap)
+            bootstrap = args.bootstrap or default_bootstrap
             create_topic(bootstrap, args.name, args.partitions)
             print(f"topic {args.name} ready ({args.partitions} partitions) at {bootstrap}")
         elif args.cmd == "stop":

@@ -24,7 +24,7 @@ ROADS = alt.Scale(domain=list(ROAD_TYPE_COLORS),
                   range=[hex_color(c) for c in ROAD_TYPE_COLORS.values()])
 
 
-def speed_chart(df: pd.DataFrame) -> alt.LayerChart:
+def speed_chart(df: pd.DataFrame) -> alt.TopLevelMixin:
     """Speed over time per vehicle (solid) with each vehicle's speed limit (dashed step)."""
     data = df[["timestamp", "vehicle_id", "speed_kmh", "speed_limit_kmh", "road_type"]]
     base = alt.Chart(data).encode(x=TIME, color=VEHICLE)
@@ -39,7 +39,7 @@ def speed_chart(df: pd.DataFrame) -> alt.LayerChart:
     return alt.layer(speed, limit).properties(title="Speed (dashed: speed limit)", height=HEIGHT)
 
 
-def rpm_chart(df: pd.DataFrame, redline_rpm: int = 6200) -> alt.LayerChart:
+def rpm_chart(df: pd.DataFrame, redline_rpm: int = 6200) -> alt.TopLevelMixin:
     """Engine RPM over time per vehicle, with the redline as a red rule."""
     data = df[["timestamp", "vehicle_id", "engine_rpm", "gear"]]
     line = alt.Chart(data).mark_line(strokeWidth=1.5).encode(
@@ -87,7 +87,7 @@ def violations_chart(kinds: pd.DataFrame) -> alt.Chart:
     ).properties(title="Violations over time", height=HEIGHT)
 
 
-def fuel_chart(df: pd.DataFrame) -> alt.LayerChart:
+def fuel_chart(df: pd.DataFrame) -> alt.TopLevelMixin:
     """Fuel level over time per vehicle, with the low-fuel threshold."""
     data = df[["timestamp", "vehicle_id", "fuel_level_pct"]]
     line = alt.Chart(data).mark_line(strokeWidth=2).encode(

@@ -39,6 +39,7 @@ FOLLOW_ZOOM = 14.0
 # headless Chromium (SwiftShader), metres with min/max pixels draw the same everywhere.
 VEHICLE_RADIUS_M = 40.0
 TRAIL_WIDTH_M = 12.0
+DETAILED_TIPS_MAX = 2000
 DEFAULT_VIEW = pdk.ViewState(latitude=48.137, longitude=11.575, zoom=11.0, pitch=0)
 
 
@@ -53,11 +54,19 @@ def _tip_vehicle(df: pd.DataFrame) -> list[str]:
 
 
 def vehicle_layer(latest: pd.DataFrame, follow: str | None = None) -> pdk.Layer:
-    """One point per vehicle, coloured by state (palette.STATE_COLORS), with a tooltip."""
+    """One point per vehicle, coloured by state (palette.STATE_COLORS), with a tooltip.
+
+    Above DETAILED_TIPS_MAX vehicles the tooltip is one line (id, state, speed): the
+    per-vehicle text is the largest part of what a big fleet sends to the browser.
+    """
     data = latest[["vehicle_id", "lat", "lon"]].copy()
     data["color"] = [list(STATE_COLORS[s]) + [235] for s in latest["state"]]
     data["radius"] = np.where(latest["vehicle_id"] == follow, 2.0, 1.0) if follow else 1.0
-    data["tip"] = _tip_vehicle(latest)
+    if len(latest) <= DETAILED_TIPS_MAX:
+        data["tip"] = _tip_vehicle(latest)
+    else:
+        data["tip"] = [f"{v} ({s}) {sp:.0f} km/h" for v, s, sp in zip(
+            latest["vehicle_id"], latest["state"], latest["speed_kmh"], strict=True)]
     return pdk.Layer(
         "ScatterplotLayer", data=data, id="vehicles", pickable=True, stroked=True,
         filled=True, get_position="[lon, lat]", get_fill_color="color",

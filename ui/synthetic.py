@@ -10,7 +10,7 @@ import math
 import random
 from datetime import datetime, timedelta
 
-from producer.schema import Location, TelemetryEvent
+from producer.schema import Location, RoadType, TelemetryEvent
 
 LIMITS = {"urban": 50, "rural": 100, "highway": 130}
 CENTRE = (48.137, 11.575)
@@ -26,7 +26,7 @@ def fleet_events(vehicles: int, steps: int, start: datetime, *, seed: int = 7,
     rng = random.Random(seed)
     out: list[TelemetryEvent] = []
     for i in range(vehicles):
-        road = ("urban", "rural", "highway")[i % 3]
+        road: RoadType = ("urban", "rural", "highway")[i % 3]
         limit = LIMITS[road]
         lat = CENTRE[0] + rng.uniform(-0.08, 0.08)
         lon = CENTRE[1] + rng.uniform(-0.12, 0.12)

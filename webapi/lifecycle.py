@@ -15,12 +15,14 @@ async def cancel_and_wait(task: asyncio.Task[None] | None) -> None:
         if task is not None and not task.cancelled():
             task.exception()  # retrieve it, so asyncio does not log "never retrieved"
         return
+    current = asyncio.current_task()
+    already = current.cancelling() if current is not None else 0
     task.cancel()
     try:
         await task
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
+        # Re-raise only if *we* were cancelled while waiting (not the task we cancelled).
+        if current is not None and current.cancelling() > already:
             raise
 
 

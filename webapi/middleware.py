@@ -6,6 +6,7 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -93,6 +94,19 @@ class Cors:
             "Access-Control-Max-Age": "600",
             "Vary": "Origin",
         })
+
+    def check_origin(self, request: web.Request) -> None:
+        """Refuse browser requests from other origins where CORS cannot protect us.
+
+        CORS stops a foreign page from *reading* answers, not from *sending* a simple POST
+        (start/stop) or from opening a WebSocket. Requests without an Origin header (curl,
+        scripts) and same-origin ones (the dashboard) pass, and so do configured origins.
+        """
+        origin = request.headers.get("Origin")
+        if origin is None or self.allows(origin) or urlsplit(origin).netloc == request.host:
+            return
+        raise ApiError(403, f"cross-origin request from {origin[:100]} refused; "
+                            "allow the origin with WEBAPI_CORS_ORIGINS")
 
     async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         origin = request.headers.get("Origin")

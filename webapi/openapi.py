@@ -11,6 +11,9 @@ from typing import Any
 from producer.schema import ProducerStatus, TelemetryEvent
 
 REF = "#/components/schemas/{model}"
+STATUS_KEYS = ("running", "last_event", "rate_hz", "vehicles", "events_sent", "send_errors",
+               "lag_s", "behind_schedule", "producer_id", "updated_at")
+"""GET /status answers these fields of the freshest ProducerStatus."""
 
 
 def _schemas() -> dict[str, Any]:
@@ -19,6 +22,9 @@ def _schemas() -> dict[str, Any]:
         schema = model.model_json_schema(ref_template=REF)
         out.update(schema.pop("$defs", {}))
         out[model.__name__] = schema
+    producer = out["ProducerStatus"]
+    out["Status"] = {"type": "object", "title": "Status", "required": list(STATUS_KEYS),
+                     "properties": {k: producer["properties"][k] for k in STATUS_KEYS}}
     ref = {"$ref": REF.format(model="TelemetryEvent")}
     out["Items"] = {"type": "object", "required": ["items"],
                     "properties": {"items": {"type": "array", "items": ref}}}
@@ -71,7 +77,7 @@ def build(*, recent_cap: int, export_cap: int, violations_cap: int, trail_points
     paths: dict[str, Any] = {
         "/health": _get("liveness", [], _ok(obj)),
         "/status": {"get": {"summary": "the producer daemon's state",
-                            "responses": {"200": _ok("ProducerStatus"), "503": ERR}}},
+                            "responses": {"200": _ok("Status"), "503": ERR}}},
         "/start-sim": {"post": {
             "summary": "start the producer", "security": security,
             "parameters": [_q("rate_hz", {"type": "number", "exclusiveMinimum": 0, "maximum": 50},

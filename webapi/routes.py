@@ -11,19 +11,23 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from producer.schema import ProducerStatus
-from webapi import csvexport, windows
+from webapi import csvexport
 from webapi.control import ControlUnavailable
 from webapi.dashboard import dashboard
 from webapi.decode import Entry
 from webapi.keys import (
     CONSUMER,
     CONTROL,
+    CORS,
     METRICS,
     OPENAPI,
     SETTINGS,
     STORE,
+    WINDOWS,
+    WINDOWS_LOCK,
 )
 from webapi.middleware import check_token
+from webapi.openapi import STATUS_KEYS
 from webapi.params import (
     ApiError,
     bad_param,
@@ -39,8 +43,6 @@ VIOLATIONS_DEFAULT, VIOLATIONS_CAP = 100, 2000
 EXPORT_DEFAULT = 1000
 WINDOWS_DEFAULT, WINDOWS_CAP = 100, 2000
 MAX_RATE_HZ = 50.0
-STATUS_KEYS = ("running", "last_event", "rate_hz", "vehicles", "events_sent", "send_errors",
-               "lag_s", "behind_schedule", "producer_id", "updated_at")
 
 
 def json_bytes(body: bytes, status: int = 200) -> web.Response:
@@ -92,6 +94,7 @@ async def _command(request: web.Request, name: str, **kwargs: Any) -> ProducerSt
 
 
 async def start_sim(request: web.Request) -> web.Response:
+    request.app[CORS].check_origin(request)
     check_token(request, request.app[SETTINGS].api_token)
     rate_hz = float_param(request.query, "rate_hz")
     if rate_hz is not None and not 0 < rate_hz <= MAX_RATE_HZ:
@@ -104,6 +107,7 @@ async def start_sim(request: web.Request) -> web.Response:
 
 
 async def stop_sim(request: web.Request) -> web.Response:
+    request.app[CORS].check_origin(request)
     check_token(request, request.app[SETTINGS].api_token)
     await _command(request, "stop")
     return json_obj({"status": "stopped"})
@@ -176,7 +180,9 @@ async def _windows(request: web.Request, dataset: str, with_vehicles: bool) -> w
     limit = int_param(q, "limit", WINDOWS_DEFAULT, minimum=1, cap=WINDOWS_CAP)
     ids = vehicles_param(q) if with_vehicles else None
     folder = request.app[SETTINGS].analytics_output_dir / dataset
-    rows, available = await asyncio.to_thread(windows.read_windows, folder, limit, ids)
+    reader = request.app[WINDOWS]
+    async with request.app[WINDOWS_LOCK]:  # one reader thread at a time: the cache is shared
+        rows, available = await asyncio.to_thread(reader.read, folder, limit, ids)
     return json_obj({"items": rows, "available": available})
 
 

@@ -53,26 +53,55 @@ def committed_files(folder: Path) -> list[Path]:
     return [p for p in files.values() if p.exists()]
 
 
-def read_windows(folder: Path, limit: int,
-                 vehicles: Collection[str] | None = None) -> tuple[list[dict[str, Any]], bool]:
-    """The newest ``limit`` rows (by window_start), and whether any data exists at all."""
-    if not folder.is_dir():
-        return [], False
-    tables = []
-    for path in committed_files(folder):
+class WindowsReader:
+    """Reads the datasets, keeping each file's table until the file changes.
+
+    A streaming job adds a file per micro-batch, so a request reads only the new ones.
+    The cache holds at most ``max_files`` tables (the oldest are dropped first).
+    """
+
+    def __init__(self, max_files: int = 5000) -> None:
+        self.max_files = max_files
+        self._tables: dict[Path, tuple[tuple[int, int], pa.Table]] = {}
+
+    def _table(self, path: Path) -> pa.Table | None:
         try:
-            tables.append(pq.read_table(path))
+            st = path.stat()
+        except OSError:
+            return None
+        sig = (st.st_mtime_ns, st.st_size)
+        cached = self._tables.get(path)
+        if cached is not None and cached[0] == sig:
+            return cached[1]
+        try:
+            table = pq.read_table(path)
         except (OSError, pa.ArrowInvalid) as exc:
             log.warning("skipping unreadable analytics file %s: %s", path, exc)
-    if not tables:
-        return [], False
-    table = pa.concat_tables(tables, promote_options="default")
-    if vehicles is not None and "vehicle_id" in table.column_names:
-        table = table.filter(pc.is_in(table["vehicle_id"], pa.array(sorted(vehicles))))
-    if "window_start" in table.column_names and table.num_rows:
-        table = table.sort_by([("window_start", "descending")])
-    rows = table.slice(0, limit).to_pylist()
-    return [{k: _jsonable(v) for k, v in r.items()} for r in rows], True
+            return None
+        self._tables[path] = (sig, table)
+        while len(self._tables) > self.max_files:
+            self._tables.pop(next(iter(self._tables)))
+        return table
+
+    def read(self, folder: Path, limit: int, vehicles: Collection[str] | None = None
+             ) -> tuple[list[dict[str, Any]], bool]:
+        """The newest ``limit`` rows (by window_start), and whether any data exists at all."""
+        if not folder.is_dir():
+            return [], False
+        files = committed_files(folder)
+        live = set(files)
+        for stale in [p for p in self._tables if p.parent == folder and p not in live]:
+            del self._tables[stale]
+        tables = [t for t in map(self._table, files) if t is not None]
+        if not tables:
+            return [], False
+        table = pa.concat_tables(tables, promote_options="default")
+        if vehicles is not None and "vehicle_id" in table.column_names:
+            table = table.filter(pc.is_in(table["vehicle_id"], pa.array(sorted(vehicles))))
+        if "window_start" in table.column_names and table.num_rows:
+            table = table.sort_by([("window_start", "descending")])
+        rows = table.slice(0, limit).to_pylist()
+        return [{k: _jsonable(v) for k, v in r.items()} for r in rows], True
 
 
 def _jsonable(value: Any) -> Any:

@@ -15,7 +15,7 @@ from aiohttp import WSMsgType, web
 
 from webapi.decode import Entry
 from webapi.hub import Subscriber
-from webapi.keys import HUB, METRICS, SETTINGS, STORE, WEBSOCKETS
+from webapi.keys import CORS, HUB, METRICS, SETTINGS, STORE, WEBSOCKETS
 from webapi.lifecycle import cancel_and_wait
 from webapi.metrics import Metrics
 from webapi.params import ApiError, bad_param, bool_param, float_param, vehicles_param
@@ -30,6 +30,7 @@ def items_frame(kind: bytes, entries: list[Entry]) -> bytes:
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     app = request.app
     settings, hub, store = app[SETTINGS], app[HUB], app[STORE]
+    app[CORS].check_origin(request)  # no cross-site WebSocket hijacking
     vehicles = vehicles_param(request.query)
     batch = bool_param(request.query, "batch")
     max_hz = float_param(request.query, "max_hz")
@@ -37,17 +38,19 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         raise bad_param("max_hz", f"must be > 0, got {max_hz:g}")
     if hub.full():
         raise ApiError(503, f"too many WebSocket clients (WEBAPI_WS_MAX_CLIENTS={hub.max_clients})")
-    ws = web.WebSocketResponse(heartbeat=30, compress=False, max_msg_size=65536)
-    await ws.prepare(request)
-    app[WEBSOCKETS].add(ws)
     # Subscribing and taking the snapshot in one synchronous step: no gap, no duplicate.
+    # (Before the handshake, so concurrent connects cannot overshoot WEBAPI_WS_MAX_CLIENTS.)
     sub = hub.subscribe(vehicles)
     snapshot = store.recent_items(settings.ws_snapshot_size, vehicles)
-    min_gap = 1.0 / max_hz if max_hz else 0.0
-    tick = max(settings.ws_batch_ms / 1000.0, min_gap)
-    sender = asyncio.create_task(
-        _send(ws, sub, snapshot, batch=batch, tick=tick, min_gap=min_gap, metrics=app[METRICS]))
+    ws = web.WebSocketResponse(heartbeat=30, compress=False, max_msg_size=65536)
+    sender: asyncio.Task[None] | None = None
     try:
+        await ws.prepare(request)
+        app[WEBSOCKETS].add(ws)
+        min_gap = 1.0 / max_hz if max_hz else 0.0
+        tick = max(settings.ws_batch_ms / 1000.0, min_gap)
+        sender = asyncio.create_task(_send(ws, sub, snapshot, batch=batch, tick=tick,
+                                           min_gap=min_gap, metrics=app[METRICS]))
         async for _msg in ws:  # the client has nothing to say; this loop notices its close
             pass
     finally:

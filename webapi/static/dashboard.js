@@ -173,10 +173,11 @@
     vKeys.add(key);
     const tr = document.createElement("tr");
     tr.dataset.key = key;
+    tr.title = String(e.timestamp);
     const type = e.speeding && e.rpm_over_redline ? "both"
       : e.speeding ? "speeding" : "redline";
     const cells = [
-      String(e.timestamp).replace("T", " ").slice(0, 19),
+      String(e.timestamp).slice(11, 19),
       e.vehicle_id,
       type === "both" ? "speeding + redline" : type,
       Number(e.speed_kmh).toFixed(1),
