@@ -13,10 +13,14 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON ?= $(CURDIR)/$(VENV)/bin/python
 
 # A run against an existing cluster skips the local broker: KAFKA_BOOTSTRAP_SERVERS=host:9092 make run
+# Otherwise the local broker listens on 127.0.0.1:$(KAFKA_PORT) and the services are pointed at it.
+KAFKA_PORT ?= 9092
 ifdef KAFKA_BOOTSTRAP_SERVERS
 RUN_PROCESSES := producer webapi ui
 else
 RUN_PROCESSES :=
+run: export KAFKA_BOOTSTRAP_SERVERS := 127.0.0.1:$(KAFKA_PORT)
+run: export KAFKA_PORT := $(KAFKA_PORT)
 endif
 
 .PHONY: help
@@ -31,7 +35,7 @@ run: setup ## run the whole stack: Kafka, producer, web API, Streamlit (Ctrl-C s
 	@echo "  web API          http://127.0.0.1:$${WEBAPI_PORT:-8000}/health  (OpenAPI: /openapi.json)"
 	@echo "  legacy dashboard http://127.0.0.1:$${WEBAPI_PORT:-8000}/dashboard"
 	@echo "  Streamlit app    http://127.0.0.1:$${UI_PORT:-8501}"
-	@echo "  Kafka            $${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
+	@echo "  Kafka            $${KAFKA_BOOTSTRAP_SERVERS}"
 	SIM_AUTOSTART=$${SIM_AUTOSTART:-true} FLEET_SIZE=$${FLEET_SIZE:-25} \
 	  honcho start -f Procfile $(RUN_PROCESSES)
 

@@ -22,7 +22,7 @@ def _make_targets() -> set[str]:
 def test_readme_starts_with_the_two_commands() -> None:
     blocks = re.findall(r"```(?:sh|bash|console)?\n(.*?)```", README, flags=re.S)
     first = blocks[0].strip().splitlines()
-    commands = [line for line in first if line.strip() and not line.lstrip().startswith("#")]
+    commands = [line.split("#")[0].strip() for line in first if line.split("#")[0].strip()]
     assert commands[:2] == ["make run", "make test"]
 
 

@@ -346,9 +346,15 @@ def create_topic(bootstrap: str, name: str, partitions: int = 3, *,
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.kafka", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument("--port", type=int, default=9092)
-    parser.add_argument("--controller-port", type=int, default=9093)
+    env = os.environ
+    parser.add_argument("--data-dir", type=Path,
+                        default=Path(env.get("KAFKA_DATA_DIR", DEFAULT_DATA_DIR)),
+                        help="broker storage (env KAFKA_DATA_DIR; default .cache/kafka/data)")
+    parser.add_argument("--port", type=int, default=int(env.get("KAFKA_PORT", "9092")),
+                        help="client port on 127.0.0.1 (env KAFKA_PORT)")
+    parser.add_argument("--controller-port", type=int,
+                        default=int(env.get("KAFKA_CONTROLLER_PORT", "9093")),
+                        help="KRaft controller port (env KAFKA_CONTROLLER_PORT)")
     parser.add_argument("--heap", default=os.environ.get("KAFKA_HEAP", "512m"))
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("fetch", help="fetch the broker jars from Maven Central")
