@@ -40,7 +40,7 @@ run: setup ## run the whole stack: Kafka, producer, web API, Streamlit (Ctrl-C s
 	  honcho start -f Procfile $(RUN_PROCESSES)
 
 .PHONY: test
-test: setup test-deps ## run the whole test suite: unit, Kafka, Spark and browser tests
+test: setup test-deps lint ## run the whole test suite: lint, unit, Kafka, Spark and browser tests
 	$(PY) -m pytest
 
 ## ---- set-up (each step idempotent) ----------------------------------------------------
@@ -66,9 +66,9 @@ spark-jars: venv ## Spark's Kafka connector from Maven Central, into .cache/spar
 	$(PY) -m tools.kafka fetch-spark >/dev/null
 
 .PHONY: assets
-assets: webapi/node_modules/.installed ## the dashboard's scripts and styles from the npm registry
+assets: webapi/static/vendor/.installed ## the dashboard's scripts and styles from the npm registry
 
-webapi/node_modules/.installed: webapi/package.json webapi/package-lock.json
+webapi/static/vendor/.installed: webapi/package.json webapi/package-lock.json
 	npm --prefix webapi ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
