@@ -70,3 +70,18 @@ def test_procfile_names_the_four_processes() -> None:
     procs = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines()
                  if line.strip())
     assert list(procs) == ["kafka", "producer", "webapi", "ui"]
+
+
+def test_readme_example_event_is_what_the_producer_writes() -> None:
+    """The JSON example in the README is real output of the --stdout command it shows."""
+    import json
+    import sys
+
+    block = re.search(r"```json\n(.*?)```", README, flags=re.S)
+    assert block, "README has no example event"
+    example = json.loads(block.group(1))
+    out = subprocess.run(
+        [sys.executable, "-m", "producer", "--stdout", "--seed", "42", "--vehicles", "20",
+         "--rate-hz", "1", "--steps", "2", "--start-time", "2026-01-01T08:00:00+00:00"],
+        cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert json.loads(out[20]) == example
