@@ -105,6 +105,10 @@ kafka-tool: kafka-jars ## Kafka's own CLI, e.g. make kafka-tool T=topics ARGS="-
 analytics: setup ## the Spark job, continuously, against the running stack (writes data/analytics)
 	$(PY) -m analytics
 
+.PHONY: analytics-once
+analytics-once: setup ## the Spark job over what is in the topic now, then exit
+	$(PY) -m analytics --once
+
 .PHONY: compose-check
 compose-check: test-deps ## validate compose.yml (no Docker engine needed)
 	docker-compose -f compose.yml config -q

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -25,6 +27,8 @@ if __name__ == "__main__" and not __package__:  # spark-submit analytics/job.py:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pyspark
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkException, StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
@@ -98,6 +102,29 @@ def build_session(settings: Settings) -> SparkSession:
     return spark
 
 
+def check_broker(bootstrap_servers: str, timeout: float = 5.0) -> None:
+    """Fail fast, and clearly, when no bootstrap server accepts a connection (Spark's own
+    Kafka client would retry for minutes and then fail with the whole query plan)."""
+    errors = []
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                return
+        except (OSError, ValueError) as exc:
+            errors.append(f"{server.strip()}: {exc}")
+    raise JobError(f"no Kafka broker reachable at {bootstrap_servers} "
+                   f"(KAFKA_BOOTSTRAP_SERVERS / --bootstrap-servers): {'; '.join(errors)}")
+
+
+def _short(failure: BaseException) -> str:
+    """A failure without the query plan and Java stack Spark attaches to it."""
+    text = str(failure).split("=== Streaming Query ===")[0].split("\n\tat ")[0].strip()
+    text = text.removeprefix("An error occurred while calling").strip()
+    text = re.sub(r"^o\d+\.\w+\.\s*:\s*", "", " ".join(text.split()))  # py4j's call id
+    return text if len(text) <= 2000 else text[:2000] + " ..."
+
+
 def extract(spark: SparkSession, settings: Settings) -> DataFrame:
     """The telemetry topic as a stream of Kafka records."""
     reader = (spark.readStream.format("kafka")
@@ -169,6 +196,7 @@ def run(settings: Settings, spark: SparkSession | None = None,
     Uses ``spark`` if given (tests), else builds a session and stops it at the end. Returns
     the progress totals per query; raises JobError if a query failed.
     """
+    check_broker(settings.kafka_bootstrap_servers)
     own_session = spark is None
     session = spark if spark is not None else build_session(settings)
     stop = stop or threading.Event()
@@ -181,7 +209,10 @@ def run(settings: Settings, spark: SparkSession | None = None,
     try:
         raw = extract(session, settings)
         for name, df in outputs(raw, settings).items():
-            queries.append(load(name, df, settings, scratch))
+            try:
+                queries.append(load(name, df, settings, scratch))
+            except (Py4JJavaError, PySparkException) as exc:
+                raise JobError(f"query {name} could not start: {_short(exc)}") from None
         log.info("started %s from %s/%s (%s, window %s, watermark %s) -> %s",
                  ", ".join(QUERIES), settings.kafka_bootstrap_servers, settings.kafka_topic,
                  "once" if settings.once else f"every {settings.trigger_seconds:g}s",
@@ -189,11 +220,14 @@ def run(settings: Settings, spark: SparkSession | None = None,
                  settings.output_dir if settings.sink == "parquet" else "console")
         while any(q.isActive for q in queries) and not stop.is_set():
             for q in queries:
-                q.awaitTermination(1)
+                try:
+                    q.awaitTermination(1)
+                except (StreamingQueryException, Py4JJavaError) as exc:
+                    raise JobError(f"query {q.name} failed: {_short(exc)}") from None
                 tracker.poll(queries)
                 failure = q.exception()
                 if failure is not None:
-                    raise JobError(f"query {q.name} failed: {failure}")
+                    raise JobError(f"query {q.name} failed: {_short(failure)}")
     finally:
         for q in queries:
             _stop_after_batch(q)

@@ -304,3 +304,21 @@ def test_console_sink_runs_once(spark: SparkSession, kafka_bootstrap: str, topic
     assert totals["malformed"]["observed"]["malformed"] == 1
     assert not (tmp_path / "out").exists()  # the console sink writes no files, no checkpoint
     assert list((tmp_path / "local").iterdir()) == []  # its temporary checkpoint is gone
+
+
+@pytest.mark.kafka
+def test_a_failing_query_is_a_short_job_error(spark: SparkSession, kafka_bootstrap: str,
+                                              topic: str, tmp_path: Path) -> None:
+    from analytics.job import JobError, run
+
+    publish(kafka_bootstrap, topic, as_records(EVENTS[:1]))
+    blocked = tmp_path / "out"
+    blocked.mkdir()
+    (blocked / "vehicle_windows").write_text("a file where the dataset folder should be")
+    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, kafka_topic=topic,
+                        output_dir=blocked, once=True, local_dir=tmp_path / "local")
+    with pytest.raises(JobError, match="query vehicle_windows could not start: .*"
+                       "ParentNotDirectoryException") as failed:
+        run(settings, spark=spark)
+    assert "\tat " not in str(failed.value) and len(str(failed.value)) < 2100
+    assert not [q for q in spark.streams.active]  # the other queries were stopped too

@@ -308,3 +308,15 @@ def test_job_py_runs_under_spark_submit(tmp_path: Path) -> None:
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--watermark" in proc.stdout and "ANALYTICS_OUTPUT_DIR" in proc.stdout
+
+
+def test_no_broker_is_a_clear_error_before_spark_starts() -> None:
+    from analytics.job import JobError, check_broker
+
+    with pytest.raises(JobError, match="KAFKA_BOOTSTRAP_SERVERS"):
+        check_broker("127.0.0.1:1", timeout=1)
+    proc = subprocess.run([sys.executable, "-m", "analytics", "--once",
+                           "--bootstrap-servers", "127.0.0.1:1"], capture_output=True,
+                          text=True, cwd=ROOT, check=False, timeout=60)
+    assert proc.returncode == 1
+    assert "no Kafka broker reachable at 127.0.0.1:1" in proc.stderr

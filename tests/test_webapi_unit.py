@@ -209,25 +209,3 @@ def test_malformed_logging_is_rate_limited(caplog) -> None:
     assert "999 similar suppressed" in caplog.records[-1].getMessage()
 
 
-# ----------------------------------------------------------------------------- analytics
-def test_committed_files_follow_the_spark_sink_log(tmp_path) -> None:
-    from webapi.windows import committed_files
-
-    for name in ("part-0.parquet", "part-1.parquet", "part-2.parquet", "part-3.parquet"):
-        (tmp_path / name).write_bytes(b"")
-    assert len(committed_files(tmp_path)) == 4  # no sink log: every part file
-    meta = tmp_path / "_spark_metadata"
-    meta.mkdir()
-
-    def log(n: str, *entries: tuple[str, str]) -> None:
-        lines = ["v1"] + [orjson.dumps({"path": f"file://{tmp_path}/{p}", "action": a}).decode()
-                          for p, a in entries]
-        (meta / n).write_text("\n".join(lines) + "\n")
-
-    log("0", ("part-0.parquet", "add"))
-    log("1", ("part-1.parquet", "add"))
-    log("2.compact", ("part-0.parquet", "add"), ("part-1.parquet", "add"),
-        ("part-2.parquet", "add"))
-    log("3", ("part-0.parquet", "delete"))
-    assert sorted(p.name for p in committed_files(tmp_path)) == ["part-1.parquet",
-                                                                 "part-2.parquet"]

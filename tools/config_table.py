@@ -48,6 +48,8 @@ def _default(value: Any) -> str:
         return "(unset)"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "(unset)"
     if isinstance(value, (list, tuple, set, frozenset)):
         return ",".join(map(str, value)) or "(unset)"
     # Paths inside the checkout are shown relative to it, so the table is machine-independent.

@@ -7,7 +7,6 @@ their Kafka clients. Open WebSockets are closed on shutdown.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
@@ -28,15 +27,12 @@ from webapi.keys import (
     SETTINGS,
     STORE,
     WEBSOCKETS,
-    WINDOWS,
-    WINDOWS_LOCK,
 )
 from webapi.metrics import Metrics
 from webapi.middleware import Cors, error_middleware, metrics_middleware
 from webapi.routes import RECENT_CAP, VIOLATIONS_CAP, add_routes
 from webapi.settings import Settings
 from webapi.store import TelemetryStore
-from webapi.windows import WindowsReader
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -59,8 +55,6 @@ def create_app(settings: Settings) -> web.Application:
     app[CONSUMER] = TelemetryConsumer(settings, store, hub, metrics)
     app[CONTROL] = ControlChannel(settings)
     app[WEBSOCKETS] = set()
-    app[WINDOWS] = WindowsReader()
-    app[WINDOWS_LOCK] = asyncio.Lock()
     app[DASHBOARD_HTML] = render(settings)
     app[OPENAPI] = openapi.build(recent_cap=RECENT_CAP, export_cap=settings.recent_size,
                                  violations_cap=VIOLATIONS_CAP,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -14,7 +13,6 @@ from webapi.metrics import Metrics
 from webapi.middleware import Cors
 from webapi.settings import Settings
 from webapi.store import TelemetryStore
-from webapi.windows import WindowsReader
 
 SETTINGS = web.AppKey("settings", Settings)
 CORS = web.AppKey("cors", Cors)
@@ -23,8 +21,6 @@ HUB = web.AppKey("hub", Hub)
 METRICS = web.AppKey("metrics", Metrics)
 CONSUMER = web.AppKey("consumer", TelemetryConsumer)
 CONTROL = web.AppKey("control", ControlChannel)
-WINDOWS = web.AppKey("windows", WindowsReader)
-WINDOWS_LOCK = web.AppKey("windows_lock", asyncio.Lock)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 DASHBOARD_HTML = web.AppKey("dashboard_html", tuple[str, str])  # (html, CSP)
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from aiohttp import web
@@ -23,8 +23,6 @@ from webapi.keys import (
     OPENAPI,
     SETTINGS,
     STORE,
-    WINDOWS,
-    WINDOWS_LOCK,
 )
 from webapi.middleware import check_token
 from webapi.openapi import STATUS_KEYS
@@ -36,6 +34,7 @@ from webapi.params import (
     time_range,
     vehicles_param,
 )
+from webapi.windows import AnalyticsUnreadable, read_rows
 from webapi.ws import ws_handler
 
 RECENT_DEFAULT, RECENT_CAP = 100, 2000
@@ -175,14 +174,16 @@ async def stats(request: web.Request) -> web.Response:
 
 
 # ---------------------------------------------------------------------------- analytics
-async def _windows(request: web.Request, dataset: str, with_vehicles: bool) -> web.Response:
+async def _windows(request: web.Request, dataset: Literal["vehicle_windows", "road_windows"],
+                   with_vehicles: bool) -> web.Response:
     q = request.query
     limit = int_param(q, "limit", WINDOWS_DEFAULT, minimum=1, cap=WINDOWS_CAP)
     ids = vehicles_param(q) if with_vehicles else None
-    folder = request.app[SETTINGS].analytics_output_dir / dataset
-    reader = request.app[WINDOWS]
-    async with request.app[WINDOWS_LOCK]:  # one reader thread at a time: the cache is shared
-        rows, available = await asyncio.to_thread(reader.read, folder, limit, ids)
+    out = request.app[SETTINGS].analytics_output_dir
+    try:
+        rows, available = await asyncio.to_thread(read_rows, out, dataset, limit, ids)
+    except AnalyticsUnreadable as exc:
+        return json_obj({"error": str(exc)}, status=503)
     return json_obj({"items": rows, "available": available})
 
 
