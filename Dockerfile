@@ -24,6 +24,7 @@ COPY producer producer
 COPY webapi webapi
 COPY ui ui
 COPY analytics analytics
+COPY common common
 COPY tools tools
 RUN pip install --no-cache-dir .
 COPY --from=jars /jars /app/.cache/spark/jars

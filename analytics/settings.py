@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
+from common.settings import ServiceSettings
 from tools.kafka import CACHE, SPARK_JARS
 
 _DURATION = re.compile(
@@ -41,10 +42,9 @@ def normalize_duration(value: str) -> str:
     return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
 
 
-class Settings(BaseSettings):
+class Settings(ServiceSettings):
     """Each field is an env var (its ``validation_alias``) and a flag of ``python -m analytics``."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     kafka_bootstrap_servers: str = _f("localhost:9092", "KAFKA_BOOTSTRAP_SERVERS",
                                       "Kafka bootstrap.servers")

@@ -9,17 +9,17 @@ import argparse
 from collections.abc import Sequence
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.settings import ServiceSettings
 
 
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name, name.lower())
 
 
-class Settings(BaseSettings):
+class Settings(ServiceSettings):
     """Read once per browser session, at the top of ui/app.py."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     api_url: str = Field(
         "http://127.0.0.1:8000", validation_alias=_env("FLEETSTREAM_API_URL"),

@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
+
+from common.settings import ServiceSettings
 
 DEFAULT_TILE_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 
@@ -17,10 +19,9 @@ def _f(default: Any, env: str, description: str, **constraints: Any) -> Any:
                  **constraints)
 
 
-class Settings(BaseSettings):
+class Settings(ServiceSettings):
     """Each field is an env var (its ``validation_alias``) and a flag of ``python -m webapi``."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     kafka_bootstrap_servers: str = _f("localhost:9092", "KAFKA_BOOTSTRAP_SERVERS",
                                       "Kafka bootstrap.servers")
