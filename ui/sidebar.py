@@ -57,30 +57,31 @@ def _control(client: ApiClient, action: str, rate_hz: float, fleet_size: int) ->
 
 
 @st.fragment(run_every=5)
-def producer_status(client: ApiClient) -> None:
-    """Connection and producer state, refreshed on its own."""
+def producer_status(client: ApiClient) -> dict | None:
+    """Connection and producer state; the producer's status when one answers."""
     try:
         client.health()
     except ApiUnavailable:
         st.error(f"Disconnected: nothing answers at {client.base_url}", icon=":material/cloud_off:")
-        return
+        return None
     except ApiError as exc:
         st.warning(f"Web API unhealthy: {exc.message}", icon=":material/warning:")
-        return
+        return None
     try:
         status = client.status()
     except ApiError as exc:
         st.success("Connected to the web API", icon=":material/cloud_done:")
         st.caption(f"No producer status ({exc.status}): start one with `make run`.")
-        return
+        return None
     except ApiUnavailable:
         st.error("Disconnected", icon=":material/cloud_off:")
-        return
+        return None
     st.success("Connected to the web API", icon=":material/cloud_done:")
     state = "running" if status.get("running") else "stopped"
     st.caption(f"Producer **{state}** · {status.get('rate_hz', 0):g} Hz · "
                f"{status.get('vehicles', 0):,} vehicles · {status.get('events_sent', 0):,} sent"
                + (" · **behind schedule**" if status.get("behind_schedule") else ""))
+    return status
 
 
 def render(settings: Settings, client_for) -> tuple[Controls, ApiClient, list[str]]:
@@ -93,13 +94,17 @@ def render(settings: Settings, client_for) -> tuple[Controls, ApiClient, list[st
     client: ApiClient = client_for(api_url.rstrip("/") or settings.api_url, token,
                                    settings.timeout_s)
     with sb:
-        producer_status(client)
+        status = producer_status(client) or {}
 
     sb.subheader("Simulation")
+    # The inputs start at what the producer runs now (once; then they are the user's).
+    st.session_state.setdefault(
+        "rate_hz", min(max(float(status.get("rate_hz") or 5.0), 0.1), 50.0))
+    st.session_state.setdefault(
+        "fleet_size", min(max(int(status.get("vehicles") or 10), 1), 100_000))
     c1, c2 = sb.columns(2)
-    rate = c1.number_input("Rate (Hz)", min_value=0.1, max_value=50.0, value=5.0, step=0.5,
-                           key="rate_hz")
-    fleet = c2.number_input("Fleet size", min_value=1, max_value=100_000, value=10, step=1,
+    rate = c1.number_input("Rate (Hz)", min_value=0.1, max_value=50.0, step=0.5, key="rate_hz")
+    fleet = c2.number_input("Fleet size", min_value=1, max_value=100_000, step=1,
                             key="fleet_size")
     b1, b2 = sb.columns(2)
     if b1.button("Start", type="primary", width="stretch", icon=":material/play_arrow:"):
