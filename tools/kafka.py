@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -262,13 +263,21 @@ class LocalKafka:
         self.proc = None
         self.pid_file.unlink(missing_ok=True)
 
-    def run_foreground(self) -> int:
-        """For honcho: start, forward SIGTERM/SIGINT, exit with the broker."""
+    def run_foreground(self, stop_delay: float = 1.5) -> int:
+        """For honcho: start, forward SIGTERM/SIGINT, exit with the broker.
+
+        honcho signals every process at once on Ctrl-C; the broker waits ``stop_delay``
+        seconds before its own controlled shutdown, so the producer's final flush still
+        reaches it (honcho allows 5 s before SIGKILL).
+        """
         proc = self.start(stdout=sys.stdout.fileno())
 
-        def forward(signum: int, _frame: object) -> None:
+        def stop() -> None:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+                proc.terminate()
+
+        def forward(signum: int, _frame: object) -> None:
+            threading.Timer(stop_delay, stop).start()
 
         signal.signal(signal.SIGTERM, forward)
         signal.signal(signal.SIGINT, forward)
