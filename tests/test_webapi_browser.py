@@ -10,7 +10,7 @@ import pytest
 
 from producer.schema import CSV_COLUMNS
 from webapi.settings import Settings
-from webapi.testing import running_app, start_producer, stop_producer, wait_for
+from webapi.testing import control_settings, running_app, start_producer, stop_producer, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.browser]
 
@@ -21,11 +21,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 @pytest.fixture
 def settings(kafka_bootstrap: str, topic: str, topic_factory, tmp_path: Path) -> Settings:
-    return Settings(kafka_bootstrap_servers=kafka_bootstrap, kafka_topic=topic,
-                    kafka_control_topic=topic_factory("control", 1),
-                    kafka_status_topic=topic_factory("status", 1), api_token="tok",
-                    cors_origins=(), analytics_output_dir=tmp_path, map_tile_url="",
-                    control_timeout_s=5.0, status_stale_s=5.0)
+    return control_settings(kafka_bootstrap, topic, topic_factory, tmp_path)
 
 
 async def wait_text(page, selector: str, predicate, timeout: float = 60.0) -> str:

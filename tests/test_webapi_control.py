@@ -12,7 +12,7 @@ import pytest
 from producer.schema import TelemetryEvent
 from webapi.keys import STORE
 from webapi.settings import Settings
-from webapi.testing import running_app, start_producer, stop_producer, wait_for
+from webapi.testing import control_settings, running_app, start_producer, stop_producer, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -22,11 +22,7 @@ STATUS_KEYS = {"running", "last_event", "rate_hz", "vehicles", "events_sent", "s
 
 @pytest.fixture
 def settings(kafka_bootstrap: str, topic: str, topic_factory, tmp_path: Path) -> Settings:
-    return Settings(kafka_bootstrap_servers=kafka_bootstrap, kafka_topic=topic,
-                    kafka_control_topic=topic_factory("control", 1),
-                    kafka_status_topic=topic_factory("status", 1), api_token="tok",
-                    cors_origins=(), analytics_output_dir=tmp_path, map_tile_url="",
-                    control_timeout_s=5.0, status_stale_s=5.0)
+    return control_settings(kafka_bootstrap, topic, topic_factory, tmp_path)
 
 
 @pytest.fixture

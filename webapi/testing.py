@@ -100,6 +100,16 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0,
             await asyncio.sleep(interval)
 
 
+def control_settings(bootstrap: str, topic: str, make_topic: Callable[[str, int], str],
+                     analytics_dir: Path) -> Settings:
+    """Settings for tests that drive a real producer: own control/status topics, a token."""
+    return Settings(kafka_bootstrap_servers=bootstrap, kafka_topic=topic,
+                    kafka_control_topic=make_topic("control", 1),
+                    kafka_status_topic=make_topic("status", 1), api_token="tok",  # noqa: S106
+                    cors_origins=(), analytics_output_dir=analytics_dir, map_tile_url="",
+                    control_timeout_s=5.0, status_stale_s=5.0)
+
+
 def start_producer(settings: Settings, log: Path, *, fleet_size: int = 3, rate_hz: float = 2.0,
                    autostart: bool = False) -> subprocess.Popen[bytes] | None:
     """``python -m producer`` as a subprocess on the settings' topics (None: not written yet)."""
