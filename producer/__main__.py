@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from common.logs import quiet_kafka_connect_retries
 from producer.geojson import RoadsFileError
 from producer.settings import Settings
 
@@ -72,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_kafka_connect_retries()
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from aiohttp import web
 from pydantic import ValidationError
 
+from common.logs import quiet_kafka_connect_retries
 from webapi.app import create_app
 from webapi.settings import ENV_NAMES, Settings
 
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    quiet_kafka_connect_retries()
     web.run_app(create_app(settings), host=settings.host, port=settings.port,
                 print=None, shutdown_timeout=5)
     return 0
