@@ -10,6 +10,9 @@ this base reads only the documented names.
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -40,3 +43,15 @@ class ServiceSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         del env_settings, dotenv_settings  # the environment only, by documented names
         return init_settings, _DocumentedEnvNames(settings_cls), file_secret_settings
+
+
+def between(field: str, env: str, low: float, high: float) -> Any:
+    """A validator for ``low <= field <= high`` whose message names the variable:
+    ``_fleet = between("fleet_size", "FLEET_SIZE", 1, 100_000)`` in a Settings class."""
+
+    def check(cls: type, value: float) -> float:
+        if not low <= value <= high:
+            raise ValueError(f"{env} must be between {low} and {high}, got {value}")
+        return value
+
+    return field_validator(field)(classmethod(check))

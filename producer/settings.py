@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.settings import between
+
 
 class Settings(BaseSettings):
     """Producer settings (env var = field name in upper case)."""
@@ -53,12 +55,7 @@ class Settings(BaseSettings):
         default=None, description="id on the status topic (default: vehicle id + pid)")
     status_interval_s: float = Field(default=1.0, description="period of status messages (s)")
 
-    @field_validator("fleet_size")
-    @classmethod
-    def _fleet(cls, v: int) -> int:
-        if not 1 <= v <= 100_000:
-            raise ValueError(f"FLEET_SIZE must be between 1 and 100000, got {v}")
-        return v
+    _fleet = between("fleet_size", "FLEET_SIZE", 1, 100_000)
 
     @field_validator("sim_rate_hz")
     @classmethod
@@ -74,12 +71,7 @@ class Settings(BaseSettings):
             raise ValueError(f"KAFKA_PARTITIONS must be >= 1, got {v}")
         return v
 
-    @field_validator("kafka_linger_ms")
-    @classmethod
-    def _linger(cls, v: int) -> int:
-        if not 0 <= v <= 10_000:
-            raise ValueError(f"KAFKA_LINGER_MS must be between 0 and 10000, got {v}")
-        return v
+    _linger = between("kafka_linger_ms", "KAFKA_LINGER_MS", 0, 10_000)
 
     @field_validator("kafka_batch_bytes")
     @classmethod
@@ -102,19 +94,9 @@ class Settings(BaseSettings):
             raise ValueError(f"VEHICLE_ID must be 1..48 printable characters, got {v!r}")
         return v
 
-    @field_validator("speed_tolerance_kmh")
-    @classmethod
-    def _tol(cls, v: float) -> float:
-        if not 0 <= v <= 100:
-            raise ValueError(f"SPEED_TOLERANCE_KMH must be between 0 and 100, got {v}")
-        return v
+    _tol = between("speed_tolerance_kmh", "SPEED_TOLERANCE_KMH", 0, 100)
 
-    @field_validator("redline_rpm")
-    @classmethod
-    def _redline(cls, v: int) -> int:
-        if not 2000 <= v <= 12000:
-            raise ValueError(f"REDLINE_RPM must be between 2000 and 12000, got {v}")
-        return v
+    _redline = between("redline_rpm", "REDLINE_RPM", 2000, 12000)
 
     @field_validator("sim_max_lag_s", "status_interval_s")
     @classmethod

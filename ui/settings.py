@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from pydantic import AliasChoices, Field, field_validator
 
-from common.settings import ServiceSettings
+from common.settings import ServiceSettings, between
 
 
 def _env(name: str) -> AliasChoices:
@@ -58,40 +58,15 @@ class Settings(ServiceSettings):
             raise ValueError(f"FLEETSTREAM_API_URL must start with http:// or https://, got {v!r}")
         return v.rstrip("/")
 
-    @field_validator("refresh_s")
-    @classmethod
-    def _check_refresh(cls, v: float) -> float:
-        if not 0.5 <= v <= 300:
-            raise ValueError(f"FLEETSTREAM_UI_REFRESH_S must be between 0.5 and 300, got {v}")
-        return v
+    _check_refresh = between("refresh_s", "FLEETSTREAM_UI_REFRESH_S", 0.5, 300)
 
-    @field_validator("timeout_s")
-    @classmethod
-    def _check_timeout(cls, v: float) -> float:
-        if not 0.1 <= v <= 60:
-            raise ValueError(f"FLEETSTREAM_UI_TIMEOUT_S must be between 0.1 and 60, got {v}")
-        return v
+    _check_timeout = between("timeout_s", "FLEETSTREAM_UI_TIMEOUT_S", 0.1, 60)
 
-    @field_validator("max_trails")
-    @classmethod
-    def _check_trails(cls, v: int) -> int:
-        if not 1 <= v <= 1000:
-            raise ValueError(f"FLEETSTREAM_UI_MAX_TRAILS must be between 1 and 1000, got {v}")
-        return v
+    _check_trails = between("max_trails", "FLEETSTREAM_UI_MAX_TRAILS", 1, 1000)
 
-    @field_validator("page_size")
-    @classmethod
-    def _check_page(cls, v: int) -> int:
-        if not 5 <= v <= 1000:
-            raise ValueError(f"FLEETSTREAM_UI_PAGE_SIZE must be between 5 and 1000, got {v}")
-        return v
+    _check_page = between("page_size", "FLEETSTREAM_UI_PAGE_SIZE", 5, 1000)
 
-    @field_validator("redline_rpm")
-    @classmethod
-    def _check_redline(cls, v: int) -> int:
-        if not 1000 <= v <= 12000:
-            raise ValueError(f"REDLINE_RPM must be between 1000 and 12000, got {v}")
-        return v
+    _check_redline = between("redline_rpm", "REDLINE_RPM", 1000, 12000)
 
     @classmethod
     def from_argv(cls, argv: Sequence[str]) -> Settings:
