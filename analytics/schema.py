@@ -1,6 +1,6 @@
 """The Spark schema of the telemetry event, derived from the pydantic model.
 
-``producer.schema.TelemetryEvent`` is the one definition of the event. This module walks its
+``common.contract.TelemetryEvent`` is the one definition of the event. This module walks its
 fields and annotations and builds the matching ``StructType`` (and the lists of required
 fields and default values the parser needs), so the Spark job cannot drift from the contract:
 a new field in the model is a new column here, and a type this module cannot map is an error.
@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 from pyspark.sql import types as T
 
-from producer.schema import TelemetryEvent
+from common.contract import TelemetryEvent
 
 _SCALARS: tuple[tuple[type, T.DataType], ...] = (
     (bool, T.BooleanType()),  # before int: bool is an int subclass

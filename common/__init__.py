@@ -1,1 +1,2 @@
-"""Small pieces shared by the services (the event contract is producer/schema.py)."""
+"""Pieces the services share: the event and control contract (contract.py), the settings
+base (settings.py) and logging set-up (logs.py)."""

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from producer.schema import ProducerStatus
+from common.contract import ProducerStatus
 
 log = logging.getLogger(__name__)
 TOPIC_ALREADY_EXISTS = 36

@@ -21,9 +21,9 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from pydantic import ValidationError
 
+from common.contract import ControlCommand, ProducerStatus, TelemetryEvent
 from producer.control import ControlChannel, ensure_topics
 from producer.publisher import Publisher
-from producer.schema import ControlCommand, ProducerStatus, TelemetryEvent
 from producer.settings import Settings
 from producer.sim import Simulation, load_network
 

@@ -2,7 +2,7 @@
 
 The hot path (``Encoder.encode``) builds the JSON of a whole tick straight from the state
 arrays with orjson; ``Encoder.events`` parses the same bytes into ``TelemetryEvent`` models,
-and the tests check the two agree with the contract in ``producer/schema.py``.
+and the tests check the two agree with the contract in ``common/contract.py``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from datetime import datetime
 import numpy as np
 import orjson
 
+from common.contract import SCHEMA_VERSION, TelemetryEvent, format_timestamp
 from producer.fleet import FleetState
 from producer.roads import ROAD_TYPES, RoadNetwork
-from producer.schema import SCHEMA_VERSION, TelemetryEvent, format_timestamp
 from producer.vehicle import DTC_CODES
 
 TRIP_NAMESPACE = uuid.UUID("6f1b2c3d-4e5f-5a6b-8c7d-9e0f1a2b3c4d")

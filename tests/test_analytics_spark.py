@@ -17,7 +17,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from analytics.reader import committed_files, read_windows
 from analytics.settings import Settings
-from producer.schema import Location, TelemetryEvent
+from common.contract import Location, TelemetryEvent
 
 pytestmark = pytest.mark.spark
 

@@ -26,7 +26,7 @@ from analytics.schema import (
     spark_schema,
 )
 from analytics.settings import Settings, env_name
-from producer.schema import EVENT_FIELDS, Location, TelemetryEvent
+from common.contract import EVENT_FIELDS, Location, TelemetryEvent
 
 ROOT = Path(__file__).resolve().parent.parent
 UTC = dt.UTC

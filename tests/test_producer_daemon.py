@@ -10,10 +10,10 @@ from datetime import datetime
 import orjson
 import pytest
 
+from common.contract import ProducerStatus
 from producer.builtin import warsaw
 from producer.daemon import Daemon
 from producer.publisher import PublisherStats
-from producer.schema import ProducerStatus
 from producer.settings import Settings
 from producer.sim import Simulation
 

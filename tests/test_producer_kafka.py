@@ -16,8 +16,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from common.contract import EVENT_FIELDS, ProducerStatus, TelemetryEvent
 from producer.daemon import run_daemon
-from producer.schema import EVENT_FIELDS, ProducerStatus, TelemetryEvent
 from producer.settings import Settings
 
 pytestmark = pytest.mark.kafka

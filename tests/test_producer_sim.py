@@ -9,13 +9,13 @@ import numpy as np
 import orjson
 import pytest
 
+from common.contract import EVENT_FIELDS, TelemetryEvent
 from producer import vehicle as vh
 from producer.builtin import warsaw
 from producer.events import vehicle_id
 from producer.fleet import init_fleet, step
 from producer.geo import bearing_deg, haversine_m
 from producer.roads import URBAN
-from producer.schema import EVENT_FIELDS, TelemetryEvent
 from producer.sim import Simulation
 
 T0 = datetime(2026, 1, 1, 8, tzinfo=UTC)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from producer.schema import EVENT_FIELDS, TelemetryEvent
+from common.contract import EVENT_FIELDS, TelemetryEvent
 
 ROOT = Path(__file__).resolve().parent.parent
 DESIGN_ARGS = ["--stdout", "--seed", "42", "--vehicles", "20", "--rate-hz", "1", "--steps",

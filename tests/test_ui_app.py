@@ -23,7 +23,7 @@ import requests
 from aiokafka import AIOKafkaProducer
 from streamlit.testing.v1 import AppTest
 
-from producer.schema import TelemetryEvent
+from common.contract import TelemetryEvent
 from tools.kafka import free_port
 from ui.synthetic import fleet_events
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from producer.schema import CSV_COLUMNS, EVENT_FIELDS, TelemetryEvent
+from common.contract import CSV_COLUMNS, EVENT_FIELDS, TelemetryEvent
 from tools.kafka import create_topic
 from webapi.keys import CONSUMER, CONTROL, STORE
 from webapi.settings import Settings

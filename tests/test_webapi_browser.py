@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from producer.schema import CSV_COLUMNS
+from common.contract import CSV_COLUMNS
 from webapi.settings import Settings
 from webapi.testing import control_settings, running_app, start_producer, stop_producer, wait_for
 

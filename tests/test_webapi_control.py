@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from producer.schema import TelemetryEvent
+from common.contract import TelemetryEvent
 from webapi.keys import STORE
 from webapi.settings import Settings
 from webapi.testing import control_settings, running_app, start_producer, stop_producer, wait_for

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from multidict import MultiDict
 
-from producer.schema import CSV_COLUMNS, EVENT_FIELDS, ProducerStatus, TelemetryEvent
+from common.contract import CSV_COLUMNS, EVENT_FIELDS, ProducerStatus, TelemetryEvent
 from webapi import csvexport, openapi
 from webapi.decode import MALFORMED_KINDS, Malformed, decode, entry_from_event
 from webapi.hub import Hub

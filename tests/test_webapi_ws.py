@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from producer.schema import EVENT_FIELDS
+from common.contract import EVENT_FIELDS
 from webapi.keys import CONSUMER, HUB, METRICS, STORE
 from webapi.settings import Settings
 from webapi.testing import fleet_events, make_event, publish, running_app, wait_for

@@ -1,6 +1,6 @@
 """Deterministic synthetic telemetry, for the app's tests and benchmark (not used at run time).
 
-Builds real :class:`producer.schema.TelemetryEvent` instances, so anything fed from here
+Builds real :class:`common.contract.TelemetryEvent` instances, so anything fed from here
 matches the contract exactly.
 """
 
@@ -10,7 +10,7 @@ import math
 import random
 from datetime import datetime, timedelta
 
-from producer.schema import Location, RoadType, TelemetryEvent
+from common.contract import Location, RoadType, TelemetryEvent
 
 LIMITS = {"urban": 50, "rural": 100, "highway": 130}
 CENTRE = (48.137, 11.575)

@@ -1,8 +1,8 @@
 """The control channel to the producer daemon(s), over Kafka.
 
-Commands (:class:`producer.schema.ControlCommand`) go to the control topic, keyed by their
+Commands (:class:`common.contract.ControlCommand`) go to the control topic, keyed by their
 command_id; every producer answers on the status topic with a
-:class:`producer.schema.ProducerStatus` whose ``reply_to`` is that id, and publishes its
+:class:`common.contract.ProducerStatus` whose ``reply_to`` is that id, and publishes its
 status every second. This side reads the status topic from its end (no consumer group),
 keeps the latest status per producer, and matches replies to waiting commands.
 """
@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from pydantic import ValidationError
 
-from producer.schema import ControlCommand, ProducerStatus
+from common.contract import ControlCommand, ProducerStatus
 from webapi.lifecycle import cancel_and_wait, finish_first
 from webapi.ratelog import RateLimitedLog
 from webapi.settings import Settings

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from producer.schema import CSV_COLUMNS
+from common.contract import CSV_COLUMNS
 from webapi.decode import Entry
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from producer.schema import TelemetryEvent, format_timestamp
+from common.contract import TelemetryEvent, format_timestamp
 
 MALFORMED_KINDS = ("oversized", "not_json", "not_object", "missing_field", "wrong_type")
 """Kinds of skipped messages, as counted in /stats and /metrics."""

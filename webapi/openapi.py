@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from producer.schema import ProducerStatus, TelemetryEvent
+from common.contract import ProducerStatus, TelemetryEvent
 
 REF = "#/components/schemas/{model}"
 STATUS_KEYS = ("running", "last_event", "rate_hz", "vehicles", "events_sent", "send_errors",

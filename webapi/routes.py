@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from producer.schema import ProducerStatus
+from common.contract import ProducerStatus
 from webapi import csvexport
 from webapi.control import ControlUnavailable
 from webapi.dashboard import dashboard

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaProducer
 
-from producer.schema import Location, TelemetryEvent
+from common.contract import Location, TelemetryEvent
 from webapi.app import create_app
 from webapi.settings import Settings
 
