@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -43,6 +43,43 @@ class ServiceSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         del env_settings, dotenv_settings  # the environment only, by documented names
         return init_settings, _DocumentedEnvNames(settings_cls), file_secret_settings
+
+
+def setting(default: Any, env: str, description: str, **constraints: Any) -> Any:
+    """A field read from the environment variable ``env`` (or by field name in code), documented
+    once: ``port: int = setting(8000, "WEBAPI_PORT", "TCP port to bind", ge=0, le=65535)``.
+
+    ``constraints`` are pydantic's (``ge``, ``le``, ``gt``, ``min_length``, ...); their errors
+    name ``env``, since it is the field's alias. For a bound with a message of its own, use
+    :func:`between`."""
+    return Field(default, validation_alias=AliasChoices(env), description=description,
+                 **constraints)
+
+
+def env_name(cls: type[BaseSettings], field: str) -> str:
+    """The environment variable that sets ``field`` of ``cls`` (the first of its aliases)."""
+    alias = cls.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return str(alias) if isinstance(alias, str) else field.upper()
+
+
+def env_names(cls: type[BaseSettings]) -> dict[str, str]:
+    """Field name -> environment variable, for every field of ``cls``."""
+    return {name: env_name(cls, name) for name in cls.model_fields}
+
+
+def explain(cls: type[BaseSettings], exc: ValidationError) -> str:
+    """One line for a rejected configuration of ``cls``: each problem, naming its variable
+    once (``FLEET_SIZE must be ...``; ``KAFKA_PARTITIONS: Input should be ...``)."""
+    names = env_names(cls)
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"])
+        where = names.get(where, where)
+        msg = str(err.get("msg", err)).removeprefix("Value error, ")
+        parts.append(msg if not where or msg.startswith(where) else f"{where}: {msg}")
+    return "; ".join(parts)
 
 
 def between(field: str, env: str, low: float, high: float) -> Any:

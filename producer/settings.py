@@ -1,107 +1,78 @@
 """The producer's configuration: one frozen object, read once at the entry point.
 
-Every field is an environment variable of the same name in upper case (``FLEET_SIZE``,
+Every field is an environment variable (its ``validation_alias``: ``FLEET_SIZE``,
 ``SIM_RATE_HZ``, ...) and a command-line flag of ``python -m producer`` (``--fleet-size``,
 with the short aliases ``--vehicles``, ``--rate-hz``, ``--seed``, ``--roads``).
+New fields follow the same pattern: ``name: type = setting(default, "ENV_NAME", "meaning",
+ge=..., le=...)``, or ``between(...)`` for a bound whose message says more.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import field_validator
 
-from common.settings import between
+from common.contract import MAX_FLEET_SIZE, MAX_RATE_HZ, MAX_VEHICLE_ID_LEN, MIN_RATE_HZ
+from common.settings import ServiceSettings, between, setting
+
+VEHICLE_ID_MAX_LEN = MAX_VEHICLE_ID_LEN - 16
+"""``VEHICLE_ID`` leaves room on the wire for the fleet number appended to it."""
 
 
-class Settings(BaseSettings):
-    """Producer settings (env var = field name in upper case)."""
+class Settings(ServiceSettings):
+    """Producer settings; each field is the env var of its ``validation_alias``."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+    kafka_bootstrap_servers: str = setting(
+        "localhost:9092", "KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap servers, comma separated")
+    kafka_topic: str = setting("vehicle.telemetry.raw", "KAFKA_TOPIC", "telemetry topic")
+    kafka_control_topic: str = setting(
+        "fleetstream.control", "KAFKA_CONTROL_TOPIC", "topic the producer reads commands from")
+    kafka_status_topic: str = setting(
+        "fleetstream.status", "KAFKA_STATUS_TOPIC", "topic the producer publishes its status to")
+    kafka_partitions: int = setting(
+        6, "KAFKA_PARTITIONS", "partitions of the telemetry topic when the producer creates it",
+        ge=1)
+    kafka_linger_ms: int = setting(
+        5, "KAFKA_LINGER_MS", "how long a batch may wait for more records (ms)")
+    kafka_batch_bytes: int = setting(
+        256 * 1024, "KAFKA_BATCH_BYTES", "maximum size of one record batch (bytes)")
+    kafka_max_in_flight_events: int = setting(
+        100_000, "KAFKA_MAX_IN_FLIGHT_EVENTS", "bound on events sent but not yet acknowledged",
+        ge=1)
+    vehicle_id: str = setting(
+        "TESTCAR01", "VEHICLE_ID", "id of the first (or only) vehicle; others count up")
+    fleet_size: int = setting(1, "FLEET_SIZE", "number of simulated vehicles")
+    sim_rate_hz: float = setting(1.0, "SIM_RATE_HZ", "events per second per vehicle")
+    sim_seed: int | None = setting(
+        None, "SIM_SEED", "random seed (unset: a fresh seed each start, logged)")
+    sim_autostart: bool = setting(
+        False, "SIM_AUTOSTART", "start publishing at once, without a start command")
+    sim_sport_mode: bool = setting(False, "SIM_SPORT_MODE", "sport mode: higher shift points")
+    sim_roads_file: Path | None = setting(
+        None, "SIM_ROADS_FILE", "GeoJSON of roads to drive on (default: built-in Warsaw)")
+    sim_max_lag_s: float = setting(
+        30.0, "SIM_MAX_LAG_S", "lag after which the schedule skips ahead instead of bursting",
+        gt=0)
+    speed_tolerance_kmh: float = setting(
+        5.0, "SPEED_TOLERANCE_KMH", "speeding = speed above limit plus this tolerance")
+    redline_rpm: int = setting(6200, "REDLINE_RPM", "rpm_over_redline above this rpm")
+    producer_id: str | None = setting(
+        None, "PRODUCER_ID", "id on the status topic (default: vehicle id + pid)")
+    status_interval_s: float = setting(
+        1.0, "STATUS_INTERVAL_S", "period of status messages (s)", gt=0)
 
-    kafka_bootstrap_servers: str = Field(
-        default="localhost:9092", description="Kafka bootstrap servers, comma separated")
-    kafka_topic: str = Field(default="vehicle.telemetry.raw", description="telemetry topic")
-    kafka_control_topic: str = Field(
-        default="fleetstream.control", description="topic the producer reads commands from")
-    kafka_status_topic: str = Field(
-        default="fleetstream.status", description="topic the producer publishes its status to")
-    kafka_partitions: int = Field(
-        default=6, description="partitions of the telemetry topic when the producer creates it")
-    kafka_linger_ms: int = Field(
-        default=5, description="how long a batch may wait for more records (ms)")
-    kafka_batch_bytes: int = Field(
-        default=256 * 1024, description="maximum size of one record batch (bytes)")
-    kafka_max_in_flight_events: int = Field(
-        default=100_000, description="bound on events sent but not yet acknowledged")
-    vehicle_id: str = Field(
-        default="TESTCAR01", description="id of the first (or only) vehicle; others count up")
-    fleet_size: int = Field(default=1, description="number of simulated vehicles")
-    sim_rate_hz: float = Field(default=1.0, description="events per second per vehicle")
-    sim_seed: int | None = Field(
-        default=None, description="random seed (unset: a fresh seed each start, logged)")
-    sim_autostart: bool = Field(
-        default=False, description="start publishing at once, without a start command")
-    sim_sport_mode: bool = Field(default=False, description="sport mode: higher shift points")
-    sim_roads_file: Path | None = Field(
-        default=None, description="GeoJSON of roads to drive on (default: built-in Warsaw)")
-    sim_max_lag_s: float = Field(
-        default=30.0, description="lag after which the schedule skips ahead instead of bursting")
-    speed_tolerance_kmh: float = Field(
-        default=5.0, description="speeding = speed above limit plus this tolerance")
-    redline_rpm: int = Field(default=6200, description="rpm_over_redline above this rpm")
-    producer_id: str | None = Field(
-        default=None, description="id on the status topic (default: vehicle id + pid)")
-    status_interval_s: float = Field(default=1.0, description="period of status messages (s)")
-
-    _fleet = between("fleet_size", "FLEET_SIZE", 1, 100_000)
-
-    @field_validator("sim_rate_hz")
-    @classmethod
-    def _rate(cls, v: float) -> float:
-        if not 0 < v <= 50:
-            raise ValueError(f"SIM_RATE_HZ must be > 0 and <= 50 events/s per vehicle, got {v}")
-        return v
-
-    @field_validator("kafka_partitions")
-    @classmethod
-    def _partitions(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"KAFKA_PARTITIONS must be >= 1, got {v}")
-        return v
-
+    _fleet = between("fleet_size", "FLEET_SIZE", 1, MAX_FLEET_SIZE)
+    _rate = between("sim_rate_hz", "SIM_RATE_HZ", MIN_RATE_HZ, MAX_RATE_HZ)  # NaN, inf fail too
     _linger = between("kafka_linger_ms", "KAFKA_LINGER_MS", 0, 10_000)
-
-    @field_validator("kafka_batch_bytes")
-    @classmethod
-    def _batch(cls, v: int) -> int:
-        if not 1024 <= v <= 16 * 1024 * 1024:
-            raise ValueError(f"KAFKA_BATCH_BYTES must be between 1024 and 16 MiB, got {v}")
-        return v
-
-    @field_validator("kafka_max_in_flight_events")
-    @classmethod
-    def _inflight(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"KAFKA_MAX_IN_FLIGHT_EVENTS must be >= 1, got {v}")
-        return v
+    _batch = between("kafka_batch_bytes", "KAFKA_BATCH_BYTES", 1024, 16 * 1024 * 1024)
+    _tol = between("speed_tolerance_kmh", "SPEED_TOLERANCE_KMH", 0, 100)
+    _redline = between("redline_rpm", "REDLINE_RPM", 2000, 12000)
 
     @field_validator("vehicle_id")
     @classmethod
     def _vid(cls, v: str) -> str:
-        if not v or len(v) > 48 or not v.isprintable():
-            raise ValueError(f"VEHICLE_ID must be 1..48 printable characters, got {v!r}")
-        return v
-
-    _tol = between("speed_tolerance_kmh", "SPEED_TOLERANCE_KMH", 0, 100)
-
-    _redline = between("redline_rpm", "REDLINE_RPM", 2000, 12000)
-
-    @field_validator("sim_max_lag_s", "status_interval_s")
-    @classmethod
-    def _positive(cls, v: float, info: object) -> float:
-        if v <= 0:
-            name = getattr(info, "field_name", "value") or "value"
-            raise ValueError(f"{name.upper()} must be > 0, got {v}")
+        if not v or len(v) > VEHICLE_ID_MAX_LEN or not v.isprintable():
+            raise ValueError(f"VEHICLE_ID must be 1..{VEHICLE_ID_MAX_LEN} printable characters, "
+                             f"got {v!r}")
         return v
