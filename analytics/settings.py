@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, ValidationInfo, field_validator
+from pydantic import ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
-from common.settings import ServiceSettings
+from common.settings import ServiceSettings, setting
+from common.settings import env_name as settings_env_name
 from tools.kafka import CACHE, SPARK_JARS
 
 _DURATION = re.compile(
@@ -19,17 +20,9 @@ _UNIT = {"ms": "milliseconds", "s": "seconds", "min": "minutes", "m": "minutes",
          "h": "hours", "d": "days"}
 
 
-def _f(default: Any, env: str, description: str, **constraints: Any) -> Any:
-    """A setting read from ``env`` (or its field name, for tests), documented once."""
-    return Field(default, validation_alias=AliasChoices(env), description=description,
-                 **constraints)
-
-
 def env_name(field: str) -> str:
     """The environment variable that sets ``field``."""
-    alias = Settings.model_fields[field].validation_alias
-    assert isinstance(alias, AliasChoices)
-    return str(alias.choices[0])
+    return settings_env_name(Settings, field)
 
 
 def normalize_duration(value: str) -> str:
@@ -46,42 +39,49 @@ class Settings(ServiceSettings):
     """Each field is an env var (its ``validation_alias``) and a flag of ``python -m analytics``."""
 
 
-    kafka_bootstrap_servers: str = _f("localhost:9092", "KAFKA_BOOTSTRAP_SERVERS",
-                                      "Kafka bootstrap.servers")
-    kafka_topic: str = _f("vehicle.telemetry.raw", "KAFKA_TOPIC", "telemetry topic to read")
-    output_dir: str = _f("data/analytics", "ANALYTICS_OUTPUT_DIR",
-                         "parquet output: vehicle_windows/, road_windows/, malformed/, "
-                         "_progress/ (a folder, or a URI such as s3a://bucket/path)")
-    checkpoint_dir: str | None = _f(None, "ANALYTICS_CHECKPOINT_DIR",
-                                    "streaming checkpoints (default: <output>/_checkpoints)")
-    window: str = _f("1 minute", "ANALYTICS_WINDOW", "event-time window length, e.g. '1 minute'")
-    watermark: str = _f("2 minutes", "ANALYTICS_WATERMARK",
-                        "how late an event may arrive and still be counted")
-    sink: Literal["parquet", "console"] = _f("parquet", "ANALYTICS_SINK",
-                                             "parquet files, or the console for debugging")
-    once: bool = _f(False, "ANALYTICS_ONCE",
-                    "process what is in the topic now (trigger availableNow), then exit")
-    trigger_seconds: float = _f(10.0, "ANALYTICS_TRIGGER_SECONDS",
-                                "micro-batch interval in continuous mode", gt=0, le=3600)
-    starting_offsets: str = _f("earliest", "ANALYTICS_STARTING_OFFSETS",
-                               "where a fresh checkpoint starts: earliest, latest or Spark JSON")
-    max_offsets_per_trigger: int | None = _f(None, "ANALYTICS_MAX_OFFSETS_PER_TRIGGER",
-                                             "cap on records per micro-batch (none: no cap)",
-                                             gt=0)
-    fail_on_data_loss: bool = _f(False, "ANALYTICS_FAIL_ON_DATA_LOSS",
-                                 "fail when Kafka deleted records the job had not read yet")
-    master: str | None = _f(None, "SPARK_MASTER",
-                            "Spark master (default: spark-submit's --master, else local[*])")
-    spark_conf: Annotated[dict[str, str], NoDecode] = _f(
+    kafka_bootstrap_servers: str = setting(
+        "localhost:9092", "KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap.servers")
+    kafka_topic: str = setting("vehicle.telemetry.raw", "KAFKA_TOPIC", "telemetry topic to read")
+    output_dir: str = setting(
+        "data/analytics", "ANALYTICS_OUTPUT_DIR",
+        "parquet output: vehicle_windows/, road_windows/, malformed/, "
+        "_progress/ (a folder, or a URI such as s3a://bucket/path)")
+    checkpoint_dir: str | None = setting(
+        None, "ANALYTICS_CHECKPOINT_DIR", "streaming checkpoints (default: <output>/_checkpoints)")
+    window: str = setting(
+        "1 minute", "ANALYTICS_WINDOW", "event-time window length, e.g. '1 minute'")
+    watermark: str = setting(
+        "2 minutes", "ANALYTICS_WATERMARK", "how late an event may arrive and still be counted")
+    sink: Literal["parquet", "console"] = setting(
+        "parquet", "ANALYTICS_SINK", "parquet files, or the console for debugging")
+    once: bool = setting(
+        False, "ANALYTICS_ONCE",
+        "process what is in the topic now (trigger availableNow), then exit")
+    trigger_seconds: float = setting(
+        10.0, "ANALYTICS_TRIGGER_SECONDS", "micro-batch interval in continuous mode",
+        gt=0, le=3600)
+    starting_offsets: str = setting(
+        "earliest", "ANALYTICS_STARTING_OFFSETS",
+        "where a fresh checkpoint starts: earliest, latest or Spark JSON")
+    max_offsets_per_trigger: int | None = setting(
+        None, "ANALYTICS_MAX_OFFSETS_PER_TRIGGER",
+        "cap on records per micro-batch (none: no cap)", gt=0)
+    fail_on_data_loss: bool = setting(
+        False, "ANALYTICS_FAIL_ON_DATA_LOSS",
+        "fail when Kafka deleted records the job had not read yet")
+    master: str | None = setting(
+        None, "SPARK_MASTER", "Spark master (default: spark-submit's --master, else local[*])")
+    spark_conf: Annotated[dict[str, str], NoDecode] = setting(
         {}, "ANALYTICS_SPARK_CONF", "extra Spark settings, comma-separated key=value pairs")
-    spark_jars_dir: Path = _f(SPARK_JARS, "ANALYTICS_SPARK_JARS_DIR",
-                              "folder holding the spark-sql-kafka connector jars")
-    shuffle_partitions: int = _f(8, "ANALYTICS_SHUFFLE_PARTITIONS",
-                                 "spark.sql.shuffle.partitions (fixed once a checkpoint exists)",
-                                 ge=1, le=10_000)
-    local_dir: Path = _f(CACHE / "spark" / "local", "ANALYTICS_LOCAL_DIR",
-                         "Spark scratch space and the JVM's temp folder")
-    log_level: str = _f("INFO", "ANALYTICS_LOG_LEVEL", "the job's log level (Spark's is WARN)")
+    spark_jars_dir: Path = setting(
+        SPARK_JARS, "ANALYTICS_SPARK_JARS_DIR", "folder holding the spark-sql-kafka connector jars")
+    shuffle_partitions: int = setting(
+        8, "ANALYTICS_SHUFFLE_PARTITIONS",
+        "spark.sql.shuffle.partitions (fixed once a checkpoint exists)", ge=1, le=10_000)
+    local_dir: Path = setting(
+        CACHE / "spark" / "local", "ANALYTICS_LOCAL_DIR",
+        "Spark scratch space and the JVM's temp folder")
+    log_level: str = setting("INFO", "ANALYTICS_LOG_LEVEL", "the job's log level (Spark's is WARN)")
 
     @field_validator("window", "watermark")
     @classmethod

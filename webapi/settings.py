@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import field_validator
 from pydantic_settings import NoDecode
 
-from common.settings import ServiceSettings
+from common.settings import ServiceSettings, env_names
+from common.settings import setting as _f
 
 DEFAULT_TILE_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
-
-
-def _f(default: Any, env: str, description: str, **constraints: Any) -> Any:
-    """A setting read from ``env`` (or its field name, for tests), documented once."""
-    return Field(default, validation_alias=AliasChoices(env), description=description,
-                 **constraints)
 
 
 class Settings(ServiceSettings):
@@ -96,14 +91,5 @@ class Settings(ServiceSettings):
         return value.strip()
 
 
-def _env_names() -> dict[str, str]:
-    names: dict[str, str] = {}
-    for name, field in Settings.model_fields.items():
-        alias = field.validation_alias
-        if isinstance(alias, AliasChoices):
-            names[name] = str(alias.choices[0])
-    return names
-
-
-ENV_NAMES: dict[str, str] = _env_names()
+ENV_NAMES: dict[str, str] = env_names(Settings)
 """Settings field -> environment variable."""
