@@ -8,67 +8,41 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-from pydantic import ValidationError
+from analytics.settings import Settings
+from common.cli import SettingsCli
 
-from analytics.settings import Settings, env_name
-
-# field -> (flag, argparse options); every Settings field has exactly one flag.
-FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
-    "kafka_bootstrap_servers": ("--bootstrap-servers", {"metavar": "HOST:PORT,..."}),
-    "kafka_topic": ("--topic", {}),
-    "output_dir": ("--output", {"metavar": "DIR"}),
-    "checkpoint_dir": ("--checkpoint", {"metavar": "DIR"}),
-    "window": ("--window", {"metavar": "DURATION"}),
-    "watermark": ("--watermark", {"metavar": "DURATION"}),
-    "sink": ("--sink", {"choices": ["parquet", "console"]}),
-    "once": ("--once", {"action": argparse.BooleanOptionalAction}),
-    "trigger_seconds": ("--trigger-seconds", {"type": float, "metavar": "S"}),
-    "starting_offsets": ("--starting-offsets", {}),
-    "max_offsets_per_trigger": ("--max-offsets-per-trigger", {"type": int, "metavar": "N"}),
-    "fail_on_data_loss": ("--fail-on-data-loss", {"action": argparse.BooleanOptionalAction}),
-    "master": ("--master", {"metavar": "URL"}),
-    "spark_conf": ("--conf", {"action": "append", "metavar": "KEY=VALUE"}),
-    "spark_jars_dir": ("--jars-dir", {"metavar": "DIR"}),
-    "shuffle_partitions": ("--shuffle-partitions", {"type": int, "metavar": "N"}),
-    "local_dir": ("--local-dir", {"metavar": "DIR"}),
-    "log_level": ("--log-level", {}),
+# field -> its flag, where it is not --field-name; every Settings field has exactly one flag.
+FLAGS: dict[str, list[str]] = {
+    "kafka_bootstrap_servers": ["--bootstrap-servers"],
+    "kafka_topic": ["--topic"],
+    "output_dir": ["--output"],
+    "checkpoint_dir": ["--checkpoint"],
+    "spark_conf": ["--conf"],
+    "spark_jars_dir": ["--jars-dir"],
 }
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m analytics", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    for field, (flag, options) in FLAGS.items():
-        info = Settings.model_fields[field]
-        default = "" if info.default in (None, {}) else f"; default {info.default}"
-        parser.add_argument(flag, dest=field, default=argparse.SUPPRESS,
-                            help=f"{info.description} (env {env_name(field)}{default})",
-                            **options)
-    return parser
+CLI = SettingsCli(Settings, "python -m analytics", description=__doc__, flags=FLAGS, options={
+    "kafka_bootstrap_servers": {"metavar": "HOST:PORT,..."},
+    "output_dir": {"metavar": "DIR"},
+    "checkpoint_dir": {"metavar": "DIR"},
+    "window": {"metavar": "DURATION"},
+    "watermark": {"metavar": "DURATION"},
+    "trigger_seconds": {"metavar": "S"},
+    "max_offsets_per_trigger": {"metavar": "N"},
+    "master": {"metavar": "URL"},
+    "spark_conf": {"action": "append", "metavar": "KEY=VALUE"},
+    "spark_jars_dir": {"metavar": "DIR"},
+    "shuffle_partitions": {"metavar": "N"},
+    "local_dir": {"metavar": "DIR"},
+})
 
 
 def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     """Flags override env vars; a bad value exits 2 with a message naming the variable."""
-    parser = build_parser()
-    args = vars(parser.parse_args(argv))
-    try:
-        return Settings(**args)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else ""
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            if field in FLAGS and env_name(field) not in msg:
-                msg = f"{env_name(field)} / {FLAGS[field][0]}: {msg}"
-            problems.append(msg)
-        parser.error("; ".join(problems))
+    return CLI.parse(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -67,19 +67,6 @@ def env_name(cls: type[BaseSettings], field: str) -> str:
 def env_names(cls: type[BaseSettings]) -> dict[str, str]:
     """Field name -> environment variable, for every field of ``cls``."""
     return {name: env_name(cls, name) for name in cls.model_fields}
-
-
-def explain(cls: type[BaseSettings], exc: ValidationError) -> str:
-    """One line for a rejected configuration of ``cls``: each problem, naming its variable
-    once (``FLEET_SIZE must be ...``; ``KAFKA_PARTITIONS: Input should be ...``)."""
-    names = env_names(cls)
-    parts = []
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"])
-        where = names.get(where, where)
-        msg = str(err.get("msg", err)).removeprefix("Value error, ")
-        parts.append(msg if not where or msg.startswith(where) else f"{where}: {msg}")
-    return "; ".join(parts)
 
 
 def between(field: str, env: str, low: float, high: float) -> Any:

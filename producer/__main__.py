@@ -11,24 +11,22 @@ import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
-from pydantic import ValidationError
-
+from common.cli import SettingsCli
 from common.logs import quiet_kafka_connect_retries
 from producer.geojson import RoadsFileError
 from producer.settings import Settings
 
-ALIASES = {
-    "fleet_size": ["--vehicles"],
-    "sim_rate_hz": ["--rate-hz"],
-    "sim_seed": ["--seed"],
-    "sim_roads_file": ["--roads"],
-    "sim_sport_mode": ["--sport-mode"],
-    "sim_autostart": ["--autostart"],
-    "kafka_bootstrap_servers": ["--bootstrap-servers"],
-    "kafka_topic": ["--topic"],
-}
+CLI = SettingsCli(Settings, "python -m producer", description=__doc__, flags={
+    "fleet_size": ["--fleet-size", "--vehicles"],
+    "sim_rate_hz": ["--sim-rate-hz", "--rate-hz"],
+    "sim_seed": ["--sim-seed", "--seed"],
+    "sim_roads_file": ["--sim-roads-file", "--roads"],
+    "sim_sport_mode": ["--sim-sport-mode", "--sport-mode"],
+    "sim_autostart": ["--sim-autostart", "--autostart"],
+    "kafka_bootstrap_servers": ["--kafka-bootstrap-servers", "--bootstrap-servers"],
+    "kafka_topic": ["--kafka-topic", "--topic"],
+})
 DEFAULT_START = "2026-01-01T00:00:00+00:00"
 
 
@@ -43,8 +41,7 @@ def _parse_time(text: str) -> datetime:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m producer", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CLI.parser()
     p.add_argument("--stdout", action="store_true",
                    help="write JSON lines to stdout on a simulated clock instead of Kafka")
     p.add_argument("--steps", type=int, default=None,
@@ -54,32 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unpaced", action="store_true",
                    help="daemon: publish ticks back to back, ignoring the rate (benchmarks)")
     p.add_argument("--log-level", default="INFO")
-    for name, field in Settings.model_fields.items():
-        flags = [f"--{name.replace('_', '-')}", *ALIASES.get(name, [])]
-        help_text = f"{field.description} (env {name.upper()}, default {field.default})"
-        if field.annotation is bool:
-            p.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction,
-                           default=None, help=help_text)
-        else:
-            p.add_argument(*flags, dest=name, default=None, help=help_text)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides: dict[str, Any] = {
-        name: getattr(args, name) for name in Settings.model_fields
-        if getattr(args, name) is not None
-    }
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_kafka_connect_retries()
-    try:
-        settings = Settings(**overrides)
-    except ValidationError as exc:
-        msgs = "; ".join(str(e.get("msg", e)).removeprefix("Value error, ") for e in exc.errors())
-        print(f"producer: invalid configuration: {msgs}", file=sys.stderr)  # noqa: T201
-        return 2
+    settings = CLI.settings(args)
     try:
         if args.stdout:
             from producer.stdout import run_stdout

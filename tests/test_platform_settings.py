@@ -29,3 +29,40 @@ def test_documented_variable_sets_the_field(monkeypatch) -> None:
     settings = Settings()
     assert (settings.host, settings.port) == ("127.0.0.1", 8123)
     assert Settings(port=9).port == 9  # by field name in code, as tests do
+
+
+def test_generated_command_line(monkeypatch, capsys) -> None:
+    """One helper turns a Settings class into flags: aliases, --x/--no-x, help naming the
+    variable and default, flags winning over the environment, one error format."""
+    from common.cli import SettingsCli
+    from producer.settings import Settings
+
+    cli = SettingsCli(Settings, "prog", flags={"fleet_size": ["--fleet-size", "--vehicles"]})
+    monkeypatch.setenv("FLEET_SIZE", "4")
+    monkeypatch.setenv("SIM_AUTOSTART", "true")
+    assert cli.parse([]).fleet_size == 4
+    s = cli.parse(["--vehicles", "7", "--no-sim-autostart", "--sim-sport-mode"])
+    assert (s.fleet_size, s.sim_autostart, s.sim_sport_mode) == (7, False, True)
+    help_text = " ".join(cli.parser().format_help().split())
+    assert "--fleet-size FLEET_SIZE, --vehicles FLEET_SIZE" in help_text
+    assert "number of simulated vehicles (env FLEET_SIZE, default 1)" in help_text
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse(["--vehicles", "0", "--kafka-partitions", "0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prog: invalid configuration: ")
+    assert "FLEET_SIZE must be between 1 and 100000, got 0" in err
+    assert "KAFKA_PARTITIONS / --kafka-partitions: " in err
+    monkeypatch.setenv("SIM_RATE_HZ", "nan")  # from the environment, still named once
+    with pytest.raises(SystemExit):
+        cli.parse([])
+    assert "invalid configuration: SIM_RATE_HZ must be between" in capsys.readouterr().err
+
+
+def test_ui_flags_after_the_double_dash_ignore_the_rest() -> None:
+    from ui.settings import Settings
+
+    s = Settings.from_argv(["-q", "--max-trails", "7", "--unknown", "x", "--page-size=9"])
+    assert (s.max_trails, s.page_size) == (7, 9)
+    with pytest.raises(ValueError, match="FLEETSTREAM_UI_MAX_TRAILS"):
+        Settings.from_argv(["--max-trails", "0"])

@@ -5,51 +5,32 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import field_validator
 
-from common.settings import ServiceSettings, between
-
-
-def _env(name: str) -> AliasChoices:
-    return AliasChoices(name, name.lower())
+from common.cli import SettingsCli
+from common.settings import ServiceSettings, between, setting
 
 
 class Settings(ServiceSettings):
     """Read once per browser session, at the top of ui/app.py."""
 
+    api_url: str = setting("http://127.0.0.1:8000", "FLEETSTREAM_API_URL",
+                           "where the web API listens; the app reads nothing else")
+    api_token: str = setting("", "FLEETSTREAM_API_TOKEN",
+                             "bearer token for Start/Stop when the web API is protected")
+    refresh_s: float = setting(2.0, "FLEETSTREAM_UI_REFRESH_S",
+                               "default refresh interval of the live panels, seconds")
+    timeout_s: float = setting(3.0, "FLEETSTREAM_UI_TIMEOUT_S",
+                               "HTTP timeout for each call to the web API, seconds")
+    max_trails: int = setting(25, "FLEETSTREAM_UI_MAX_TRAILS",
+                              "at most this many vehicle trails are drawn on the map")
+    page_size: int = setting(50, "FLEETSTREAM_UI_PAGE_SIZE", "rows per page of the fleet table")
 
-    api_url: str = Field(
-        "http://127.0.0.1:8000", validation_alias=_env("FLEETSTREAM_API_URL"),
-        description="where the web API listens; the app reads nothing else",
-    )
-    api_token: str = Field(
-        "", validation_alias=_env("FLEETSTREAM_API_TOKEN"),
-        description="bearer token for Start/Stop when the web API is protected",
-    )
-    refresh_s: float = Field(
-        2.0, validation_alias=_env("FLEETSTREAM_UI_REFRESH_S"),
-        description="default refresh interval of the live panels, seconds",
-    )
-    timeout_s: float = Field(
-        3.0, validation_alias=_env("FLEETSTREAM_UI_TIMEOUT_S"),
-        description="HTTP timeout for each call to the web API, seconds",
-    )
-    max_trails: int = Field(
-        25, validation_alias=_env("FLEETSTREAM_UI_MAX_TRAILS"),
-        description="at most this many vehicle trails are drawn on the map",
-    )
-    page_size: int = Field(
-        50, validation_alias=_env("FLEETSTREAM_UI_PAGE_SIZE"),
-        description="rows per page of the fleet table",
-    )
-
-    redline_rpm: int = Field(
-        6200, validation_alias=_env("REDLINE_RPM"),
-        description="where the RPM chart draws the redline (same variable as the producer)",
-    )
+    redline_rpm: int = setting(
+        6200, "REDLINE_RPM",
+        "where the RPM chart draws the redline (same variable as the producer)")
 
     @field_validator("api_url")
     @classmethod
@@ -72,13 +53,7 @@ class Settings(ServiceSettings):
     def from_argv(cls, argv: Sequence[str]) -> Settings:
         """Environment first, then any flags given after ``--`` to ``streamlit run``.
 
-        Unknown arguments are ignored (under AppTest, sys.argv is pytest's).
+        Unknown arguments are ignored (under AppTest, sys.argv is pytest's); a rejected value
+        raises ValidationError, which the app shows.
         """
-        parser = argparse.ArgumentParser(prog="streamlit run ui/app.py --", allow_abbrev=False,
-                                         add_help=False)
-        for name, field in cls.model_fields.items():
-            parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
-                                help=field.description)
-        known, _ = parser.parse_known_args(list(argv))
-        overrides = {k: v for k, v in vars(known).items() if v is not None}
-        return cls(**overrides)
+        return SettingsCli(cls, "streamlit run ui/app.py --").build_known(argv)

@@ -12,40 +12,29 @@ import sys
 from collections.abc import Sequence
 
 from aiohttp import web
-from pydantic import ValidationError
 
+from common.cli import SettingsCli
 from common.logs import quiet_kafka_connect_retries
 from webapi.app import create_app
-from webapi.settings import ENV_NAMES, Settings
+from webapi.settings import Settings
+
+CLI = SettingsCli(Settings, "python -m webapi", description=__doc__)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m webapi", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, field in Settings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        p.add_argument(flag, dest=name, default=None, metavar=ENV_NAMES[name],
-                       help=f"{field.description} (env {ENV_NAMES[name]}, "
-                            f"default {field.default!r})")
+    p = CLI.parser()
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
 
 
 def load_settings(argv: Sequence[str] | None = None) -> tuple[Settings, str]:
-    args = vars(parser().parse_args(argv))
-    level = args.pop("log_level")
-    overrides = {k: v for k, v in args.items() if v is not None}
-    return Settings(**overrides), level
+    """Settings and the log level; a rejected value exits 2 naming its variable."""
+    args = parser().parse_args(argv)
+    return CLI.settings(args), args.log_level
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        settings, level = load_settings(argv)
-    except ValidationError as exc:
-        for err in exc.errors(include_url=False):
-            where = ".".join(str(p) for p in err["loc"])
-            sys.stderr.write(f"error: {ENV_NAMES.get(where, where)}: {err['msg']}\n")
-        return 2
+    settings, level = load_settings(argv)
     logging.basicConfig(level=level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
