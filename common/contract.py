@@ -7,10 +7,15 @@ It imports nothing from the rest of the project, so any consumer may depend on i
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import unicodedata
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
+from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION = 1
 """Bumped only for a breaking change; additive fields keep the version."""
@@ -25,6 +30,41 @@ MAX_FLEET_SIZE = 100_000
 MAX_VEHICLE_ID_LEN = 64
 """Longest vehicle id on the wire (``VEHICLE_ID`` itself is capped lower, leaving room for a
 fleet number)."""
+MAX_SEQ = 2**53 - 1
+"""Largest ``seq`` (the largest integer a JavaScript number holds exactly)."""
+MAX_ODOMETER_KM = 10_000_000.0
+"""Largest ``odometer_km`` (25 times the distance to the Moon)."""
+MAX_FAULT_CODES = 32
+"""Most fault codes in one event."""
+MAX_FAULT_CODE_LEN = 16
+"""Longest fault code (OBD-II DTCs are five characters)."""
+MAX_TRIP_ID_LEN = 64
+"""Longest ``trip_id`` (the producer's are 36-character UUIDs)."""
+
+_UNPRINTABLE = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+"""Unicode categories refused in ids: controls (NUL, ANSI escapes), format characters (bidi
+and RTL overrides, zero-width), surrogates, private-use and unassigned code points, line and
+paragraph separators."""
+
+
+def is_printable_id(value: str) -> bool:
+    """True if ``value`` holds no control, format (bidi/RTL override), surrogate, private-use,
+    unassigned or line-separator character. Plain spaces are allowed."""
+    return all(unicodedata.category(c) not in _UNPRINTABLE for c in value)
+
+
+def printable_id(value: str) -> str:
+    """A validator (``Annotated[str, AfterValidator(printable_id)]``) refusing what
+    :func:`is_printable_id` refuses, with the error type ``unprintable``."""
+    if not is_printable_id(value):
+        bad = next(c for c in value if unicodedata.category(c) in _UNPRINTABLE)
+        raise PydanticCustomError("unprintable", "must be printable, found {char}",
+                                  {"char": f"U+{ord(bad):04X}"})
+    return value
+
+
+PrintableId = Annotated[str, AfterValidator(printable_id)]
+"""A string of printable characters only (see :func:`printable_id`)."""
 
 RoadType = Literal["urban", "rural", "highway"]
 
@@ -38,7 +78,7 @@ def format_timestamp(ts: datetime) -> str:
 
 
 class Location(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     lat: float = Field(ge=-90, le=90, description="WGS84 latitude, degrees, 6 decimals")
     lon: float = Field(ge=-180, le=180, description="WGS84 longitude, degrees, 6 decimals")
@@ -51,28 +91,30 @@ class TelemetryEvent(BaseModel):
     frozen. The rest are additive extensions.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
-    vehicle_id: str = Field(min_length=1, max_length=MAX_VEHICLE_ID_LEN,
-                            description="e.g. TESTCAR01")
+    vehicle_id: PrintableId = Field(min_length=1, max_length=MAX_VEHICLE_ID_LEN,
+                                    description="e.g. TESTCAR01")
     timestamp: AwareDatetime = Field(description="ISO 8601 with UTC offset, microseconds")
     location: Location
     speed_kmh: float = Field(ge=0, le=400)
     engine_rpm: int = Field(ge=0, le=12000)
     gear: int = Field(ge=0, le=6, description="1..6 while moving; 0 = neutral when stopped")
     fuel_level_pct: float = Field(ge=0, le=100)
-    fault_codes: list[str] = Field(default_factory=list, description="OBD-II DTCs, e.g. P0300")
+    fault_codes: list[Annotated[PrintableId, Field(max_length=MAX_FAULT_CODE_LEN)]] = Field(
+        default_factory=list, max_length=MAX_FAULT_CODES, description="OBD-II DTCs, e.g. P0300")
     road_type: RoadType
     speed_limit_kmh: int = Field(ge=0, le=400)
     speeding: bool = Field(description="speed_kmh > speed_limit_kmh + SPEED_TOLERANCE_KMH")
     rpm_over_redline: bool = Field(description="engine_rpm > REDLINE_RPM")
     # --- additive extensions (schema version 1) ---
-    seq: int = Field(default=0, ge=0,
+    seq: int = Field(default=0, ge=0, le=MAX_SEQ,
                      description="per-vehicle sequence number, from 0, +1 per event")
     heading_deg: float = Field(default=0.0, ge=0, lt=360, description="0 = north, clockwise")
-    odometer_km: float = Field(default=0.0, ge=0)
-    trip_id: str = Field(default="", description="identifies one run of one vehicle")
-    schema_version: int = Field(default=SCHEMA_VERSION)
+    odometer_km: float = Field(default=0.0, ge=0, le=MAX_ODOMETER_KM)
+    trip_id: PrintableId = Field(default="", max_length=MAX_TRIP_ID_LEN,
+                                 description="identifies one run of one vehicle")
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
 
     @field_serializer("timestamp")
     def _ser_ts(self, ts: datetime) -> str:
@@ -116,6 +158,42 @@ class ControlCommand(BaseModel):
     command: CommandName
     rate_hz: float | None = Field(default=None, ge=MIN_RATE_HZ, le=MAX_RATE_HZ, allow_inf_nan=False)
     fleet_size: int | None = Field(default=None, ge=1, le=MAX_FLEET_SIZE)
+    issued_at: float | None = Field(default=None, allow_inf_nan=False,
+                                    description="unix seconds when signed (see sign_command)")
+    signature: str | None = Field(default=None, max_length=128,
+                                  description="hex HMAC-SHA256(token, signing_payload(cmd))")
+
+
+COMMAND_MAX_AGE_S = 30.0
+"""A signed command older (or further in the future) than this is refused as stale."""
+
+
+def signing_payload(cmd: ControlCommand) -> bytes:
+    """The canonical JSON a signature covers: every field but ``signature``, sorted keys."""
+    doc = cmd.model_dump(exclude={"signature"})
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _mac(token: str, cmd: ControlCommand) -> str:
+    return hmac.new(token.encode(), signing_payload(cmd), hashlib.sha256).hexdigest()
+
+
+def sign_command(cmd: ControlCommand, token: str, now: float) -> ControlCommand:
+    """``cmd`` stamped ``issued_at=now`` and signed with ``token`` (FLEETSTREAM_API_TOKEN)."""
+    stamped = cmd.model_copy(update={"issued_at": float(now), "signature": None})
+    return stamped.model_copy(update={"signature": _mac(token, stamped)})
+
+
+def verify_command(cmd: ControlCommand, token: str, now: float,
+                   max_age_s: float = COMMAND_MAX_AGE_S) -> str | None:
+    """None if ``cmd`` is signed with ``token`` and fresh; else why not (for the log)."""
+    if cmd.signature is None or cmd.issued_at is None:
+        return "unsigned"
+    if not hmac.compare_digest(cmd.signature.encode(), _mac(token, cmd).encode()):
+        return "bad signature"
+    if abs(now - cmd.issued_at) > max_age_s:
+        return f"stale (issued {now - cmd.issued_at:+.0f} s ago)"
+    return None
 
 
 class ProducerStatus(BaseModel):
@@ -123,7 +201,7 @@ class ProducerStatus(BaseModel):
 
     Published every second and right after each command; `reply_to` names the command a
     status answers, with `ok`/`error` saying whether it was applied (error codes:
-    `already_running`, `not_running`, `invalid`).
+    `already_running`, `not_running`, `invalid`, `unauthorized`).
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -149,7 +227,10 @@ class ProducerStatus(BaseModel):
 
 
 __all__ = [
-    "CSV_COLUMNS", "EVENT_FIELDS", "MAX_FLEET_SIZE", "MAX_RATE_HZ", "MAX_VEHICLE_ID_LEN",
-    "MIN_RATE_HZ", "SCHEMA_VERSION", "CommandName", "ControlCommand", "Location",
+    "COMMAND_MAX_AGE_S", "sign_command", "signing_payload", "verify_command",
+    "CSV_COLUMNS", "EVENT_FIELDS", "MAX_FAULT_CODES", "MAX_FAULT_CODE_LEN", "MAX_FLEET_SIZE",
+    "MAX_ODOMETER_KM", "MAX_RATE_HZ", "MAX_SEQ", "MAX_TRIP_ID_LEN", "MAX_VEHICLE_ID_LEN",
+    "MIN_RATE_HZ", "SCHEMA_VERSION", "CommandName", "ControlCommand", "Location", "PrintableId",
+    "is_printable_id", "printable_id",
     "ProducerStatus", "RoadType", "TelemetryEvent", "format_timestamp",
 ]

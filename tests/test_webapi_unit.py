@@ -12,14 +12,14 @@ import pytest
 from multidict import MultiDict
 
 from common.contract import CSV_COLUMNS, EVENT_FIELDS, ProducerStatus, TelemetryEvent
+from tests.support.webapi import make_event
 from webapi import csvexport, openapi
-from webapi.decode import MALFORMED_KINDS, Malformed, decode, entry_from_event
+from webapi.decode import MALFORMED_KINDS, Limits, Malformed, decode, entry_from_event
 from webapi.hub import Hub
 from webapi.metrics import Metrics
 from webapi.params import ApiError, int_param, time_range, vehicles_param
 from webapi.settings import ENV_NAMES, Settings
 from webapi.store import TelemetryStore
-from webapi.testing import make_event
 
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
 
@@ -28,14 +28,29 @@ def entry(vid: str = "CAR1", seconds: float = 0, **kw):
     return entry_from_event(make_event(vid, timestamp=T0 + timedelta(seconds=seconds), **kw))
 
 
+LIMITS = Limits(max_bytes=8192, max_age_s=86_400, max_future_s=300)
+
+
+def check(value: bytes | None, key: bytes | None = b"CAR1", now: float | None = None):
+    return decode(value, key, LIMITS, T0.timestamp() if now is None else now)
+
+
 # ----------------------------------------------------------------------------- decode
 def test_decode_round_trips_the_contract() -> None:
-    ev = make_event("CAR1", seq=7, speed_kmh=80.0)
-    e = decode(ev.model_dump_json().encode(), 65536)
+    ev = make_event("CAR1", seq=7, speed_kmh=80.0, timestamp=T0)
+    e = check(ev.model_dump_json().encode())
     assert e.vehicle_id == "CAR1" and e.violation is True
     assert TelemetryEvent.model_validate_json(e.raw) == ev
     assert tuple(orjson.loads(e.raw)) == EVENT_FIELDS
     assert set(orjson.loads(e.trail_point)) == {"timestamp", "lat", "lon", "speed_kmh"}
+
+
+GOOD = make_event("CAR1", timestamp=T0, fault_codes=["P0300"]).model_dump_json()
+
+
+def bad(old: str, new: str) -> bytes:
+    assert old in GOOD
+    return GOOD.replace(old, new, 1).encode("utf-8", "surrogatepass")
 
 
 @pytest.mark.parametrize(("value", "kind"), [
@@ -44,16 +59,70 @@ def test_decode_round_trips_the_contract() -> None:
     (b"[1, 2]", "not_object"),
     (b'"text"', "not_object"),
     (b'{"vehicle_id": "A"}', "missing_field"),
-    (make_event().model_dump_json().replace('"gear":3', '"gear":"third"').encode(), "wrong_type"),
-    (make_event().model_dump_json().replace('"speed_kmh":42.0', '"speed_kmh":-4').encode(),
+    (GOOD.encode().replace(b"CAR1", b"CA\xff1"), "not_utf8"),
+    (bad('"gear":3', '"gear":"third"'), "wrong_type"),
+    (bad('"speed_kmh":42.0', '"speed_kmh":"42.5"'), "wrong_type"),  # no lax coercion
+    (bad('"speeding":false', '"speeding":"yes"'), "wrong_type"),
+    (bad('"gear":3', '"gear":3.0'), "wrong_type"),
+    (bad('"timestamp":"2026-01-01T08:00:00.000000+00:00"', '"timestamp":1767254400'),
      "wrong_type"),
-    (b"{" + b" " * 70_000 + b"}", "oversized"),
+    (bad('"speed_kmh":42.0', '"speed_kmh":Infinity'), "not_finite"),
+    (bad('"speed_kmh":42.0', '"speed_kmh":NaN'), "not_finite"),
+    (bad('"lat":48.137', '"lat":-Infinity'), "not_finite"),
+    (bad('"speed_kmh":42.0', '"speed_kmh":-4'), "out_of_range"),
+    (bad('"seq":0', '"seq":' + "9" * 30), "out_of_range"),
+    (bad('"odometer_km":0.0', '"odometer_km":1e300'), "out_of_range"),
+    (bad('"schema_version":1', '"schema_version":99999'), "out_of_range"),
+    (bad('"trip_id":""', '"trip_id":"' + "t" * 65 + '"'), "out_of_range"),
+    (bad('"fault_codes":["P0300"]', '"fault_codes":' + orjson.dumps(["P0300"] * 33).decode()),
+     "out_of_range"),
+    (bad('"fault_codes":["P0300"]', '"fault_codes":["' + "P" * 17 + '"]'), "out_of_range"),
+    (bad('"vehicle_id":"CAR1"', '"vehicle_id":"' + "C" * 65 + '"'), "out_of_range"),
+    (bad('"vehicle_id":"CAR1"', '"vehicle_id":"CAR\\u00001"'), "unprintable"),
+    (bad('"vehicle_id":"CAR1"', '"vehicle_id":"\\u001b[31mCAR1"'), "unprintable"),
+    (bad('"vehicle_id":"CAR1"', '"vehicle_id":"CAR\u202e1"'), "unprintable"),
+    (bad('"vehicle_id":"CAR1"', '"vehicle_id":"CAR\u200f1"'), "unprintable"),
+    (bad('"fault_codes":["P0300"]', '"fault_codes":["P03\\u000a0"]'), "unprintable"),
+    (bad('"timestamp":"2026', '"timestamp":"2263'), "in_future"),
+    (bad('"timestamp":"2026', '"timestamp":"9999'), "in_future"),
+    (bad('"timestamp":"2026-01-01T08:00:00.000000+00:00"',
+         '"timestamp":"9999-12-31T23:59:59.000000-01:00"'), "in_future"),
+    (bad('"timestamp":"2026', '"timestamp":"1970'), "too_old"),
+    (b"{" + b" " * 9000 + b"}", "oversized"),
 ])
 def test_malformed_messages_are_classified(value, kind) -> None:
     with pytest.raises(Malformed) as info:
-        decode(value, 65536)
-    assert info.value.kind == kind
+        check(value)
+    assert info.value.kind == kind, info.value.detail
     assert kind in MALFORMED_KINDS
+
+
+def test_the_kafka_key_must_be_the_vehicle_id() -> None:
+    assert check(GOOD.encode(), b"CAR1").vehicle_id == "CAR1"
+    for key in (None, b"", b"CAR2", b"CAR1 ", b"car1"):
+        with pytest.raises(Malformed) as info:
+            check(GOOD.encode(), key)
+        assert info.value.kind == "key_mismatch"
+
+
+def test_the_timestamp_window_follows_the_consumer_clock() -> None:
+    now = T0.timestamp()
+    assert check(GOOD.encode(), now=now + 86_399).ts == now  # a day of backfill passes
+    assert check(GOOD.encode(), now=now - 299).ts == now  # clock skew within 300 s passes
+    with pytest.raises(Malformed, match="too_old"):
+        check(GOOD.encode(), now=now + 86_401)
+    with pytest.raises(Malformed, match="in_future"):
+        check(GOOD.encode(), now=now - 301)
+
+
+def test_printable_id_is_one_shared_check() -> None:
+    from common.contract import is_printable_id
+
+    for ok in ("TESTCAR01", "Car 7", "Łódź-1", "車両-3", "=HYPERLINK(x)"):
+        assert is_printable_id(ok), ok
+    for hostile in ("A\x00B", "\x1b[2J", "A\u202eB", "A\u2066B", "A\u200bB", "A\u2028B",
+                    "A\ud800B", "A\ue000B", "A\x7fB", "A\x85B"):
+        assert not is_printable_id(hostile), repr(hostile)
 
 
 # ----------------------------------------------------------------------------- store
@@ -130,6 +199,18 @@ def test_parameters_name_themselves_when_bad() -> None:
     assert vehicles_param(MultiDict()) is None
     with pytest.raises(ApiError):
         vehicles_param(MultiDict({"vehicle_id": ","}))
+    assert vehicles_param(MultiDict({"vehicle_id": " A ,B"})) == {" A ", "B"}  # exact match
+    for hostile in ("A\x00", "\x1b[31mA", "A\u202eB", "x" * 65, ""):
+        with pytest.raises(ApiError) as info:
+            vehicles_param(MultiDict({"vehicle_id": hostile}))
+        assert info.value.body["parameter"] == "vehicle_id"
+    for name in ("limit", "since", "until"):  # given empty: refused, like the schema says
+        with pytest.raises(ApiError) as info:
+            if name == "limit":
+                int_param(MultiDict({name: ""}), name, 100, minimum=1)
+            else:
+                time_range(MultiDict({name: ""}))
+        assert info.value.body["parameter"] == name
     since, until = time_range(MultiDict({"since": "2026-01-01T08:00:00Z",
                                          "until": "2026-01-01T09:00:00"}))
     assert until - since == 3600
@@ -175,8 +256,8 @@ def test_openapi_event_schema_comes_from_the_model() -> None:
 # ----------------------------------------------------------------------------- hub
 async def test_hub_drops_oldest_for_a_slow_subscriber_only() -> None:
     hub = Hub(Metrics(), queue_size=10, max_clients=2)
-    slow = hub.subscribe(None)
-    picky = hub.subscribe(frozenset({"B"}))
+    slow = hub.subscribe(None, "10.0.0.1")
+    picky = hub.subscribe(frozenset({"B"}), "10.0.0.2")
     assert hub.full()
     batch = [entry("A" if i % 2 else "B", i) for i in range(100)]
     hub.publish(batch)
@@ -189,6 +270,15 @@ async def test_hub_drops_oldest_for_a_slow_subscriber_only() -> None:
     hub.publish(batch[:1])
     assert hub.dropped_total == 131  # picky is still full: only its own drop counted
     await asyncio.sleep(0)
+
+
+def test_hub_caps_clients_per_address() -> None:
+    hub = Hub(Metrics(), queue_size=10, max_clients=10, max_per_address=2)
+    a1, _a2 = hub.subscribe(None, "10.0.0.1"), hub.subscribe(None, "10.0.0.1")
+    assert hub.full("10.0.0.1") and not hub.full("10.0.0.2") and not hub.full()
+    hub.unsubscribe(a1)
+    hub.unsubscribe(a1)  # twice: counted once
+    assert not hub.full("10.0.0.1") and hub.per_address == {"10.0.0.1": 1}
 
 
 # ----------------------------------------------------------------------------- logging

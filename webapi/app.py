@@ -29,24 +29,29 @@ from webapi.keys import (
     WEBSOCKETS,
 )
 from webapi.metrics import Metrics
-from webapi.middleware import Cors, error_middleware, metrics_middleware
-from webapi.routes import RECENT_CAP, VIOLATIONS_CAP, add_routes
+from webapi.middleware import Cors, HostGuard, error_middleware, metrics_middleware, server_header
+from webapi.ratelog import install_malformed_request_filter
+from webapi.routes import LATEST_CAP, RECENT_CAP, VIOLATIONS_CAP, add_routes
 from webapi.settings import Settings
 from webapi.store import TelemetryStore
 
 
 def create_app(settings: Settings) -> web.Application:
+    install_malformed_request_filter()
     metrics = Metrics()
-    cors = Cors(settings.cors_origins)
+    hosts = HostGuard(settings.host, settings.allowed_hosts)
+    cors = Cors(settings.cors_origins, hosts)
     app = web.Application(
-        middlewares=[metrics_middleware(metrics), cors.preflight, error_middleware()],
+        middlewares=[metrics_middleware(metrics), hosts.middleware, cors.preflight,
+                     error_middleware()],
         client_max_size=64 * 1024,
     )
     store = TelemetryStore(recent_size=settings.recent_size,
                            violations_size=settings.violations_size,
                            max_vehicles=settings.max_vehicles,
                            trail_points=settings.trail_points)
-    hub = Hub(metrics, settings.ws_queue_size, settings.ws_max_clients)
+    hub = Hub(metrics, settings.ws_queue_size, settings.ws_max_clients,
+              settings.ws_max_per_address)
     app[SETTINGS] = settings
     app[CORS] = cors
     app[METRICS] = metrics
@@ -57,6 +62,7 @@ def create_app(settings: Settings) -> web.Application:
     app[WEBSOCKETS] = set()
     app[DASHBOARD_HTML] = render(settings)
     app[OPENAPI] = openapi.build(recent_cap=RECENT_CAP, export_cap=settings.recent_size,
+                                 latest_cap=LATEST_CAP,
                                  violations_cap=VIOLATIONS_CAP,
                                  trail_points=settings.trail_points,
                                  token_required=settings.api_token is not None)
@@ -64,6 +70,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_control_channel)
     app.on_shutdown.append(_close_websockets)
     app.on_response_prepare.append(cors.on_prepare)
+    app.on_response_prepare.append(server_header)
     add_routes(app)
     app.router.add_static("/static", STATIC_DIR, append_version=False)
     return app

@@ -4,7 +4,14 @@ No consumer group: every web API instance reads every partition of the topic, so
 has the whole fleet. On start it backfills: for each partition it seeks back to the first
 offset newer than ``backfill_seconds`` ago, but no more than ``backfill_max_per_partition``
 events, so a restarted web API shows history at once. Partitions added to the topic
-later are picked up on the next restart.
+later are picked up on the next restart. After a lost connection it resumes where it was,
+so nothing is replayed twice.
+
+A record the Kafka client cannot decode (a batch compressed with a codec it lacks, a
+corrupt batch) is counted as malformed (``undecodable``) and skipped, one offset at a time,
+never treated as a connection error: that used to restart the consumer and replay history
+over and over. Records are fetched partition by partition so such an error names its
+partition and loses no record of the others.
 """
 
 from __future__ import annotations
@@ -15,9 +22,10 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import CorruptRecordException, KafkaError, UnsupportedCodecError
+from aiokafka.structs import ConsumerRecord
 
-from webapi.decode import Entry, Malformed, decode
+from webapi.decode import Entry, Limits, Malformed, decode
 from webapi.hub import Hub
 from webapi.lifecycle import cancel_and_wait, finish_first
 from webapi.metrics import Metrics
@@ -28,6 +36,15 @@ from webapi.store import TelemetryStore
 log = logging.getLogger(__name__)
 
 RETRY_S = (0.5, 1, 2, 5)
+MAX_RECORDS = 5000
+
+
+def undecodable(exc: BaseException) -> bool:
+    """Whether an error from ``getmany`` means a record batch could not be decoded (codec
+    missing, decompression failed, corrupt batch) rather than a broken connection."""
+    if isinstance(exc, UnsupportedCodecError | CorruptRecordException):
+        return True
+    return isinstance(exc, Exception) and not isinstance(exc, KafkaError)
 
 
 class TelemetryConsumer:
@@ -44,6 +61,11 @@ class TelemetryConsumer:
         self.stopped = False
         self._evicted_seen = 0
         self._log = RateLimitedLog(log)
+        self.limits = Limits(max_bytes=settings.max_message_bytes,
+                             max_age_s=settings.max_event_age_s,
+                             max_future_s=settings.max_event_future_s)
+        self.positions: dict[TopicPartition, int] = {}  # next offset to read, per partition
+        self.connects = 0  # consumer clients started (1 unless the connection was lost)
 
     @property
     def malformed_total(self) -> int:
@@ -66,6 +88,7 @@ class TelemetryConsumer:
                     client_id="fleetstream-webapi",
                 )
                 self.client = client
+                self.connects += 1
                 try:
                     await finish_first(client.start())
                     await self._assign(client)
@@ -86,6 +109,9 @@ class TelemetryConsumer:
         tps = await self._partitions(topic)
         client.assign(tps)
         await finish_first(self._seek_backfill(client, tps))
+        for tp in tps:  # after a reconnect: resume, do not replay
+            if tp in self.positions:
+                client.seek(tp, self.positions[tp])
         self.assigned.set()
 
     async def _partitions(self, topic: str) -> list[TopicPartition]:
@@ -122,27 +148,65 @@ class TelemetryConsumer:
             client.seek(tp, offset)
 
     async def _loop(self, client: AIOKafkaConsumer) -> None:
-        max_bytes = self.settings.max_message_bytes
+        tps = sorted(client.assignment())
         store = self.store
         while True:
-            batches = await client.getmany(timeout_ms=500, max_records=5000)
-            for records in batches.values():
-                entries: list[Entry] = []
-                for rec in records:
-                    try:
-                        entry = decode(rec.value, max_bytes)
-                    except Malformed as bad:
-                        self._malformed(bad, rec.partition, rec.offset)
-                        continue
-                    store.add(entry)
-                    entries.append(entry)
-                if entries:
-                    self.metrics.consumed.inc(len(entries))
-                    self.hub.publish(entries)
+            got = 0
+            for tp in tps:
+                try:
+                    batch = await client.getmany(tp, timeout_ms=0, max_records=MAX_RECORDS)
+                except Exception as exc:
+                    if not undecodable(exc):
+                        raise
+                    await self._skip_undecodable(client, tp, exc)
+                    continue
+                records = batch.get(tp, [])
+                got += len(records)
+                self._take(tp, records)
+            if not got:  # wait for data; one record at most, so an error here loses nothing
+                try:
+                    batch = await client.getmany(timeout_ms=500, max_records=1)
+                except Exception as exc:
+                    if not undecodable(exc):
+                        raise
+                    batch = {}  # the partition pass above finds and skips it
+                for tp, records in batch.items():
+                    self._take(tp, records)
             self.metrics.vehicles.set(len(store.latest))
             if store.evicted_total > self._evicted_seen:
                 self.metrics.evicted.inc(store.evicted_total - self._evicted_seen)
                 self._evicted_seen = store.evicted_total
+
+    def _take(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        if not records:
+            return
+        limits, store, now = self.limits, self.store, time.time()
+        entries: list[Entry] = []
+        for rec in records:
+            try:
+                entry = decode(rec.value, rec.key, limits, now)
+            except Malformed as bad:
+                self._malformed(bad, rec.partition, rec.offset)
+                continue
+            store.add(entry)
+            entries.append(entry)
+        self.positions[tp] = records[-1].offset + 1
+        if entries:
+            self.metrics.consumed.inc(len(entries))
+            self.hub.publish(entries)
+
+    async def _skip_undecodable(self, client: AIOKafkaConsumer, tp: TopicPartition,
+                                exc: Exception) -> None:
+        """Count the record at the partition's position as undecodable and seek past it.
+
+        The client does not say where the bad batch ends, so a batch of n records costs n
+        fetches; each is counted, as each record is lost to us.
+        """
+        offset = await client.position(tp)
+        client.seek(tp, offset + 1)
+        self.positions[tp] = offset + 1
+        detail = f"{type(exc).__name__}: {exc}"
+        self._malformed(Malformed("undecodable", detail), tp.partition, offset)
 
     def _malformed(self, bad: Malformed, partition: int, offset: int) -> None:
         self.malformed[bad.kind] = self.malformed.get(bad.kind, 0) + 1

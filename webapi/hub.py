@@ -17,8 +17,10 @@ from webapi.metrics import Metrics
 
 
 class Subscriber:
-    def __init__(self, vehicles: Collection[str] | None, queue_size: int) -> None:
+    def __init__(self, vehicles: Collection[str] | None, queue_size: int,
+                 address: str = "") -> None:
         self.vehicles = vehicles
+        self.address = address
         self.queue: deque[Entry] = deque(maxlen=queue_size)
         self.wake = asyncio.Event()
         self.dropped = 0
@@ -30,24 +32,37 @@ class Subscriber:
 
 
 class Hub:
-    def __init__(self, metrics: Metrics, queue_size: int, max_clients: int) -> None:
+    def __init__(self, metrics: Metrics, queue_size: int, max_clients: int,
+                 max_per_address: int | None = None) -> None:
         self.metrics = metrics
         self.queue_size = queue_size
         self.max_clients = max_clients
+        self.max_per_address = max_per_address or max_clients
         self.subscribers: set[Subscriber] = set()
+        self.per_address: dict[str, int] = {}
         self.dropped_total = 0
 
-    def full(self) -> bool:
-        return len(self.subscribers) >= self.max_clients
+    def full(self, address: str | None = None) -> bool:
+        """No room for another client (from ``address``: WEBAPI_WS_MAX_PER_ADDRESS)."""
+        if len(self.subscribers) >= self.max_clients:
+            return True
+        return address is not None and self.per_address.get(address, 0) >= self.max_per_address
 
-    def subscribe(self, vehicles: Collection[str] | None) -> Subscriber:
-        sub = Subscriber(vehicles, self.queue_size)
+    def subscribe(self, vehicles: Collection[str] | None, address: str = "") -> Subscriber:
+        sub = Subscriber(vehicles, self.queue_size, address)
         self.subscribers.add(sub)
+        self.per_address[address] = self.per_address.get(address, 0) + 1
         self.metrics.ws_clients.set(len(self.subscribers))
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
-        self.subscribers.discard(sub)
+        if sub in self.subscribers:
+            self.subscribers.discard(sub)
+            left = self.per_address.get(sub.address, 1) - 1
+            if left > 0:
+                self.per_address[sub.address] = left
+            else:
+                self.per_address.pop(sub.address, None)
         self.metrics.ws_clients.set(len(self.subscribers))
 
     def publish(self, entries: Sequence[Entry]) -> None:

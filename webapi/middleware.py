@@ -1,11 +1,13 @@
-"""Cross-cutting HTTP concerns: JSON errors, request metrics, CORS, the control token."""
+"""Cross-cutting HTTP concerns: JSON errors, request metrics, the Host guard, CORS, the
+control token, the Server header."""
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -19,6 +21,59 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "Authorization, X-API-Token, Content-Type"
+SERVER_NAME = "FleetStream"
+"""The Server header: names no framework or version."""
+LOCAL_NAMES = frozenset(("localhost", "localhost.localdomain", "ip6-localhost"))
+
+
+class HostGuard:
+    """Accept a request only if its Host header names this server: localhost, an IP address,
+    the bound address or a name of WEBAPI_ALLOWED_HOSTS (``*``: any).
+
+    This is the DNS-rebinding guard: a page on ``evil.example`` whose name is re-pointed at
+    127.0.0.1 reaches this server with ``Host: evil.example``, and is refused with 421. IP
+    literals pass because a browser only sends one when the page itself came from that IP.
+    """
+
+    def __init__(self, bound_host: str, allowed: Iterable[str]) -> None:
+        names = {h.lower().rstrip(".") for h in allowed}
+        self.allow_any = "*" in names
+        self.names = frozenset(names | LOCAL_NAMES | {bound_host.lower().strip("[]")})
+
+    def allows(self, host: str | None) -> bool:
+        """``host`` as in a Host header or URL netloc (``name``, ``name:port``, ``[v6]:port``)."""
+        if host is None:
+            return False
+        if self.allow_any:
+            return True
+        try:
+            name = urlsplit("//" + host).hostname
+        except ValueError:
+            return False
+        if not name:
+            return False
+        name = name.rstrip(".")
+        if name in self.names or name.endswith(".localhost"):
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        host = request.headers.get("Host")  # absent only from non-browser HTTP/1.0 clients
+        if host is not None and not self.allows(host):
+            return web.json_response(
+                {"error": f"misdirected request: Host {host[:100]!r} is not a name of this server; "
+                          "add it to WEBAPI_ALLOWED_HOSTS"}, status=421)
+        return await handler(request)
+
+
+async def server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """An ``on_response_prepare`` signal: replace aiohttp's ``Server: Python/… aiohttp/…``."""
+    response.headers["Server"] = SERVER_NAME
 
 
 def error_middleware() -> Middleware:
@@ -38,7 +93,7 @@ def error_middleware() -> Middleware:
                                      headers={k: v for k, v in exc.headers.items()
                                               if k in ("Allow", "WWW-Authenticate")})
         except Exception:
-            log.exception("unhandled error in %s %s", request.method, request.path)
+            log.exception("unhandled error in %s %s", request.method, request.path[:200])
             return web.json_response({"error": "internal server error"}, status=500)
 
     return errors
@@ -73,9 +128,10 @@ class Cors:
     ``on_response_prepare`` signal, so streamed responses (the CSV export) get headers too.
     """
 
-    def __init__(self, origins: tuple[str, ...]) -> None:
+    def __init__(self, origins: tuple[str, ...], hosts: HostGuard | None = None) -> None:
         self.allow_any = "*" in origins
         self.allowed = frozenset(origins)
+        self.hosts = hosts or HostGuard("127.0.0.1", ())
 
     def allows(self, origin: str | None) -> bool:
         return origin is not None and (self.allow_any or origin in self.allowed)
@@ -86,7 +142,8 @@ class Cors:
             return await handler(request)
         origin = request.headers.get("Origin")
         if not self.allows(origin):
-            return web.json_response({"error": f"origin not allowed: {origin}"}, status=403)
+            shown = "(none)" if origin is None else repr(origin[:100])
+            return web.json_response({"error": f"origin not allowed: {shown}"}, status=403)
         return web.Response(status=204, headers={
             "Access-Control-Allow-Origin": origin or "",
             "Access-Control-Allow-Methods": CORS_METHODS,
@@ -100,13 +157,22 @@ class Cors:
 
         CORS stops a foreign page from *reading* answers, not from *sending* a simple POST
         (start/stop) or from opening a WebSocket. Requests without an Origin header (curl,
-        scripts) and same-origin ones (the dashboard) pass, and so do configured origins.
+        scripts) pass, and so do configured origins and same-origin ones (the dashboard): an
+        Origin whose host is one of this server's names (:class:`HostGuard`, never merely the
+        request's own Host header) and whose host and port are the ones the request went to.
         """
         origin = request.headers.get("Origin")
-        if origin is None or self.allows(origin) or urlsplit(origin).netloc == request.host:
+        if origin is None or self.allows(origin) or self._same_origin(origin, request):
             return
-        raise ApiError(403, f"cross-origin request from {origin[:100]} refused; "
+        raise ApiError(403, f"cross-origin request from {origin[:100]!r} refused; "
                             "allow the origin with WEBAPI_CORS_ORIGINS")
+
+    def _same_origin(self, origin: str, request: web.Request) -> bool:
+        try:
+            netloc = urlsplit(origin).netloc
+        except ValueError:
+            return False
+        return bool(netloc) and netloc == request.host and self.hosts.allows(netloc)
 
     async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         origin = request.headers.get("Origin")
@@ -123,6 +189,9 @@ def check_token(request: web.Request, token: str | None) -> None:
     auth = request.headers.get("Authorization", "")
     if given is None and auth[:7].lower() == "bearer ":
         given = auth[7:].strip()
-    if given is None or not hmac.compare_digest(given.encode(), token.encode()):
+    # Header values are decoded as UTF-8 with surrogate escapes: encode them back the same
+    # way, so a non-UTF-8 token is just a wrong token (401), not an error (500).
+    if given is None or not hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                                                token.encode()):
         raise ApiError(401, "missing or invalid API token: send 'Authorization: Bearer <token>' "
                             "or 'X-API-Token: <token>' (FLEETSTREAM_API_TOKEN)")

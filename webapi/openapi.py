@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.contract import ProducerStatus, TelemetryEvent
+from common.contract import (
+    MAX_FLEET_SIZE,
+    MAX_RATE_HZ,
+    MAX_VEHICLE_ID_LEN,
+    MIN_RATE_HZ,
+    ProducerStatus,
+    TelemetryEvent,
+)
 
 REF = "#/components/schemas/{model}"
 STATUS_KEYS = ("running", "last_event", "rate_hz", "vehicles", "events_sent", "send_errors",
@@ -49,9 +56,20 @@ def _ok(schema: dict[str, Any] | str, description: str = "OK",
     return {"description": description, "content": {media: {"schema": schema}}}
 
 
-ERR = {"description": "error", "content": {"application/json": {
-    "schema": {"$ref": REF.format(model="Error")}}}}
-VEHICLES = _q("vehicle_id", {"type": "string"}, "comma-separated vehicle ids")
+def _err(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {
+        "schema": {"$ref": REF.format(model="Error")}}}}
+
+
+ERR = _err("a bad query parameter, named in the answer")
+COMMON_ERRORS = {
+    "405": _err("method not allowed on this path"),
+    "421": _err("the Host header is not a name of this server (WEBAPI_ALLOWED_HOSTS)"),
+}
+"""Answers any operation may give."""
+VEHICLES = _q("vehicle_id", {"type": "string", "minLength": 1},
+              "comma-separated vehicle ids, matched exactly (spaces included); each printable "
+              f"and at most {MAX_VEHICLE_ID_LEN} characters (repeat the parameter for more)")
 SINCE = _q("since", {"type": "string", "format": "date-time"}, "ISO 8601, inclusive")
 UNTIL = _q("until", {"type": "string", "format": "date-time"}, "ISO 8601, inclusive")
 
@@ -61,33 +79,47 @@ def _limit(default: int, cap: int) -> dict[str, Any]:
               f"number of items; larger values are capped at {cap}")
 
 
-def _get(summary: str, params: list[dict[str, Any]], ok: dict[str, Any]) -> dict[str, Any]:
-    return {"get": {"summary": summary, "parameters": params,
-                    "responses": {"200": ok, "422": ERR}}}
+def _get(summary: str, params: list[dict[str, Any]], ok: dict[str, Any],
+         **more: dict[str, Any]) -> dict[str, Any]:
+    responses = {"200": ok, **more, **COMMON_ERRORS}
+    if params:
+        responses["422"] = ERR
+    return {"get": {"summary": summary, "parameters": params, "responses": responses}}
 
 
 def build(*, recent_cap: int, export_cap: int, violations_cap: int, trail_points: int,
-          token_required: bool) -> dict[str, Any]:
+          token_required: bool, latest_cap: int = 10_000) -> dict[str, Any]:
     obj = {"type": "object"}
     items_obj = {"type": "object", "properties": {"items": {"type": "array"},
                                                    "available": {"type": "boolean"}}}
     security: list[dict[str, list[str]]] = (
         [{"bearer": []}, {"apiToken": []}] if token_required else [])
-    control_err = {"401": ERR, "409": ERR, "422": ERR, "503": ERR}
+    control_err = {"401": _err("missing or wrong API token (FLEETSTREAM_API_TOKEN)"),
+                   "403": _err("a cross-origin browser request (WEBAPI_CORS_ORIGINS)"),
+                   "409": _err("already running / not running"), "422": ERR,
+                   "503": _err("no producer answered"), **COMMON_ERRORS}
     paths: dict[str, Any] = {
         "/health": _get("liveness", [], _ok(obj)),
         "/status": {"get": {"summary": "the producer daemon's state",
-                            "responses": {"200": _ok("Status"), "503": ERR}}},
+                            "responses": {"200": _ok("Status"),
+                                          "503": _err("no fresh producer status"),
+                                          **COMMON_ERRORS}}},
         "/start-sim": {"post": {
             "summary": "start the producer", "security": security,
-            "parameters": [_q("rate_hz", {"type": "number", "exclusiveMinimum": 0, "maximum": 50},
+            "parameters": [_q("rate_hz", {"type": "number", "minimum": MIN_RATE_HZ,
+                                          "maximum": MAX_RATE_HZ},
                               "events per second per vehicle"),
                            _q("fleet_size", {"type": "integer", "minimum": 1,
-                                             "maximum": 100_000}, "vehicles")],
+                                             "maximum": MAX_FLEET_SIZE}, "vehicles")],
             "responses": {"200": _ok(obj), **control_err}}},
         "/stop-sim": {"post": {"summary": "stop the producer", "security": security,
                                "responses": {"200": _ok(obj), **control_err}}},
-        "/telemetry/latest": _get("latest event per vehicle", [VEHICLES], _ok("Items")),
+        "/telemetry/latest": _get(
+            "latest event per vehicle, by vehicle id",
+            [VEHICLES, _q("limit", {"type": "integer", "minimum": 1, "default": latest_cap},
+                          f"at most this many vehicles; larger values are capped at "
+                          f"{latest_cap}")],
+            _ok("Items")),
         "/telemetry/recent": _get("recent events, oldest first",
                                   [_limit(100, recent_cap), VEHICLES, SINCE, UNTIL], _ok("Items")),
         "/telemetry/violations": _get("recent speeding / over-redline events, newest first",
@@ -109,14 +141,20 @@ def build(*, recent_cap: int, export_cap: int, violations_cap: int, trail_points
         "/vehicles": _get("vehicle ids tracked", [], _ok(obj)),
         "/stats": _get("consumer statistics", [], _ok(obj)),
         "/analytics/vehicle-windows": _get("windowed aggregates per vehicle, newest first",
-                                           [_limit(100, 2000), VEHICLES], _ok(items_obj)),
+                                           [_limit(100, 2000), VEHICLES], _ok(items_obj),
+                                           **{"503": _err("analytics output unreadable")}),
         "/analytics/road-windows": _get("windowed aggregates per road type, newest first",
-                                        [_limit(100, 2000)], _ok(items_obj)),
+                                        [_limit(100, 2000)], _ok(items_obj),
+                                        **{"503": _err("analytics output unreadable")}),
         "/ws": _get("WebSocket: a snapshot frame, then event (or ?batch=1: batch) frames",
                     [VEHICLES, _q("batch", {"type": "integer", "enum": [0, 1]}, "batch frames"),
                      _q("max_hz", {"type": "number", "exclusiveMinimum": 0},
                         "at most this many frames per second")],
-                    {"description": "101 Switching Protocols"}),
+                    {"description": "101 Switching Protocols"},
+                    **{"400": _err("not a WebSocket handshake (no Upgrade: websocket)"),
+                       "403": _err("a cross-origin browser request (WEBAPI_CORS_ORIGINS)"),
+                       "503": _err("too many WebSocket clients (WEBAPI_WS_MAX_CLIENTS, "
+                                   "WEBAPI_WS_MAX_PER_ADDRESS)")}),
         "/dashboard": _get("the legacy live page", [], _ok({"type": "string"},
                                                              media="text/html")),
         "/metrics": _get("Prometheus metrics", [], _ok({"type": "string"}, media="text/plain")),

@@ -1,10 +1,16 @@
-"""Query-parameter parsing: every bad value becomes a 422 JSON error naming the parameter."""
+"""Query-parameter parsing: every bad value becomes a 422 JSON error naming the parameter.
+
+A parameter given empty (``limit=``) is refused like any other bad value: the OpenAPI
+document types each one, and an empty string is none of those types.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
+
+from common.contract import MAX_VEHICLE_ID_LEN, is_printable_id
 
 MAX_VEHICLE_FILTER = 1000
 
@@ -26,8 +32,10 @@ def int_param(query: Mapping[str, str], name: str, default: int, *, minimum: int
               cap: int | None = None, maximum: int | None = None) -> int:
     """An integer >= minimum; values above ``cap`` are clamped, above ``maximum`` refused."""
     raw = query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
+    if not raw.isascii() or not raw.lstrip("+-").isdigit() or len(raw) > 20:
+        raise bad_param(name, f"must be an integer, got {raw[:40]!r}")
     try:
         value = int(raw)
     except ValueError:
@@ -39,22 +47,30 @@ def int_param(query: Mapping[str, str], name: str, default: int, *, minimum: int
     return min(value, cap) if cap is not None else value
 
 
-def float_param(query: Mapping[str, str], name: str) -> float | None:
+def float_param(query: Mapping[str, str], name: str, *, minimum: float | None = None,
+                maximum: float | None = None) -> float | None:
+    """A finite number (absent: None), optionally within ``minimum..maximum`` inclusive."""
     raw = query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
     try:
-        value = float(raw)
+        value = float(raw) if raw.isascii() and len(raw) <= 40 else math.nan
     except ValueError:
         raise bad_param(name, f"must be a number, got {raw[:40]!r}") from None
     if not math.isfinite(value):
         raise bad_param(name, f"must be a finite number, got {raw[:40]!r}")
+    if minimum is not None and value < minimum:
+        raise bad_param(name, f"must be >= {minimum:g}, got {raw[:40]!r}")
+    if maximum is not None and value > maximum:
+        raise bad_param(name, f"must be <= {maximum:g}, got {raw[:40]!r}")
     return value
 
 
 def bool_param(query: Mapping[str, str], name: str) -> bool:
+    if name not in query:
+        return False
     raw = query.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+    if raw in ("0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
         return True
@@ -62,36 +78,38 @@ def bool_param(query: Mapping[str, str], name: str) -> bool:
 
 
 def vehicles_param(query: Mapping[str, str], name: str = "vehicle_id") -> frozenset[str] | None:
-    """``vehicle_id=A,B`` (or repeated) -> a set of ids; absent -> None (all vehicles)."""
+    """``vehicle_id=A,B`` (or repeated) -> a set of ids, matched exactly (spaces are part of an
+    id); absent -> None (all vehicles). Ids must be printable, like the events' own."""
     if hasattr(query, "getall"):
         raws = query.getall(name, [])
     else:
         raws = [query[name]] if name in query else []
-    ids = {v.strip() for raw in raws for v in raw.split(",") if v.strip()}
     if not raws:
         return None
+    ids = {v for raw in raws for v in raw.split(",") if v}
     if not ids:
         raise bad_param(name, "must name at least one vehicle id")
     if len(ids) > MAX_VEHICLE_FILTER:
         raise bad_param(name, f"at most {MAX_VEHICLE_FILTER} vehicle ids")
-    too_long = [v for v in ids if len(v) > 64]
-    if too_long:
-        raise bad_param(name, "vehicle ids are at most 64 characters")
+    if any(len(v) > MAX_VEHICLE_ID_LEN for v in ids):
+        raise bad_param(name, f"vehicle ids are at most {MAX_VEHICLE_ID_LEN} characters")
+    if not all(is_printable_id(v) for v in ids):
+        raise bad_param(name, "vehicle ids must be printable (no control or bidi characters)")
     return frozenset(ids)
 
 
 def time_param(query: Mapping[str, str], name: str) -> float | None:
     """An ISO 8601 timestamp (a missing offset means UTC) -> seconds since the epoch."""
     raw = query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
     try:
         ts = datetime.fromisoformat(raw.strip().replace(" ", "+"))
-    except ValueError:
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=UTC)
+        return ts.timestamp()
+    except (ValueError, OverflowError):
         raise bad_param(name, f"must be an ISO 8601 timestamp, got {raw[:60]!r}") from None
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return ts.timestamp()
 
 
 def time_range(query: Mapping[str, str]) -> tuple[float | None, float | None]:

@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from common.contract import ProducerStatus
+from common.contract import MAX_FLEET_SIZE, MAX_RATE_HZ, MIN_RATE_HZ, ProducerStatus
 from webapi import csvexport
 from webapi.control import ControlUnavailable
 from webapi.dashboard import dashboard
@@ -28,7 +28,6 @@ from webapi.middleware import check_token
 from webapi.openapi import STATUS_KEYS
 from webapi.params import (
     ApiError,
-    bad_param,
     float_param,
     int_param,
     time_range,
@@ -41,7 +40,9 @@ RECENT_DEFAULT, RECENT_CAP = 100, 2000
 VIOLATIONS_DEFAULT, VIOLATIONS_CAP = 100, 2000
 EXPORT_DEFAULT = 1000
 WINDOWS_DEFAULT, WINDOWS_CAP = 100, 2000
-MAX_RATE_HZ = 50.0
+LATEST_DEFAULT = LATEST_CAP = 10_000
+"""GET /telemetry/latest: vehicles per answer (by id), streamed in chunks of LATEST_CHUNK."""
+LATEST_CHUNK = 500
 
 
 def json_bytes(body: bytes, status: int = 200) -> web.Response:
@@ -95,12 +96,10 @@ async def _command(request: web.Request, name: str, **kwargs: Any) -> ProducerSt
 async def start_sim(request: web.Request) -> web.Response:
     request.app[CORS].check_origin(request)
     check_token(request, request.app[SETTINGS].api_token)
-    rate_hz = float_param(request.query, "rate_hz")
-    if rate_hz is not None and not 0 < rate_hz <= MAX_RATE_HZ:
-        raise bad_param("rate_hz", f"must be > 0 and <= {MAX_RATE_HZ:g}, got {rate_hz:g}")
+    rate_hz = float_param(request.query, "rate_hz", minimum=MIN_RATE_HZ, maximum=MAX_RATE_HZ)
     fleet_size = None
-    if request.query.get("fleet_size"):
-        fleet_size = int_param(request.query, "fleet_size", 1, minimum=1, maximum=100_000)
+    if "fleet_size" in request.query:
+        fleet_size = int_param(request.query, "fleet_size", 1, minimum=1, maximum=MAX_FLEET_SIZE)
     reply = await _command(request, "start", rate_hz=rate_hz, fleet_size=fleet_size)
     return json_obj({"status": "started", "rate_hz": float(reply.rate_hz)})
 
@@ -113,8 +112,21 @@ async def stop_sim(request: web.Request) -> web.Response:
 
 
 # ---------------------------------------------------------------------------- telemetry
-async def latest(request: web.Request) -> web.Response:
-    return items_response(request.app[STORE].latest_items(vehicles_param(request.query)))
+async def latest(request: web.Request) -> web.StreamResponse:
+    """Streamed: the body is written LATEST_CHUNK events at a time, never held whole, so
+    parallel calls cost little memory and /health stays responsive."""
+    q = request.query
+    limit = int_param(q, "limit", LATEST_DEFAULT, minimum=1, cap=LATEST_CAP)
+    entries = request.app[STORE].latest_items(vehicles_param(q))[:limit]
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    await response.write(b'{"items":[')
+    for i in range(0, len(entries), LATEST_CHUNK):
+        chunk = b",".join(e.raw for e in entries[i:i + LATEST_CHUNK])
+        await response.write(chunk if i == 0 else b"," + chunk)
+    await response.write(b"]}")
+    await response.write_eof()
+    return response
 
 
 async def recent(request: web.Request) -> web.Response:
@@ -169,6 +181,7 @@ async def stats(request: web.Request) -> web.Response:
         "events_per_s": round(store.events_per_s(), 3),
         "consumed_total": store.consumed_total,
         "malformed_total": consumer.malformed_total,
+        "malformed": dict(sorted(consumer.malformed.items())),
         "violations_total": store.violations_total,
     })
 

@@ -29,6 +29,10 @@ class Settings(ServiceSettings):
     port: int = _f(8000, "WEBAPI_PORT", "TCP port to bind", ge=0, le=65535)
     api_token: str | None = _f(None, "FLEETSTREAM_API_TOKEN",
                                "when set, POST /start-sim and /stop-sim require it")
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = _f(
+        (), "WEBAPI_ALLOWED_HOSTS",
+        "comma-separated host names accepted in the Host header besides localhost, IP "
+        "addresses and WEBAPI_HOST (DNS-rebinding guard; *: any)")
     cors_origins: Annotated[tuple[str, ...], NoDecode] = _f(
         (), "WEBAPI_CORS_ORIGINS", "comma-separated origins allowed by CORS (empty: none; *: any)")
     analytics_output_dir: Path = _f(Path("data/analytics"), "ANALYTICS_OUTPUT_DIR",
@@ -47,14 +51,26 @@ class Settings(ServiceSettings):
     backfill_max_per_partition: int = _f(5_000, "WEBAPI_BACKFILL_MAX_PER_PARTITION",
                                          "... and at most this many events per partition",
                                          ge=0, le=10_000_000)
-    max_message_bytes: int = _f(65_536, "WEBAPI_MAX_MESSAGE_BYTES",
-                                "larger telemetry messages are skipped as oversized",
-                                ge=256, le=10_485_760)
+    max_message_bytes: int = _f(8_192, "WEBAPI_MAX_MESSAGE_BYTES",
+                                "larger telemetry messages are skipped as oversized "
+                                "(an event is about 400 bytes)", ge=1_024, le=1_048_576)
+    max_event_age_s: float = _f(31_536_000.0, "WEBAPI_MAX_EVENT_AGE_S",
+                                "events older than this (by their timestamp, against this "
+                                "server's clock) are skipped as too_old; 365 days by default, "
+                                "so backfill and replays of recorded runs pass",
+                                ge=60, le=3_153_600_000)
+    max_event_future_s: float = _f(300.0, "WEBAPI_MAX_EVENT_FUTURE_S",
+                                   "events timestamped further ahead of this server's clock "
+                                   "are skipped as in_future (allows for clock skew)",
+                                   ge=0, le=86_400)
     ws_queue_size: int = _f(5_000, "WEBAPI_WS_QUEUE_SIZE",
                             "per-WebSocket-client queue; the oldest is dropped when full",
                             ge=1, le=1_000_000)
     ws_max_clients: int = _f(500, "WEBAPI_WS_MAX_CLIENTS",
                              "concurrent WebSocket clients (503 beyond)", ge=1, le=100_000)
+    ws_max_per_address: int = _f(20, "WEBAPI_WS_MAX_PER_ADDRESS",
+                                 "concurrent WebSocket clients from one IP address (503 beyond)",
+                                 ge=1, le=100_000)
     ws_snapshot_size: int = _f(100, "WEBAPI_WS_SNAPSHOT_SIZE",
                                "recent events in the WebSocket snapshot frame", ge=0, le=10_000)
     ws_batch_ms: int = _f(100, "WEBAPI_WS_BATCH_MS",
@@ -72,6 +88,15 @@ class Settings(ServiceSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+        return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            return tuple(str(h).strip().lower().rstrip(".") for h in value if str(h).strip())
         return value
 
     @field_validator("api_token", mode="before")

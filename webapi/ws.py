@@ -36,11 +36,17 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     max_hz = float_param(request.query, "max_hz")
     if max_hz is not None and max_hz <= 0:
         raise bad_param("max_hz", f"must be > 0, got {max_hz:g}")
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        raise ApiError(400, "this is a WebSocket endpoint: send Upgrade: websocket")
+    address = request.remote or ""
     if hub.full():
         raise ApiError(503, f"too many WebSocket clients (WEBAPI_WS_MAX_CLIENTS={hub.max_clients})")
+    if hub.full(address):
+        raise ApiError(503, f"too many WebSocket clients from {address} "
+                            f"(WEBAPI_WS_MAX_PER_ADDRESS={hub.max_per_address})")
     # Subscribing and taking the snapshot in one synchronous step: no gap, no duplicate.
     # (Before the handshake, so concurrent connects cannot overshoot WEBAPI_WS_MAX_CLIENTS.)
-    sub = hub.subscribe(vehicles)
+    sub = hub.subscribe(vehicles, address)
     snapshot = store.recent_items(settings.ws_snapshot_size, vehicles)
     ws = web.WebSocketResponse(heartbeat=30, compress=False, max_msg_size=65536)
     sender: asyncio.Task[None] | None = None
