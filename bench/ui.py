@@ -38,10 +38,10 @@ import pyarrow as pa
 import requests
 from streamlit.testing.v1 import AppTest
 
+from tests.support.synthetic import as_items, fleet_events, trail_items
 from ui.api import ApiClient
 from ui.panels import Layers, build_panels, page
 from ui.snapshot import ViewOptions, fetch_snapshot
-from ui.synthetic import as_items, fleet_events, trail_items
 
 NOW = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 OPTS = ViewOptions()

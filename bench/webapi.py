@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from tests.support.processes import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 3
 TS_RE = re.compile(rb'"timestamp":"([^"]+)"')
@@ -52,7 +54,7 @@ def pct(values: list[float], q: float) -> float:
 async def load_main(a: argparse.Namespace) -> None:
     from aiokafka import AIOKafkaProducer
 
-    from webapi.testing import make_event
+    from tests.support.webapi import make_event
 
     template = make_event("X").model_dump(mode="json")
     producer = AIOKafkaProducer(bootstrap_servers=a.bootstrap, linger_ms=2, acks=1,
@@ -249,12 +251,7 @@ def webapi(bootstrap: str, topic: str, **extra: str) -> Iterator[tuple[str, int]
         time.sleep(2.0)  # let the consumer assign its partitions (backfill is off)
         yield url, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 15)
         log.close()
 
 

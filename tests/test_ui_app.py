@@ -24,8 +24,9 @@ from aiokafka import AIOKafkaProducer
 from streamlit.testing.v1 import AppTest
 
 from common.contract import TelemetryEvent
+from tests.support.processes import stop_process
+from tests.support.synthetic import fleet_events
 from tools.kafka import free_port
-from ui.synthetic import fleet_events
 
 APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
 FLEET = 12
@@ -360,12 +361,7 @@ def streamlit_server(live_api, kafka_bootstrap: str, topic: str, tmp_path: Path)
         yield f"http://127.0.0.1:{port}", events
     finally:
         feeder.stop()
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

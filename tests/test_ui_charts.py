@@ -9,6 +9,7 @@ import altair as alt
 import pandas as pd
 import pytest
 
+from tests.support.synthetic import as_items, fleet_events, trail_items
 from ui import charts
 from ui.frames import events_frame, violation_kinds, windows_frame
 from ui.palette import LOW_FUEL_PCT, ROAD_TYPE_COLORS, VIOLATION_KIND_COLORS, hex_color
@@ -22,7 +23,6 @@ from ui.panels import (
     violations_table,
 )
 from ui.snapshot import Snapshot, ViewOptions, fetch_snapshot, pick_vehicles
-from ui.synthetic import as_items, fleet_events, trail_items
 
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
 

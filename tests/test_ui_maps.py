@@ -10,6 +10,7 @@ import pandas as pd
 import pydeck as pdk
 import pytest
 
+from tests.support.synthetic import as_items, fleet_events, trail_items
 from ui import maps
 from ui.frames import events_frame, trails_frame
 from ui.palette import (
@@ -19,7 +20,6 @@ from ui.palette import (
     speed_band,
     speed_color,
 )
-from ui.synthetic import as_items, fleet_events, trail_items
 
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
 GREEN, BLUE, YELLOW, ORANGE, RED = (list(c) for c in SPEED_BAND_COLORS)

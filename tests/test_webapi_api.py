@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from common.contract import CSV_COLUMNS, EVENT_FIELDS, TelemetryEvent
+from tests.support.webapi import fleet_events, make_event, publish, running_app, wait_for
 from tools.kafka import create_topic
 from webapi.keys import CONSUMER, CONTROL, STORE
 from webapi.settings import Settings
-from webapi.testing import fleet_events, make_event, publish, running_app, wait_for
 
 pytestmark = pytest.mark.kafka
 

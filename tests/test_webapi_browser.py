@@ -9,8 +9,14 @@ from pathlib import Path
 import pytest
 
 from common.contract import CSV_COLUMNS
+from tests.support.webapi import (
+    control_settings,
+    running_app,
+    start_producer,
+    stop_producer,
+    wait_for,
+)
 from webapi.settings import Settings
-from webapi.testing import control_settings, running_app, start_producer, stop_producer, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.browser]
 
@@ -40,8 +46,6 @@ async def test_dashboard_live_map_controls_and_export(settings: Settings, tmp_pa
         pytest.skip("Debian chromium is not installed")
     proc = start_producer(settings, tmp_path / "producer.log", fleet_size=6, rate_hz=4.0,
                           autostart=True)
-    if proc is None:
-        pytest.skip("the producer daemon (producer/__main__.py) does not exist yet")
     try:
         async with running_app(settings) as client, playwright_api.async_playwright() as pw:
             base = str(client.make_url("/"))

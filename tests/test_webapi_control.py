@@ -10,9 +10,15 @@ from pathlib import Path
 import pytest
 
 from common.contract import TelemetryEvent
+from tests.support.webapi import (
+    control_settings,
+    running_app,
+    start_producer,
+    stop_producer,
+    wait_for,
+)
 from webapi.keys import STORE
 from webapi.settings import Settings
-from webapi.testing import control_settings, running_app, start_producer, stop_producer, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -28,8 +34,6 @@ def settings(kafka_bootstrap: str, topic: str, topic_factory, tmp_path: Path) ->
 @pytest.fixture
 def producer_daemon(settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     proc = start_producer(settings, tmp_path / "producer.log")
-    if proc is None:
-        pytest.skip("the producer daemon (producer/__main__.py) does not exist yet")
     yield proc
     stop_producer(proc)
     assert proc.returncode == 0, (tmp_path / "producer.log").read_text()[-3000:]

@@ -10,9 +10,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from common.contract import EVENT_FIELDS
+from tests.support.webapi import fleet_events, make_event, publish, running_app, wait_for
 from webapi.keys import CONSUMER, HUB, METRICS, STORE
 from webapi.settings import Settings
-from webapi.testing import fleet_events, make_event, publish, running_app, wait_for
 
 pytestmark = pytest.mark.kafka
 

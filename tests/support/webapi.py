@@ -1,10 +1,10 @@
 """Helpers for tests and benchmarks of the web API (like aiohttp.test_utils): events built
-from the contract, publishing them to a real broker, and running the app in-process."""
+from the contract, publishing them to a real broker, running the app in-process, and a real
+producer beside it."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import subprocess
 import sys
@@ -19,10 +19,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaProducer
 
 from common.contract import Location, TelemetryEvent
+from tests.support.processes import stop_process
 from webapi.app import create_app
 from webapi.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 AppClient = TestClient[web.Request, Any]
 
 
@@ -111,10 +112,8 @@ def control_settings(bootstrap: str, topic: str, make_topic: Callable[[str, int]
 
 
 def start_producer(settings: Settings, log: Path, *, fleet_size: int = 3, rate_hz: float = 2.0,
-                   autostart: bool = False) -> subprocess.Popen[bytes] | None:
-    """``python -m producer`` as a subprocess on the settings' topics (None: not written yet)."""
-    if importlib.util.find_spec("producer.__main__") is None:
-        return None
+                   autostart: bool = False) -> subprocess.Popen[bytes]:
+    """``python -m producer`` as a subprocess on the settings' topics."""
     env = {**os.environ,
            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
            "KAFKA_TOPIC": settings.kafka_topic,
@@ -128,10 +127,4 @@ def start_producer(settings: Settings, log: Path, *, fleet_size: int = 3, rate_h
 
 
 def stop_producer(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc)

@@ -1,4 +1,4 @@
-"""Deterministic synthetic telemetry, for the app's tests and benchmark (not used at run time).
+"""Deterministic synthetic telemetry, for the Streamlit app's tests and benchmark.
 
 Builds real :class:`common.contract.TelemetryEvent` instances, so anything fed from here
 matches the contract exactly.
@@ -11,8 +11,10 @@ import random
 from datetime import datetime, timedelta
 
 from common.contract import Location, RoadType, TelemetryEvent
+from producer.roads import DEFAULT_LIMITS
 
-LIMITS = {"urban": 50, "rural": 100, "highway": 130}
+LIMITS = DEFAULT_LIMITS
+"""The real network's speed limits by road type, so fake events agree with real ones."""
 CENTRE = (48.137, 11.575)
 
 
