@@ -15,13 +15,20 @@ import os
 import secrets
 import signal
 import socket
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import orjson
+import pydantic_core
 from pydantic import ValidationError
 
-from common.contract import ControlCommand, ProducerStatus, TelemetryEvent
+from common.contract import (
+    COMMAND_MAX_AGE_S,
+    ControlCommand,
+    ProducerStatus,
+    TelemetryEvent,
+    verify_command,
+)
 from producer.control import ControlChannel, ensure_topics
 from producer.publisher import Publisher
 from producer.settings import Settings
@@ -29,6 +36,9 @@ from producer.sim import Simulation, load_network
 
 log = logging.getLogger(__name__)
 FLUSH_TIMEOUT_S = 30.0
+THREAD_TICK_WORK = 20_000
+"""Ticks with more car sub-steps than this run in a worker thread, so signals, commands and
+statuses are served while a big fleet advances."""
 
 
 class Daemon:
@@ -53,6 +63,9 @@ class Daemon:
         self.skipped_s = 0.0
         self.last_event: bytes | None = None
         self.malformed_commands = 0
+        self.unauthorized_commands = 0
+        self._seen_commands: dict[str, float] = {}  # signed command id -> when it expires
+        self._last_auth_log = -1e9
         self._anchor: tuple[int, float, datetime] | None = None
 
     # ---- status and commands ------------------------------------------------------------
@@ -75,10 +88,10 @@ class Daemon:
             cmd = ControlCommand.model_validate_json(raw)
         except ValidationError as exc:
             self.malformed_commands += 1
-            try:
-                doc = orjson.loads(raw)
+            try:  # pydantic's parser, like the model's: it reads NaN and Infinity too
+                doc = pydantic_core.from_json(raw)
                 cid = doc.get("command_id") if isinstance(doc, dict) else None
-            except orjson.JSONDecodeError:
+            except ValueError:
                 cid = None
             log.warning("invalid command skipped: %s", exc.errors()[0].get("msg"))
             if isinstance(cid, str) and 0 < len(cid) <= 64:
@@ -87,6 +100,9 @@ class Daemon:
                 return self.status(cid, ok=False, error="invalid", message=msg)
             return None
         cid = cmd.command_id
+        refused = self._authenticate(cmd)
+        if refused is not None:
+            return self.status(cid, ok=False, error="unauthorized", message=refused)
         if cmd.command == "status":
             return self.status(cid)
         if cmd.command == "stop":
@@ -108,6 +124,28 @@ class Daemon:
             self.running = True
         self.wake.set()
         return self.status(cid, message="started" if cmd.command == "start" else "configured")
+
+    def _authenticate(self, cmd: ControlCommand) -> str | None:
+        """With FLEETSTREAM_API_TOKEN set: None for a fresh, correctly signed, unseen command;
+        otherwise count and log the refusal and return its reason."""
+        token = self.settings.api_token
+        if token is None:
+            return None
+        now = time.time()
+        reason = verify_command(cmd, token, now)
+        if reason is None and cmd.command_id in self._seen_commands:
+            reason = "replayed"
+        if reason is None:
+            self._seen_commands = {k: exp for k, exp in self._seen_commands.items() if exp > now}
+            self._seen_commands[cmd.command_id] = now + 2 * COMMAND_MAX_AGE_S
+            return None
+        self.unauthorized_commands += 1
+        mono = time.monotonic()
+        if mono - self._last_auth_log >= 1.0:  # at most one line a second, with the count
+            self._last_auth_log = mono
+            log.warning("unauthorized %r command %s refused: %s (%d so far)", cmd.command,
+                        cmd.command_id[:64], reason, self.unauthorized_commands)
+        return f"unauthorized: {reason}; commands must be signed with FLEETSTREAM_API_TOKEN"
 
     async def control_loop(self) -> None:
         while True:
@@ -140,11 +178,28 @@ class Daemon:
         self.behind = self.lag_s > max(1.0, self.sim.dt)
 
     def _apply_targets(self) -> None:
+        """Take the commanded size and rate; one the simulation refuses is logged and undone
+        (commands are validated before this, so that is a bug, never a dead daemon)."""
         if self.fleet_size != self.sim.size:
-            self.sim.resize(self.fleet_size)
+            try:
+                self.sim.resize(self.fleet_size)
+            except ValueError as exc:
+                log.error("fleet size %r refused: %s", self.fleet_size, exc)
+                self.fleet_size = self.sim.size
         if self.rate_hz != self.sim.rate_hz:
-            self.sim.set_rate(self.rate_hz)
-            self._anchor = None  # a new rate starts a new schedule
+            try:
+                self.sim.set_rate(self.rate_hz)
+                self._anchor = None  # a new rate starts a new schedule
+            except ValueError as exc:
+                log.error("rate %r refused: %s", self.rate_hz, exc)
+                self.rate_hz = self.sim.rate_hz
+
+    async def _advance(self) -> None:
+        """One simulation step; a big one (fleet x sub-steps) in a worker thread."""
+        if self.sim.size * max(1.0, self.sim.dt) > THREAD_TICK_WORK:
+            await asyncio.to_thread(self.sim.advance)
+        else:
+            self.sim.advance()
 
     async def _pause(self, timeout: float | None) -> None:
         """Sleep until ``timeout`` passes or a command/stop wakes us up."""
@@ -188,7 +243,7 @@ class Daemon:
             values = self.sim.encode(ts)
             await self.publisher.publish(self.sim.keys, values)
             self.last_event = values[-1]
-            self.sim.advance()
+            await self._advance()
             self.ticks += 1
 
     async def shutdown_flush(self) -> None:

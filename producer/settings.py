@@ -61,6 +61,9 @@ class Settings(ServiceSettings):
         None, "PRODUCER_ID", "id on the status topic (default: vehicle id + pid)")
     status_interval_s: float = setting(
         1.0, "STATUS_INTERVAL_S", "period of status messages (s)", gt=0)
+    api_token: str | None = setting(
+        None, "FLEETSTREAM_API_TOKEN",
+        "when set, control commands must be signed with it (the web API does)")
 
     _fleet = between("fleet_size", "FLEET_SIZE", 1, MAX_FLEET_SIZE)
     _rate = between("sim_rate_hz", "SIM_RATE_HZ", MIN_RATE_HZ, MAX_RATE_HZ)  # NaN, inf fail too
@@ -68,6 +71,11 @@ class Settings(ServiceSettings):
     _batch = between("kafka_batch_bytes", "KAFKA_BATCH_BYTES", 1024, 16 * 1024 * 1024)
     _tol = between("speed_tolerance_kmh", "SPEED_TOLERANCE_KMH", 0, 100)
     _redline = between("redline_rpm", "REDLINE_RPM", 2000, 12000)
+
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("vehicle_id")
     @classmethod

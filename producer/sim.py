@@ -13,11 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from common.contract import MAX_FLEET_SIZE, MAX_RATE_HZ, MIN_RATE_HZ
 from producer.builtin import warsaw
 from producer.events import Encoder
 from producer.fleet import FleetState, concat, init_fleet, step, take
 from producer.geojson import load_roads
 from producer.roads import RoadNetwork
+
+MAX_STEP_S = 1.0 / MIN_RATE_HZ
+"""Longest step (the slowest rate): bounds fleet.step's sub-step loop at 100 sub-steps."""
 
 
 def load_network(roads_file: Path | None) -> RoadNetwork:
@@ -35,7 +39,8 @@ class Simulation:
         self.rng = np.random.default_rng(seed)
         self.state: FleetState = init_fleet(fleet_size, self.rng, net, sport_mode=sport_mode)
         self.parked: FleetState | None = None
-        self.rate_hz = rate_hz
+        self.rate_hz = MAX_RATE_HZ
+        self.set_rate(rate_hz)
         self.encoder = Encoder(net, first_vehicle_id=first_vehicle_id, run_key=run_key,
                                speed_tolerance_kmh=speed_tolerance_kmh, redline_rpm=redline_rpm)
         self.encoder.ensure(fleet_size)
@@ -60,14 +65,16 @@ class Simulation:
         return self.encoder.ids[: self.size]
 
     def set_rate(self, rate_hz: float) -> None:
-        if not 0 < rate_hz <= 50:
-            raise ValueError(f"rate_hz must be > 0 and <= 50, got {rate_hz}")
-        self.rate_hz = rate_hz
+        # also refuses NaN and infinities: every comparison with NaN is false
+        if not MIN_RATE_HZ <= rate_hz <= MAX_RATE_HZ:
+            raise ValueError(f"rate_hz must be between {MIN_RATE_HZ} and {MAX_RATE_HZ}, "
+                             f"got {rate_hz}")
+        self.rate_hz = float(rate_hz)
 
     def resize(self, n: int) -> None:
         """Grow (parked cars first, then new ones) or shrink (the last cars park)."""
-        if n < 1:
-            raise ValueError(f"fleet_size must be >= 1, got {n}")
+        if not 1 <= n <= MAX_FLEET_SIZE:
+            raise ValueError(f"fleet_size must be between 1 and {MAX_FLEET_SIZE}, got {n}")
         cur = self.size
         if n < cur:
             tail = take(self.state, slice(n, None))
@@ -92,5 +99,8 @@ class Simulation:
         return self.encoder.encode(self.state, ts)
 
     def advance(self) -> None:
-        self.state = step(self.state, self.dt, self.rng, self.net)
+        dt = self.dt
+        if not 0 < dt <= MAX_STEP_S:  # set_rate makes this impossible; NaN fails too
+            raise ValueError(f"dt must be > 0 and <= {MAX_STEP_S:g} s, got {dt}")
+        self.state = step(self.state, dt, self.rng, self.net)
 

@@ -1,10 +1,12 @@
 """The control channel to the producer daemon(s), over Kafka.
 
 Commands (:class:`common.contract.ControlCommand`) go to the control topic, keyed by their
-command_id; every producer answers on the status topic with a
-:class:`common.contract.ProducerStatus` whose ``reply_to`` is that id, and publishes its
-status every second. This side reads the status topic from its end (no consumer group),
-keeps the latest status per producer, and matches replies to waiting commands.
+command_id and, when FLEETSTREAM_API_TOKEN is set, signed with it (HMAC-SHA256 with a
+timestamp; producers holding the token refuse unsigned, forged and stale commands). Every
+producer answers on the status topic with a :class:`common.contract.ProducerStatus` whose
+``reply_to`` is that id, and publishes its status every second. This side reads the status
+topic from its end (no consumer group), keeps the latest status per producer, and matches
+replies to waiting commands.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from pydantic import ValidationError
 
-from common.contract import ControlCommand, ProducerStatus
+from common.contract import ControlCommand, ProducerStatus, sign_command
 from webapi.lifecycle import cancel_and_wait, finish_first
 from webapi.ratelog import RateLimitedLog
 from webapi.settings import Settings
@@ -157,6 +159,8 @@ class ControlChannel:
         assert producer is not None
         cmd = ControlCommand(command_id=uuid.uuid4().hex, command=name,  # type: ignore[arg-type]
                              rate_hz=rate_hz, fleet_size=fleet_size)
+        if self.settings.api_token is not None:  # producers with the token refuse unsigned ones
+            cmd = sign_command(cmd, self.settings.api_token, time.time())
         fut: asyncio.Future[ProducerStatus] = asyncio.get_running_loop().create_future()
         self._pending[cmd.command_id] = fut
         try:
