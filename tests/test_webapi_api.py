@@ -132,7 +132,8 @@ async def test_read_endpoints_shapes_filters_and_order(dataset, make_settings) -
 
         stats = await get_json(client, "/stats")
         assert set(stats) == {"vehicles_reporting", "events_per_s", "consumed_total",
-                              "malformed_total", "violations_total"}
+                              "malformed_total", "malformed", "violations_total"}
+        assert stats["malformed"] == {kind: 1 for kind in MALFORMED}
         assert stats["vehicles_reporting"] == VEHICLES + 2
         assert stats["consumed_total"] == total
         assert stats["malformed_total"] == len(MALFORMED)

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from common.contract import EVENT_FIELDS
+from common.contract import EVENT_FIELDS, MAX_FAULT_CODES
 from tests.support.webapi import fleet_events, make_event, publish, running_app, wait_for
 from webapi.keys import CONSUMER, HUB, METRICS, STORE
 from webapi.settings import Settings
@@ -87,9 +87,9 @@ async def test_a_stalled_client_never_slows_the_others(settings: Settings) -> No
     """One client never reads; the other gets every event, in lock-step chunks so the test
     does not depend on how fast this shared machine is. The stalled one's queue is capped."""
     settings = settings.model_copy(update={"ws_queue_size": 300})
-    chunk, chunks = 200, 30
-    # big events (about 2.4 kB) so the stalled client's socket buffers fill up quickly
-    codes = [f"P{i:04d}" for i in range(250)]
+    chunk, chunks = 200, 60
+    # the biggest valid events (about 1.1 kB) so the stalled client's socket buffers fill up
+    codes = [f"P{i:015d}" for i in range(MAX_FAULT_CODES)]
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5)
     async with running_app(settings) as client:
         await wait_for(lambda: client.app[CONSUMER].assigned.is_set())
@@ -101,7 +101,8 @@ async def test_a_stalled_client_never_slows_the_others(settings: Settings) -> No
                 for c in range(chunks):
                     sent = [await producer.send(settings.kafka_topic, key=b"CAR01",
                                                 value=make_event("CAR01", seq=c * chunk + i,
-                                                                 fault_codes=codes)
+                                                                 fault_codes=codes,
+                                                                 trip_id="t" * 64)
                                                 .model_dump_json().encode())
                             for i in range(chunk)]
                     await asyncio.gather(*sent)
