@@ -23,9 +23,6 @@ import time
 from pathlib import Path
 from types import FrameType
 
-if __name__ == "__main__" and not __package__:  # spark-submit analytics/job.py: the repo root
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import pyspark
 from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException, StreamingQueryException
@@ -241,7 +238,19 @@ def run(settings: Settings, spark: SparkSession | None = None,
     return tracker.totals
 
 
-if __name__ == "__main__":  # spark-submit analytics/job.py [flags]
-    from analytics.__main__ import main
+def run_main(settings: Settings) -> int:
+    """The job as a process: log to stderr at ``settings.log_level``; exit 1 on a JobError."""
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run(settings)
+    except JobError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
 
-    sys.exit(main())
+
+if __name__ == "__main__":  # spark-submit analytics/job.py [flags]: the installed package
+    from analytics.cli import parse_settings
+
+    sys.exit(run_main(parse_settings()))

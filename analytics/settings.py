@@ -10,9 +10,9 @@ from typing import Annotated, Literal
 from pydantic import ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
+from common.paths import CACHE, SPARK_JARS
 from common.settings import ServiceSettings, setting
 from common.settings import env_name as settings_env_name
-from tools.kafka import CACHE, SPARK_JARS
 
 _DURATION = re.compile(
     r"^\s*(\d+)\s*(milliseconds?|ms|seconds?|s|minutes?|min|m|hours?|h|days?|d)\s*$", re.I)

@@ -15,7 +15,7 @@ import pytest
 from pydantic import BaseModel
 from pyspark.sql import types as T
 
-from analytics.__main__ import CLI, parse_settings
+from analytics.cli import CLI, parse_settings
 from analytics.progress import ProgressTracker
 from analytics.reader import SCHEMAS, available, committed_files, read_windows
 from analytics.schema import (

@@ -31,12 +31,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("FLEETSTREAM_CACHE", ROOT / ".cache"))
+from common.paths import CACHE, ROOT, SPARK_JARS
+
 KAFKA_POM = ROOT / "tools" / "maven" / "kafka" / "pom.xml"
 SPARK_POM = ROOT / "tools" / "maven" / "spark" / "pom.xml"
 KAFKA_LIBS = CACHE / "kafka" / "libs"
-SPARK_JARS = CACHE / "spark" / "jars"
 LOG4J_CONFIG = ROOT / "tools" / "kafka-log4j2.properties"
 DEFAULT_DATA_DIR = CACHE / "kafka" / "data"
 

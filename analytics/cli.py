@@ -1,0 +1,46 @@
+"""The analytics job's flags (or env vars) -> Settings; the same for both entry points:
+
+    python -m analytics                       # continuous, local[*], parquet to data/analytics
+    python -m analytics --once                # process the backlog, then exit
+    python -m analytics --sink console        # print the windows instead
+    spark-submit --master spark://host:7077 --jars <connector jars> analytics/job.py --once
+"""
+
+# Generated from analytics.settings.Settings by common.cli; imports no pyspark, so --help and
+# a bad flag answer at once.
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from analytics.settings import Settings
+from common.cli import SettingsCli
+
+# field -> its flag, where it is not --field-name; every Settings field has exactly one flag.
+FLAGS: dict[str, list[str]] = {
+    "kafka_bootstrap_servers": ["--bootstrap-servers"],
+    "kafka_topic": ["--topic"],
+    "output_dir": ["--output"],
+    "checkpoint_dir": ["--checkpoint"],
+    "spark_conf": ["--conf"],
+    "spark_jars_dir": ["--jars-dir"],
+}
+CLI = SettingsCli(Settings, "python -m analytics", description=__doc__, flags=FLAGS, options={
+    "kafka_bootstrap_servers": {"metavar": "HOST:PORT,..."},
+    "output_dir": {"metavar": "DIR"},
+    "checkpoint_dir": {"metavar": "DIR"},
+    "window": {"metavar": "DURATION"},
+    "watermark": {"metavar": "DURATION"},
+    "trigger_seconds": {"metavar": "S"},
+    "max_offsets_per_trigger": {"metavar": "N"},
+    "master": {"metavar": "URL"},
+    "spark_conf": {"action": "append", "metavar": "KEY=VALUE"},
+    "spark_jars_dir": {"metavar": "DIR"},
+    "shuffle_partitions": {"metavar": "N"},
+    "local_dir": {"metavar": "DIR"},
+})
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> Settings:
+    """Flags override env vars; a bad value exits 2 with a message naming the variable."""
+    return CLI.parse(argv)
