@@ -4,6 +4,19 @@
 No I/O, no clock: the simulated time ``t`` (seconds) lives in the state and all randomness
 comes from the injected ``numpy.random.Generator``; the same seed gives the same fleet.
 ``seq[i]`` is the sequence number of the event that describes the current state of car i.
+
+Each sub-step (at most 1 s), for all cars at once:
+
+1. the driver's wish: the limit times a personal factor (or a sprint), the vehicle's top speed;
+2. car-following (producer/follow.py): the IDM acceleration behind the leader;
+3. the route ahead, planned over its whole length (producer/roads.py's precomputed budget):
+   curve speeds, lower limits ahead, the slow-down at a place, braking at B_PLAN; the next
+   two traffic lights: a red light, or an amber one the car can still stop for at
+   B_AMBER or less, is a stop line the car brakes for (Gipps-style safe speed) and never
+   passes; an amber light the car cannot stop for comfortably is driven through;
+4. the move along the route, crossing intersections; no car leaves an edge whose light is red;
+5. cars closer than S0 to their leader are pushed back (no overlaps);
+6. engine, fuel, faults.
 """
 
 from __future__ import annotations
@@ -13,20 +26,24 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
+from producer import follow
 from producer import vehicle as vh
-from producer.roads import URBAN, RoadNetwork
+from producer.roads import AMBER, B_PLAN, RED, URBAN, RoadNetwork
 
 MAX_SUBSTEP_S = 1.0  # longer steps are integrated in sub-steps of at most this
+B_AMBER = 3.0
+"""m/s^2: at amber a driver stops when this deceleration (or less) suffices, else goes."""
+IDM_A = 1.2  # m/s^2, IDM maximum acceleration of an average driver in a car
+HEADWAY_S = np.array([1.5, 1.2, 1.0])  # IDM time gap T by driver kind
 
 
 @dataclass(frozen=True, eq=False)
 class FleetState:
     t: float  # simulated seconds since the start
     edge: np.ndarray  # int32: the segment each car drives on
-    pos: np.ndarray  # metres from the start of the segment
+    pos: np.ndarray  # metres from the start of the segment (front bumper)
     v: np.ndarray  # m/s
     next_e: np.ndarray  # int32: the segment after this one
-    cap_next: np.ndarray  # m/s: speed allowed when entering next_e (turns, its limit)
     dest: np.ndarray  # int32: index into net.places
     gear: np.ndarray  # int8
     rpm: np.ndarray  # int32
@@ -42,6 +59,7 @@ class FleetState:
     accel: np.ndarray
     up_rpm: np.ndarray
     down_rpm: np.ndarray
+    vclass: np.ndarray  # int8: index into vehicle.VEHICLE_TYPES
     seq: np.ndarray  # int64
 
     @property
@@ -62,14 +80,6 @@ def take(s: FleetState, sl: slice) -> FleetState:
     return FleetState(t=s.t, **{k: getattr(s, k)[sl].copy() for k in _ARRAYS})
 
 
-def _turn_cap(net: RoadNetwork, e1: np.ndarray, e2: np.ndarray) -> np.ndarray:
-    """m/s allowed when turning from e1 into e2: by the angle and e2's limit."""
-    angle = np.abs((net.edge_heading[e2] - net.edge_heading[e1] + 180.0) % 360.0 - 180.0)
-    kmh = np.where(angle < 25, np.inf, np.where(angle < 60, 50.0,
-                                                np.where(angle < 135, 25.0, 12.0)))
-    return np.minimum(kmh, net.edge_limit[e2] * 1.1) / 3.6
-
-
 def _route(net: RoadNetwork, edge: np.ndarray, dest: np.ndarray,
            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Next segment after ``edge`` towards place ``dest``; a new place on arrival."""
@@ -82,7 +92,7 @@ def _route(net: RoadNetwork, edge: np.ndarray, dest: np.ndarray,
         other = np.where(other >= dest, other + 1, other)
         dest = np.where(arrived, other, dest).astype(np.int32)
     nxt = net.next_edge[dest, node]
-    lost = nxt < 0  # unreachable or a single place: any way out
+    lost = nxt < 0  # a single place: any way out
     if lost.any():
         start = net.out_ptr[node[lost]]
         deg = net.out_ptr[node[lost] + 1] - start
@@ -91,29 +101,40 @@ def _route(net: RoadNetwork, edge: np.ndarray, dest: np.ndarray,
     return nxt.astype(np.int32), dest
 
 
+def draw_classes(u: np.ndarray, mix: tuple[float, ...]) -> np.ndarray:
+    """Vehicle class per car from uniform draws and the fleet mix (shares, any scale)."""
+    cdf = np.cumsum(np.asarray(mix, dtype=np.float64))
+    return np.searchsorted(cdf / cdf[-1], u, side="right").clip(0, len(mix) - 1).astype(np.int8)
+
+
 def init_fleet(n: int, rng: np.random.Generator, net: RoadNetwork, *,
-               sport_mode: bool = False, t: float = 0.0) -> FleetState:
+               sport_mode: bool = False, t: float = 0.0,
+               fleet_mix: tuple[float, ...] = vh.DEFAULT_FLEET_MIX) -> FleetState:
     """``n`` cars on random road segments (urban ones favoured), driving toward places."""
     weights = net.edge_len * np.where(net.edge_type == URBAN, 3.0, 1.0)
     cdf = np.cumsum(weights) / weights.sum()
-    u = rng.random((n, 10))
+    u = rng.random((n, 11))
     edge = np.minimum(np.searchsorted(cdf, u[:, 0], side="right"), net.n_edges - 1)
     edge = edge.astype(np.int32)
     pos = net.edge_len[edge] * u[:, 1]
     drivers = vh.draw_drivers(u[:, 2:5], sport_mode)
-    v = net.edge_limit[edge] / 3.6 * drivers.factor * u[:, 5]
+    vclass = draw_classes(u[:, 10], fleet_mix)
+    v = np.minimum(net.edge_limit[edge] * drivers.factor, vh.CLASS_TOP_KMH[vclass]) / 3.6 * u[:, 5]
     dest = (u[:, 6] * net.places.size).astype(np.int32)
     next_e, dest = _route(net, edge, dest, rng)
+    length = vh.CLASS_LENGTH_M[vclass]
+    follow.separate(net, edge, pos, v, np.full(n, -1, dtype=np.int32), next_e, dest, length,
+                    np.ones(n, dtype=bool))
     gear = vh.select_gear(v * 3.6, np.ones(n, dtype=np.int8), drivers.up_rpm, drivers.down_rpm)
     return FleetState(
-        t=t, edge=edge, pos=pos, v=v, next_e=next_e, cap_next=_turn_cap(net, edge, next_e),
-        dest=dest, gear=gear, rpm=vh.engine_rpm(v * 3.6, gear, np.zeros(n)),
+        t=t, edge=edge, pos=pos, v=v, next_e=next_e, dest=dest, gear=gear,
+        rpm=vh.engine_rpm(v * 3.6, gear, np.zeros(n)),
         fuel=np.round(20.0 + 80.0 * u[:, 7], 2), odo=np.round(1000.0 + 149_000.0 * u[:, 8], 1),
         fault=np.full(n, -1, dtype=np.int16), fault_ttl=np.zeros(n), sprint_ttl=np.zeros(n),
         mood=np.zeros(n),
         refuel_at=vh.REFUEL_MIN_PCT + (vh.REFUEL_MAX_PCT - vh.REFUEL_MIN_PCT) * u[:, 9],
         kind=drivers.kind, factor=drivers.factor, accel=drivers.accel, up_rpm=drivers.up_rpm,
-        down_rpm=drivers.down_rpm, seq=np.zeros(n, dtype=np.int64))
+        down_rpm=drivers.down_rpm, vclass=vclass, seq=np.zeros(n, dtype=np.int64))
 
 
 def step(s: FleetState, dt: float, rng: np.random.Generator, net: RoadNetwork) -> FleetState:
@@ -126,11 +147,42 @@ def step(s: FleetState, dt: float, rng: np.random.Generator, net: RoadNetwork) -
     return replace(s, seq=s.seq + 1)
 
 
+def safe_speed(room2: np.ndarray, b: np.ndarray | float, v: np.ndarray, h: float) -> np.ndarray:
+    """Fastest speed at the end of a step of ``h`` s (from ``v``, moving (v + v')/2 * h) after
+    which braking at ``b`` still meets a constraint that allows ``room2`` = v_c^2 + 2 b d now:
+    v'^2 + b h v' <= room2 - b h v."""
+    bh = b * h
+    c = np.maximum(room2 - bh * v, 0.0)
+    return np.asarray((np.sqrt(bh * bh + 4 * c) - bh) / 2)
+
+
+def stop_lines(net: RoadNetwork, s: FleetState,
+               left: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(edge whose end the car must stop at, or -1; distance to that stop line)."""
+    node = net.edge_to[s.edge]
+    on = net.edge_light[s.edge]
+    e1 = np.where(on, s.edge, net.light_edge[0, s.dest, node])
+    d1 = np.where(on, left, left + net.light_dist[0, s.dest, node])
+    e2 = np.where(on, net.light_edge[0, s.dest, node], net.light_edge[1, s.dest, node])
+    d2 = np.where(on, left + net.light_dist[0, s.dest, node],
+                  left + net.light_dist[1, s.dest, node])
+    v2 = s.v * s.v
+
+    def must_stop(e: np.ndarray, d: np.ndarray) -> np.ndarray:
+        state = net.light_state(np.maximum(e, 0), s.t)
+        return (e >= 0) & ((state == RED) | ((state == AMBER) & (v2 <= 2 * B_AMBER * d)))
+
+    stop1, stop2 = must_stop(e1, d1), must_stop(e2, d2)
+    edge = np.where(stop1, e1, np.where(stop2, e2, -1))
+    dist = np.where(stop1, d1, np.where(stop2, d2, np.inf))
+    return edge, dist
+
+
 def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork) -> FleetState:
     n = s.size
     u = rng.random((n, 6))
     noise = rng.standard_normal((n, 2))
-    # driver's wish: the limit times a personal factor, or a sprint
+    # 1. driver's wish: the limit times a personal factor, or a sprint
     mood = np.clip(s.mood * (1 - 0.01 * h) + 0.004 * math.sqrt(h) * noise[:, 0], -0.06, 0.06)
     sprint_start = ((s.sprint_ttl <= 0) & (s.kind != vh.CAUTIOUS)
                     & (u[:, 0] < vh.SPRINT_RATE_PER_S * h))
@@ -139,44 +191,62 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
                           np.maximum(s.sprint_ttl - h, 0.0))
     sprint = sprint_ttl > 0
     limit = net.edge_limit[s.edge] / 3.6
-    target = np.minimum(np.where(sprint, limit * vh.SPRINT_FACTOR, limit * (s.factor + mood)),
-                        vh.TOP_SPEED_KMH / 3.6)
-    # what the road allows: stop at a red light if possible, slow for the turn ahead
+    v0 = np.minimum(np.where(sprint, limit * vh.SPRINT_FACTOR, limit * (s.factor + mood)),
+                    vh.CLASS_TOP_KMH[s.vclass] / 3.6)
+    # 2. car-following
+    length = vh.CLASS_LENGTH_M[s.vclass]
+    active = np.ones(n, dtype=bool)
+    lead, gap = follow.leaders(net, s.edge, s.pos, s.next_e, s.dest, length, active)
+    v_lead = np.where(lead >= 0, s.v[np.maximum(lead, 0)], 0.0)
+    a_max = np.minimum(IDM_A * s.accel * vh.CLASS_ACCEL[s.vclass] * np.where(sprint, 1.5, 1.0),
+                       vh.max_accel(s.v, s.gear, s.accel, sprint))
+    acc = follow.idm_accel(s.v, v0, gap, v_lead, a_max, HEADWAY_S[s.kind])
+    # 3. the route ahead: static budget (curves, limits, places) and stop lines
     left = np.maximum(net.edge_len[s.edge] - s.pos, 0.0)
-    must_stop = net.red_for(s.edge, s.t) & (s.v * s.v <= 2 * vh.B_MAX * left + 0.01)
-    v_end = np.where(must_stop, 0.0, s.cap_next)
-    # fastest speed from which, after this step's travel, braking at B_COMFORT still
-    # reaches v_end by the end of the segment: v^2 + b*h*v - (v_end^2 + 2*b*left - b*h*v0) <= 0
-    bh = vh.B_COMFORT * h
-    c = v_end * v_end + 2 * vh.B_COMFORT * left - bh * s.v
-    target = np.minimum(target, np.maximum((np.sqrt(np.maximum(bh * bh + 4 * c, 0.0)) - bh) / 2,
-                                           0.0))
-    a_up = vh.max_accel(s.v, s.gear, s.accel, sprint)
-    v_new = np.maximum(s.v + np.clip(target - s.v, -vh.B_MAX * h, a_up * h), 0.0)
+    room2 = np.maximum(net.budget[s.dest, s.edge] - 2 * B_PLAN * s.pos, 0.0)
+    v_cap = safe_speed(room2, B_PLAN, s.v, h)
+    stop_e, stop_d = stop_lines(net, s, left)
+    b_stop = np.clip(s.v * s.v / (2 * np.maximum(stop_d, 0.01)), B_PLAN, vh.B_MAX)
+    v_cap = np.minimum(v_cap, np.where(stop_e >= 0,
+                                       safe_speed(2 * b_stop * stop_d, b_stop, s.v, h), np.inf))
+    v_new = np.minimum(s.v + np.minimum(acc, a_max) * h, v_cap)
+    v_new = np.maximum(v_new, np.maximum(s.v - vh.B_MAX * h, 0.0))
     ds = 0.5 * (s.v + v_new) * h
-    stop_here = must_stop & (ds >= left)
-    ds = np.where(stop_here, left, ds)
+    stop_here = ds >= stop_d
+    ds = np.where(stop_here, stop_d, ds)
     v_new = np.where(stop_here, 0.0, v_new)
+    # 4. follow the route across intersections; never out of an edge whose light is red
     pos = s.pos + ds
-    # follow the route across intersections
-    edge, next_e, cap_next, dest = s.edge.copy(), s.next_e.copy(), s.cap_next.copy(), s.dest
-    cross = (pos >= net.edge_len[edge]) & ~stop_here
+    edge, next_e, dest = s.edge.copy(), s.next_e.copy(), s.dest.copy()
+    prev = np.full(n, -1, dtype=np.int32)
+    red_now = net.light_state(edge, s.t) == RED
+    held = (edge == stop_e) | red_now
+    cross = (pos > net.edge_len[edge]) & ~held
     while cross.any():
         idx = np.flatnonzero(cross)
         pos[idx] -= net.edge_len[edge[idx]]
+        prev[idx] = edge[idx]
         edge[idx] = next_e[idx]
         nxt, new_dest = _route(net, edge[idx], dest[idx], rng)
-        dest = dest.copy()
         dest[idx] = new_dest
         next_e[idx] = nxt
-        cap_next[idx] = _turn_cap(net, edge[idx], nxt)
+        hold = (edge[idx] == stop_e[idx]) | (net.light_state(edge[idx], s.t) == RED)
+        held[idx] = hold
         cross = np.zeros(n, dtype=bool)
-        cross[idx] = pos[idx] >= net.edge_len[edge[idx]]
-    # engine, fuel, faults
+        cross[idx] = (pos[idx] > net.edge_len[edge[idx]]) & ~hold
+    edge_b, pos_b = edge.copy(), pos.copy()
+    over = held & (pos > net.edge_len[edge])
+    pos = np.where(over, net.edge_len[edge], pos)
+    v_new = np.where(over, 0.0, v_new)
+    # 5. no overlaps
+    follow.separate(net, edge, pos, v_new, prev, next_e, dest, length, active, s.edge, s.pos)
+    pushed = np.where(edge == edge_b, pos_b - pos, pos_b + net.edge_len[edge] - pos)
+    ds = np.maximum(ds - pushed, 0.0)
+    # 6. engine, fuel, faults
     gear = vh.select_gear(v_new * 3.6, s.gear, np.where(sprint, vh.SPRINT_UPSHIFT_RPM, s.up_rpm),
                           s.down_rpm)
     rpm = vh.engine_rpm(v_new * 3.6, gear, np.clip(noise[:, 1] / 2.5, -1.0, 1.0))
-    fuel = s.fuel - vh.fuel_used_pct(s.v, v_new, ds, h)
+    fuel = s.fuel - vh.fuel_used_pct(s.v, v_new, ds, h, s.vclass)
     refuel = fuel < s.refuel_at
     fuel = np.where(refuel, 100.0, np.maximum(fuel, 0.0))
     refuel_at = np.where(refuel, vh.REFUEL_MIN_PCT + (vh.REFUEL_MAX_PCT - vh.REFUEL_MIN_PCT)
@@ -187,7 +257,7 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
     fault = np.where(onset, (u[:, 4] * len(vh.DTC_CODES)).astype(np.int16), fault)
     fault_ttl = np.where(onset, vh.FAULT_MIN_S + (vh.FAULT_MAX_S - vh.FAULT_MIN_S) * u[:, 5],
                          fault_ttl)
-    return replace(s, t=s.t + h, edge=edge, pos=pos, v=v_new, next_e=next_e, cap_next=cap_next,
-                   dest=dest, gear=gear, rpm=rpm, fuel=fuel, odo=s.odo + ds / 1000.0,
+    return replace(s, t=s.t + h, edge=edge, pos=pos, v=v_new, next_e=next_e, dest=dest,
+                   gear=gear, rpm=rpm, fuel=fuel, odo=s.odo + ds / 1000.0,
                    fault=fault.astype(np.int16), fault_ttl=fault_ttl, sprint_ttl=sprint_ttl,
                    mood=mood, refuel_at=refuel_at)

@@ -1,34 +1,63 @@
-"""Roads from a user-supplied GeoJSON file (e.g. an OpenStreetMap export).
+"""Roads from a user-supplied GeoJSON file (e.g. an OpenStreetMap export), with OSM rules.
 
-Accepted: a FeatureCollection (or one Feature) of LineString / MultiLineString geometries,
-coordinates as ``[lon, lat]``. Properties, OSM style:
+Accepted: a FeatureCollection (or one Feature) of LineString / MultiLineString roads and
+Point features, coordinates as ``[lon, lat]`` (RFC 7946). Properties, OSM style:
 
-- ``highway``: motorway/trunk (and their ``_link``s) drive as highways, other driveable
-  classes (primary ... residential, service, unclassified, living_street) as urban roads;
-  footways, cycleways, paths, steps and the like are skipped.
+- ``highway``: only ways open to cars are driven: ``motorway``, ``trunk``, ``primary``,
+  ``secondary``, ``tertiary`` (and their ``_link``s), ``unclassified``, ``residential``,
+  ``living_street``, ``service``, ``road``. Every other value (footway, cycleway, path,
+  pedestrian, steps, platform, construction, proposed, unknown values) is skipped and
+  counted by kind in ``RoadNetwork.skipped``. A feature without ``highway`` is a ``road``.
+- ``access=no/private/agricultural/forestry`` and ``motor_vehicle``/``motorcar=no/private``
+  close a way to cars (unless ``motor_vehicle``/``motorcar`` says yes/designated/...).
+- ``oneway``: ``yes``/``1``/``true`` one way in drawing order, ``-1``/``reverse`` against it,
+  ``no``/``false``/``0`` both ways; ``reversible``/``alternating`` ways (direction by time of
+  day) are skipped. ``junction=roundabout``/``circular`` and ``highway=motorway(_link)``
+  imply ``oneway=yes``.
 - ``maxspeed``: ``"50"``, ``"30 mph"``, ``"PL:urban"``/``"PL:rural"``/``"PL:motorway"``;
-  when present it also picks the road type (<= 60 urban, <= 100 rural, above highway).
-- ``road_type`` (optional, ``urban``/``rural``/``highway``) overrides the guess.
+  when missing, ``DEFAULT_MAXSPEED`` by class (below).
+- ``road_type`` (optional, ``urban``/``rural``/``highway``) overrides the type, which is
+  otherwise ``highway`` for motorways and else from the limit (<= 60 urban, <= 100 rural).
+- Point features with ``highway=traffic_signals`` are the traffic lights; only when the file
+  has none are lights inferred at urban crossings.
 
-Roads are driven both ways (``oneway`` is ignored); only the largest connected part is kept.
+Connectivity respects direction: only the largest strongly connected part is kept.
+A file whose coordinates look like ``[lat, lon]`` is rejected with an error saying so.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from producer.roads import DEFAULT_LIMITS, ROAD_TYPES, Road, RoadNetwork, build_network
+from producer.roads import ROAD_TYPES, Road, RoadNetwork, build_network
 
-NOT_DRIVEABLE = frozenset({
-    "footway", "path", "cycleway", "pedestrian", "steps", "bridleway", "corridor",
-    "construction", "proposed", "platform", "elevator", "bus_guideway", "raceway",
-    "escape", "abandoned", "razed", "via_ferrata", "busway", "services", "rest_area",
-})
-MOTORWAY = frozenset({"motorway", "motorway_link", "trunk", "trunk_link"})
+log = logging.getLogger(__name__)
+
+DEFAULT_MAXSPEED: dict[str, int] = {
+    "motorway": 130, "motorway_link": 80, "trunk": 100, "trunk_link": 60,
+    "primary": 50, "primary_link": 50, "secondary": 50, "secondary_link": 50,
+    "tertiary": 50, "tertiary_link": 50, "unclassified": 50, "road": 50,
+    "residential": 30, "living_street": 20, "service": 20,
+}
+"""km/h where a way has no ``maxspeed``. Motorway, trunk and the 50 km/h urban default are
+the common European legal defaults listed on the OSM wiki page "Default speed limits"
+(wiki.openstreetmap.org/wiki/Default_speed_limits); residential streets at 30 km/h follow
+the 30 km/h zones that cover most residential streets of European city centres; living
+streets at 20 km/h (e.g. Poland's "strefa zamieszkania"; walking pace in DE/NL is lower)
+and service roads (parking aisles, driveways) at 20 km/h."""
+CAR_CLASSES = frozenset(DEFAULT_MAXSPEED)
+MOTORWAY = frozenset({"motorway", "motorway_link"})
+ONEWAY_IMPLIED = frozenset({"motorway", "motorway_link"})
+ONEWAY_VALUES = {"yes": 1, "1": 1, "true": 1, "-1": -1, "reverse": -1,
+                 "no": 0, "0": 0, "false": 0}
+CLOSED = frozenset({"no", "private", "agricultural", "forestry"})
+OPEN = frozenset({"yes", "designated", "permissive", "destination", "customers", "delivery"})
 ZONE_SPEEDS = {"urban": 50, "rural": 90, "motorway": 140, "trunk": 110, "living_street": 20,
                "walk": 10, "none": 130}
 
@@ -52,22 +81,54 @@ def parse_maxspeed(value: object) -> int | None:
     return ZONE_SPEEDS.get(zone)
 
 
+def _tag(props: dict[str, Any], key: str) -> str:
+    value = props.get(key)
+    return "" if value is None else str(value).strip().lower()
+
+
+def skip_reason(props: dict[str, Any]) -> str | None:
+    """Why a way is not driven by cars (e.g. ``highway=footway``), or None when it is."""
+    highway = _tag(props, "highway") or "road"
+    if highway not in CAR_CLASSES:
+        return f"highway={highway}"
+    for key in ("motor_vehicle", "motorcar"):
+        if _tag(props, key) in CLOSED:
+            return f"{key}={_tag(props, key)}"
+    access = _tag(props, "access")
+    if access in CLOSED and not {_tag(props, "motor_vehicle"), _tag(props, "motorcar")} & OPEN:
+        return f"access={access}"
+    oneway = _tag(props, "oneway")
+    if oneway in ("reversible", "alternating"):
+        return f"oneway={oneway}"
+    return None
+
+
+def oneway(props: dict[str, Any]) -> int:
+    """1: one way in drawing order, -1: against it, 0: both ways."""
+    given = ONEWAY_VALUES.get(_tag(props, "oneway"))
+    if given is not None:
+        return given
+    if _tag(props, "junction") in ("roundabout", "circular"):
+        return 1
+    return 1 if _tag(props, "highway") in ONEWAY_IMPLIED else 0
+
+
 def road_class(props: dict[str, Any]) -> tuple[str, int] | None:
     """(road_type, limit) for a feature's properties, or None when not driveable."""
-    highway = str(props.get("highway", "road")).strip().lower()
-    if highway in NOT_DRIVEABLE:
+    if skip_reason(props) is not None:
         return None
+    highway = _tag(props, "highway") or "road"
     limit = parse_maxspeed(props.get("maxspeed"))
+    if limit is None:
+        limit = DEFAULT_MAXSPEED[highway]
     given = props.get("road_type")
     if given in ROAD_TYPES:
         road_type = str(given)
-    elif highway in MOTORWAY and (limit is None or limit > 60):
-        road_type = "highway" if limit is None or limit > 100 or "motorway" in highway else "rural"
-    elif limit is not None:
-        road_type = "urban" if limit <= 60 else "rural" if limit <= 100 else "highway"
+    elif highway in MOTORWAY:
+        road_type = "highway"
     else:
-        road_type = "urban"
-    return road_type, (limit if limit is not None else DEFAULT_LIMITS[road_type])
+        road_type = "urban" if limit <= 60 else "rural" if limit <= 100 else "highway"
+    return road_type, limit
 
 
 def _lines(geometry: Any, where: str) -> list[list[Any]]:
@@ -81,22 +142,70 @@ def _lines(geometry: Any, where: str) -> list[list[Any]]:
     return []  # points, polygons: not roads
 
 
+LATLON_HINT = ("coordinates look like [lat, lon]; GeoJSON (RFC 7946) order is [lon, lat]: "
+               "swap the two numbers of every position")
+
+
 def _points(coords: Any, where: str) -> tuple[list[float], list[float]]:
     if not isinstance(coords, list) or len(coords) < 2:
         raise RoadsFileError(f"{where}: a LineString needs at least two [lon, lat] positions")
     lats, lons = [], []
     for pos in coords:
-        if (not isinstance(pos, list) or len(pos) < 2
-                or not all(isinstance(v, int | float) and not isinstance(v, bool)
-                           for v in pos[:2])):
-            raise RoadsFileError(f"{where}: position {pos!r} is not a [lon, lat] pair of numbers")
-        lon, lat = float(pos[0]), float(pos[1])
-        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
-            raise RoadsFileError(
-                f"{where}: position {pos!r} is out of range (GeoJSON order is [lon, lat])")
+        lon, lat = _position(pos, where)
         lats.append(round(lat, 7))
         lons.append(round(lon, 7))
     return lats, lons
+
+
+def _position(pos: Any, where: str) -> tuple[float, float]:
+    if (not isinstance(pos, list) or len(pos) < 2
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in pos[:2])):
+        raise RoadsFileError(f"{where}: position {pos!r} is not a [lon, lat] pair of numbers")
+    lon, lat = float(pos[0]), float(pos[1])
+    if -90 <= lon <= 90 and 90 < abs(lat) <= 180:
+        raise RoadsFileError(f"{where}: position {pos!r}: latitude {lat} is out of range: "
+                             f"{LATLON_HINT}")
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise RoadsFileError(
+            f"{where}: position {pos!r} is out of range (GeoJSON order is [lon, lat])")
+    return lon, lat
+
+
+def _check_bbox(doc: dict[str, Any], roads: list[Road], where: str) -> None:
+    """A ``bbox`` member ([west, south, east, north]) that fits the data only when every
+    position is read as [lat, lon] means the positions are swapped."""
+    box = doc.get("bbox")
+    if not (isinstance(box, list) and len(box) == 4
+            and all(isinstance(v, int | float) for v in box)):
+        return
+    w, s, e, n = (float(v) for v in box)
+    lats = [la for r in roads for la in r.lats]
+    lons = [lo for r in roads for lo in r.lons]
+
+    def inside(xs: list[float], ys: list[float]) -> bool:
+        return all(w - 1e-6 <= x <= e + 1e-6 for x in xs) and all(
+            s - 1e-6 <= y <= n + 1e-6 for y in ys)
+
+    if not inside(lons, lats) and inside(lats, lons):
+        raise RoadsFileError(f"{where}: positions lie outside the file's bbox {box} unless "
+                             f"read as [lat, lon]: {LATLON_HINT}")
+
+
+def _point_list(geometry: Any, where: str) -> list[tuple[float, float]]:
+    """(lat, lon) of a Point / MultiPoint, or of a polygon's first ring's mean (fuel)."""
+    if not isinstance(geometry, dict):
+        return []
+    kind, coords = geometry.get("type"), geometry.get("coordinates")
+    if kind == "Point":
+        lon, lat = _position(coords, where)
+        return [(lat, lon)]
+    if kind == "MultiPoint" and isinstance(coords, list):
+        return [(la, lo) for lo, la in (_position(c, where) for c in coords)]
+    if kind == "Polygon" and isinstance(coords, list) and coords and isinstance(coords[0], list):
+        ring = [_position(c, where) for c in coords[0]]
+        if ring:
+            return [(sum(p[1] for p in ring) / len(ring), sum(p[0] for p in ring) / len(ring))]
+    return []
 
 
 def load_roads(path: Path) -> RoadNetwork:
@@ -121,6 +230,8 @@ def load_roads(path: Path) -> RoadNetwork:
         raise RoadsFileError(f"roads file {path}: expected a GeoJSON FeatureCollection or "
                              f"Feature, got type {doc.get('type')!r}")
     roads: list[Road] = []
+    lights: list[tuple[float, float]] = []
+    skipped: Counter[str] = Counter()
     for i, feature in enumerate(features):
         where = f"roads file {path}: feature {i}"
         if not isinstance(feature, dict):
@@ -128,18 +239,40 @@ def load_roads(path: Path) -> RoadNetwork:
         props = feature.get("properties") or {}
         if not isinstance(props, dict):
             raise RoadsFileError(f"{where}: properties must be an object")
-        cls = road_class(props)
-        if cls is None:
+        geometry = feature.get("geometry")
+        if isinstance(geometry, dict) and geometry.get("type") in ("Point", "MultiPoint"):
+            if _tag(props, "highway") == "traffic_signals":
+                lights.extend(_point_list(geometry, where))
             continue
+        lines = _lines(geometry, where)
+        if not lines:
+            continue  # polygons: not roads
+        reason = skip_reason(props)
+        if reason is not None:
+            skipped[reason] += 1
+            continue
+        cls = road_class(props)
+        assert cls is not None
         road_type, limit = cls
-        for line in _lines(feature.get("geometry"), where):
+        direction = oneway(props)
+        kind = _tag(props, "highway") or "road"
+        for line in lines:
             lats, lons = _points(line, where)
             roads.append(Road(lats=lats, lons=lons, road_type=ROAD_TYPES.index(road_type),
-                              limit_kmh=limit))
+                              limit_kmh=limit, oneway=direction, kind=kind))
     if not roads:
+        what = ", ".join(f"{k}: {v}" for k, v in skipped.most_common(5))
         raise RoadsFileError(f"roads file {path}: no driveable LineString roads found "
-                             f"({len(features)} features)")
+                             f"({len(features)} features{'; skipped ' + what if what else ''})")
+    _check_bbox(doc, roads, f"roads file {path}")
     try:
-        return build_network(f"geojson:{path.name}", roads)
+        net = build_network(f"geojson:{path.name}", roads, light_points=lights or None,
+                            skipped=dict(sorted(skipped.items())))
     except ValueError as exc:
         raise RoadsFileError(f"roads file {path}: {exc}") from exc
+    log.info("roads file %s: %d roads kept (%d nodes, %d directed segments, %.1f km), "
+             "%d traffic lights %s; skipped %s", path, len(roads), net.n_nodes, net.n_edges,
+             net.total_km(), int(net.node_light.sum()),
+             "from the data" if net.lights_from_data else "inferred",
+             dict(skipped.most_common()) or "nothing")
+    return net

@@ -1,23 +1,44 @@
-"""The road network as arrays: nodes, directed segments, traffic lights and routes.
+"""The road network as arrays: nodes, directed segments, traffic lights, routes and lookahead.
 
-A network is built from polylines (a road = a list of points with a type and a speed limit).
-Points shared by roads become intersections. Every road is driveable both ways: each piece
-between two consecutive points becomes two directed segments ("edges"). Only the largest
-connected part is kept, so every place can be reached from everywhere.
+A network is built from polylines (a road = a list of points with a type, a speed limit and a
+direction). Points shared by roads become intersections. Each piece between two consecutive
+points becomes one directed segment ("edge") per allowed direction: two for a two-way road,
+one for a one-way road. Only the largest *strongly* connected part is kept, so every place
+can be reached from everywhere without driving against a one-way.
 
-Routing: a few "places" (destinations) are chosen; for each place a shortest-travel-time
-tree gives, for every node, the edge to take next (``next_edge[place, node]``). Cars drive
-to a place, then pick another one, so they follow real routes and turn at intersections.
+Routing: a few "places" (waypoints) are chosen; for each place a shortest-travel-time tree
+gives, for every node, the edge to take next (``next_edge[place, node]``).
 
-Traffic lights stand at urban crossings (four or more ways). Their phase is a pure function
-of the simulated time: north-south approaches have green while east-west ones have red.
+Lookahead: because a car's route ahead is a function of its edge and its place, what it must
+plan for is precomputed per (place, edge):
+
+- ``budget[place, edge]``: the squared speed (m^2/s^2) from which, braking at ``B_PLAN``, the
+  car meets every static constraint ahead from the *start* of the edge: each turn's curve
+  speed, each lower limit ahead, the slow-down at the place. At position ``pos`` the allowed
+  speed is ``sqrt(budget - 2 * B_PLAN * pos)``. It is the minimum over all points j ahead of
+  ``v_j^2 + 2 b d_j``, so it covers the whole route, not one segment.
+- ``light_edge``/``light_dist`` ``[k, place, node]``: the first two traffic lights on the
+  route from a node (the edge that ends at each, and the distance to its stop line).
+
+Curve speed: a turn of angle theta between two segments is driven on the circular arc tangent
+to both, with tangent length l = half the shorter segment (at junctions, at most 12 m: the
+corner of a street crossing), so r = l / tan(theta / 2) and v = sqrt(A_LAT * r). On OSM data
+split every ~8 m this is the local curvature of a bending road. A_LAT = 2.5 m/s^2 (about
+0.25 g) is inside the side-friction factors AASHTO uses for low-speed urban curves (A Policy
+on Geometric Design of Highways and Streets, 2018); no turn is slower than V_TURN_MIN.
+
+Traffic lights stand where the data says (``light_nodes``) or, when it says nothing, at urban
+crossings (four or more ways). Their phase is a pure function of the simulated time: on each
+light, north-south approaches have green then amber while east-west ones have red, and the
+other way round; lights of one junction (within about 50 m) share one offset.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,19 +49,34 @@ URBAN, RURAL, HIGHWAY = 0, 1, 2
 DEFAULT_LIMITS: dict[str, int] = {"urban": 50, "rural": 90, "highway": 130}
 
 LIGHT_CYCLE_S = 60.0
-"""Full cycle of a traffic light: 27 s green + 3 s amber per direction."""
-LIGHT_GREEN_S = 27.0
+"""Full cycle of a traffic light: per direction 26 s green, 4 s amber, then 30 s red."""
+LIGHT_GREEN_S = 26.0
+LIGHT_AMBER_S = 4.0
+GREEN, AMBER, RED = 0, 1, 2
 MAX_PLACES = 16
+
+B_PLAN = 2.0
+"""m/s^2: deceleration planned for curves, lower limits and red lights seen from afar
+(IDM's comfortable deceleration b for city traffic, Treiber & Kesting 2013, table 11.2)."""
+A_LAT = 2.5
+"""m/s^2: lateral acceleration a driver accepts in a turn (see the module docstring)."""
+V_TURN_MIN = 3.0
+"""m/s: the slowest turn (a U-turn), about 11 km/h."""
+JUNCTION_TANGENT_M = 12.0
+V_PLACE = V_TURN_MIN
+"""m/s: speed at a place (the route beyond is only chosen on arrival: it may be a U-turn)."""
 
 
 @dataclass(frozen=True)
 class Road:
-    """One input polyline."""
+    """One input polyline. ``oneway``: 0 both ways, 1 in point order, -1 against it."""
 
     lats: Sequence[float]
     lons: Sequence[float]
     road_type: int
     limit_kmh: int
+    oneway: int = 0
+    kind: str = ""  # e.g. the OSM highway class, for the distance-by-class report
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,13 +94,20 @@ class RoadNetwork:
     edge_heading: np.ndarray  # degrees, direction of travel
     edge_limit: np.ndarray  # km/h
     edge_type: np.ndarray  # index into ROAD_TYPES
-    edge_rev: np.ndarray  # the same piece of road driven the other way
+    edge_rev: np.ndarray  # the same piece of road driven the other way (-1: one-way)
     edge_ns: np.ndarray  # bool: a north-south approach (for light phases)
-    edge_light: np.ndarray  # bool: an urban edge ending at a traffic light
+    edge_light: np.ndarray  # bool: the edge ends at a traffic light (a stop line)
+    edge_kind: np.ndarray  # int16: index into ``kinds``
     out_ptr: np.ndarray  # CSR: out_edges[out_ptr[n]:out_ptr[n+1]] leave node n
     out_edges: np.ndarray
     places: np.ndarray  # node ids of destinations
     next_edge: np.ndarray  # [place, node] -> edge to take (-1 at the place itself)
+    budget: np.ndarray  # [place, edge] -> m^2/s^2, see the module docstring
+    light_edge: np.ndarray  # [2, place, node] -> edge ending at the 1st/2nd light ahead, -1
+    light_dist: np.ndarray  # [2, place, node] -> metres from the node to that stop line
+    kinds: tuple[str, ...] = ("",)
+    skipped: dict[str, int] = field(default_factory=dict)  # input ways left out, by reason
+    lights_from_data: bool = False
 
     @property
     def n_nodes(self) -> int:
@@ -75,26 +118,47 @@ class RoadNetwork:
         return int(self.edge_from.size)
 
     def total_km(self) -> float:
-        return float(self.edge_len.sum() / 2000.0)
+        """Length of road (a two-way piece counts once)."""
+        one = np.where(self.edge_rev >= 0, 0.5, 1.0)
+        return float((self.edge_len * one).sum() / 1000.0)
+
+    def light_state(self, edges: np.ndarray, t: float) -> np.ndarray:
+        """GREEN, AMBER or RED for the light at the end of ``edges`` (GREEN: no light)."""
+        node = self.edge_to[edges]
+        phase = (t + self.light_offset[node]) % LIGHT_CYCLE_S
+        phase = np.where(self.edge_ns[edges], phase, (phase + LIGHT_CYCLE_S / 2) % LIGHT_CYCLE_S)
+        state = np.where(phase < LIGHT_GREEN_S, GREEN,
+                         np.where(phase < LIGHT_GREEN_S + LIGHT_AMBER_S, AMBER, RED))
+        return np.where(self.edge_light[edges], state, GREEN).astype(np.int8)
 
     def red_for(self, edges: np.ndarray, t: float) -> np.ndarray:
         """True where the light at the end of ``edges`` is red (or amber) at time ``t``."""
-        node = self.edge_to[edges]
-        phase = (t + self.light_offset[node]) % LIGHT_CYCLE_S
-        half = LIGHT_CYCLE_S / 2
-        ns_green = phase < LIGHT_GREEN_S
-        ew_green = (phase >= half) & (phase < half + LIGHT_GREEN_S)
-        green = np.where(self.edge_ns[edges], ns_green, ew_green)
-        return np.asarray(self.edge_light[edges] & ~green)
+        return np.asarray(self.light_state(edges, t) != GREEN)
+
+
+def turn_speed(net_len_in: np.ndarray, net_len_out: np.ndarray, heading_in: np.ndarray,
+               heading_out: np.ndarray, junction: np.ndarray) -> np.ndarray:
+    """m/s allowed through a turn (see the module docstring)."""
+    theta = np.radians(np.abs((heading_out - heading_in + 180.0) % 360.0 - 180.0))
+    tangent = np.minimum(net_len_in, net_len_out) / 2.0
+    tangent = np.where(junction & (theta > math.radians(30)),
+                       np.minimum(tangent, JUNCTION_TANGENT_M), tangent)
+    with np.errstate(divide="ignore"):
+        radius = tangent / np.tan(np.minimum(theta, math.pi - 1e-6) / 2.0)
+    return np.asarray(np.maximum(np.sqrt(A_LAT * radius), V_TURN_MIN))
 
 
 def build_network(name: str, roads: Sequence[Road], *,
-                  place_points: Sequence[tuple[float, float]] | None = None) -> RoadNetwork:
-    """Merge polylines into a network, keep its largest connected part, compute routes."""
+                  place_points: Sequence[tuple[float, float]] | None = None,
+                  light_points: Sequence[tuple[float, float]] | None = None,
+                  skipped: dict[str, int] | None = None) -> RoadNetwork:
+    """Merge polylines into a directed network, keep its largest strongly connected part,
+    place the lights (``light_points`` when given, else inferred), compute routes."""
     index: dict[tuple[int, int], int] = {}
     lats: list[float] = []
     lons: list[float] = []
-    pieces: dict[tuple[int, int], tuple[int, int]] = {}  # (a, b) a<b -> (type, limit)
+    kinds: dict[str, int] = {}
+    pieces: dict[tuple[int, int], tuple[int, int, int]] = {}  # (a, b) -> (type, limit, kind)
 
     def node(lat: float, lon: float) -> int:
         key = (round(lat * 1e7), round(lon * 1e7))
@@ -107,28 +171,38 @@ def build_network(name: str, roads: Sequence[Road], *,
 
     for road in roads:
         ids = [node(la, lo) for la, lo in zip(road.lats, road.lons, strict=True)]
+        attrs = (road.road_type, road.limit_kmh, kinds.setdefault(road.kind, len(kinds)))
         for a, b in zip(ids, ids[1:], strict=False):
-            if a != b:
-                pieces.setdefault((min(a, b), max(a, b)), (road.road_type, road.limit_kmh))
+            if a == b:
+                continue
+            if road.oneway >= 0:
+                pieces.setdefault((a, b), attrs)
+            if road.oneway <= 0:
+                pieces.setdefault((b, a), attrs)
     if not pieces:
         raise ValueError("no road with at least two distinct points")
 
     pairs = np.array(list(pieces), dtype=np.int64)
-    attrs = np.array(list(pieces.values()), dtype=np.int64)
-    keep_nodes = _largest_component(len(lats), pairs)
-    keep = keep_nodes[pairs[:, 0]]
-    pairs, attrs = pairs[keep], attrs[keep]
+    attrs_a = np.array(list(pieces.values()), dtype=np.int64)
+    keep_nodes = _largest_strong_component(len(lats), pairs)
+    keep = keep_nodes[pairs[:, 0]] & keep_nodes[pairs[:, 1]]
+    pairs, attrs_a = pairs[keep], attrs_a[keep]
     remap = np.full(len(lats), -1, dtype=np.int64)
     remap[keep_nodes] = np.arange(int(keep_nodes.sum()))
     node_lat = np.asarray(lats, dtype=np.float64)[keep_nodes]
     node_lon = np.asarray(lons, dtype=np.float64)[keep_nodes]
-    a, b = remap[pairs[:, 0]], remap[pairs[:, 1]]
-    m = a.size
-    edge_from = np.concatenate([a, b]).astype(np.int32)
-    edge_to = np.concatenate([b, a]).astype(np.int32)
-    edge_rev = np.concatenate([np.arange(m) + m, np.arange(m)]).astype(np.int32)
-    edge_type = np.concatenate([attrs[:, 0], attrs[:, 0]]).astype(np.int8)
-    edge_limit = np.concatenate([attrs[:, 1], attrs[:, 1]]).astype(np.float64)
+    edge_from = remap[pairs[:, 0]].astype(np.int32)
+    edge_to = remap[pairs[:, 1]].astype(np.int32)
+    n, m = node_lat.size, edge_from.size
+    if m == 0:
+        raise ValueError("no two places are connected by roads")
+    pair_index = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(edge_from, edge_to,
+                                                                     strict=True))}
+    edge_rev = np.array([pair_index.get((int(b), int(a)), -1)
+                         for a, b in zip(edge_from, edge_to, strict=True)], dtype=np.int32)
+    edge_type = attrs_a[:, 0].astype(np.int8)
+    edge_limit = attrs_a[:, 1].astype(np.float64)
+    edge_kind = attrs_a[:, 2].astype(np.int16)
     flat, flon, tlat, tlon = (node_lat[edge_from], node_lon[edge_from],
                               node_lat[edge_to], node_lon[edge_to])
     edge_len = np.maximum(haversine_m(flat, flon, tlat, tlon), 0.5)
@@ -136,52 +210,135 @@ def build_network(name: str, roads: Sequence[Road], *,
     h = np.radians(edge_heading)
     edge_ns = np.abs(np.cos(h)) >= np.abs(np.sin(h))
 
-    n = node_lat.size
     order = np.argsort(edge_from, kind="stable").astype(np.int32)
     out_ptr = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(np.bincount(edge_from, minlength=n), out=out_ptr[1:])
-    degree = np.diff(out_ptr)
-    urban_in = np.bincount(edge_to, weights=(edge_type == URBAN), minlength=n)
-    node_light = (degree >= 4) & (urban_in >= 2)
-    light_offset = (np.arange(n, dtype=np.float64) * 7.919) % LIGHT_CYCLE_S
-    edge_light = node_light[edge_to] & (edge_type == URBAN)
+    in_order = np.argsort(edge_to, kind="stable").astype(np.int32)
+    in_ptr = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.bincount(edge_to, minlength=n), out=in_ptr[1:])
+    # neighbours (either direction) make a node a junction
+    ends = np.concatenate([np.stack([edge_from, edge_to], 1), np.stack([edge_to, edge_from], 1)])
+    ends = np.unique(ends, axis=0)
+    ways = np.bincount(ends[:, 0], minlength=n)
+    from_data = bool(light_points)
+    if light_points:
+        node_light = np.zeros(n, dtype=bool)
+        node_light[_snap(node_lat, node_lon, light_points, 10.0)] = True
+        edge_light = node_light[edge_to].copy()
+    else:
+        urban_in = np.bincount(edge_to, weights=(edge_type == URBAN), minlength=n)
+        node_light = (ways >= 4) & (urban_in >= 2)
+        edge_light = node_light[edge_to] & (edge_type == URBAN)
+    # lights of one junction (same ~50 m cell) share one offset
+    cell = (np.floor(node_lat * 2000).astype(np.int64) * 1_000_003
+            + np.floor(node_lon * 1200).astype(np.int64))
+    light_offset = ((cell % 7919) * 7.919) % LIGHT_CYCLE_S
 
     if place_points:
         places = _nearest_nodes(node_lat, node_lon, place_points)
     else:
-        places = _spread_places(node_lat, node_lon, degree)
+        places = _spread_places(node_lat, node_lon, ways)
     travel_s = edge_len / (edge_limit / 3.6)
-    next_edge = np.stack([_routes_to(p, n, out_ptr, order, edge_to, edge_rev, travel_s)
-                          for p in places]).astype(np.int32)
+    junction = ways >= 3
+    tables = [_routes_to(int(p), n, in_ptr, in_order, edge_from, edge_to, edge_len,
+                         edge_limit / 3.6, edge_heading, edge_light, junction, travel_s)
+              for p in places]
+    next_edge = np.stack([t[0] for t in tables]).astype(np.int32)
+    node_budget = np.stack([t[1] for t in tables])
+    light_edge = np.stack([np.stack([t[2], t[4]]) for t in tables], axis=1).astype(np.int32)
+    light_dist = np.stack([np.stack([t[3], t[5]]) for t in tables], axis=1)
+    # budget per (place, edge): this edge's length, then the turn into the next edge
+    nx = next_edge[:, edge_to]  # [place, edge]
+    at_place = nx < 0
+    nx_safe = np.where(at_place, 0, nx)
+    tc = turn_speed(edge_len[None, :], edge_len[nx_safe], edge_heading[None, :],
+                    edge_heading[nx_safe], junction[edge_to][None, :])
+    end2 = np.minimum(tc * tc, node_budget[:, edge_to])
+    end2 = np.where(at_place, V_PLACE * V_PLACE, end2)
+    budget = 2 * B_PLAN * edge_len[None, :] + end2
     return RoadNetwork(
         name=name, node_lat=node_lat, node_lon=node_lon, node_light=node_light,
         light_offset=light_offset, edge_from=edge_from, edge_to=edge_to, edge_len=edge_len,
         edge_heading=edge_heading, edge_limit=edge_limit, edge_type=edge_type,
-        edge_rev=edge_rev, edge_ns=edge_ns, edge_light=edge_light, out_ptr=out_ptr,
-        out_edges=order, places=places.astype(np.int32), next_edge=next_edge)
+        edge_rev=edge_rev, edge_ns=edge_ns, edge_light=edge_light, edge_kind=edge_kind,
+        out_ptr=out_ptr, out_edges=order, places=places.astype(np.int32),
+        next_edge=next_edge, budget=budget, light_edge=light_edge, light_dist=light_dist,
+        kinds=tuple(kinds), skipped=dict(skipped or {}), lights_from_data=from_data)
 
 
-def _largest_component(n: int, pairs: np.ndarray) -> np.ndarray:
-    parent = list(range(n))
-
-    def find(x: int) -> int:
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
-        return root
-
-    for a, b in pairs.tolist():
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = np.array([find(i) for i in range(n)])
+def _largest_strong_component(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Nodes of the largest strongly connected component (iterative Kosaraju)."""
+    src, dst = pairs[:, 0], pairs[:, 1]
+    fwd_order = np.argsort(src, kind="stable")
+    fwd_ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(src, minlength=n), out=fwd_ptr[1:])
+    bwd_order = np.argsort(dst, kind="stable")
+    bwd_ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(dst, minlength=n), out=bwd_ptr[1:])
+    fp, fa = fwd_ptr.tolist(), dst[fwd_order].tolist()
+    bp, ba = bwd_ptr.tolist(), src[bwd_order].tolist()
+    seen = [False] * n
+    finish: list[int] = []
+    for root in range(n):
+        if seen[root]:
+            continue
+        seen[root] = True
+        stack = [(root, fp[root])]
+        while stack:
+            u, i = stack[-1]
+            if i < fp[u + 1]:
+                stack[-1] = (u, i + 1)
+                v = fa[i]
+                if not seen[v]:
+                    seen[v] = True
+                    stack.append((v, fp[v]))
+            else:
+                stack.pop()
+                finish.append(u)
+    comp = [-1] * n
+    sizes: list[int] = []
+    for root in reversed(finish):
+        if comp[root] >= 0:
+            continue
+        c = len(sizes)
+        comp[root] = c
+        todo, size = [root], 0
+        while todo:
+            u = todo.pop()
+            size += 1
+            for v in ba[bp[u]:bp[u + 1]]:
+                if comp[v] < 0:
+                    comp[v] = c
+                    todo.append(v)
+        sizes.append(size)
     used = np.zeros(n, dtype=bool)
-    used[pairs[:, 0]] = True
-    used[pairs[:, 1]] = True
-    counts = np.bincount(roots[used], minlength=n)
-    return np.asarray((roots == int(np.argmax(counts))) & used)
+    used[src] = True
+    used[dst] = True
+    comp_a = np.asarray(comp)
+    counts = np.bincount(comp_a[used], minlength=len(sizes))
+    return np.asarray((comp_a == int(np.argmax(counts))) & used)
+
+
+def _snap(lat: np.ndarray, lon: np.ndarray, points: Sequence[tuple[float, float]],
+          max_m: float) -> np.ndarray:
+    """Nodes within ``max_m`` of each point (the nearest one), as a list of node ids."""
+    k = 111_320.0
+    c = math.cos(math.radians(float(np.mean(lat))))
+    x, y = lon * k * c, lat * k
+    order = np.argsort(x)
+    xs = x[order]
+    found = []
+    for pl, po in points:
+        px, py = po * k * c, pl * k
+        lo, hi = np.searchsorted(xs, [px - max_m, px + max_m])
+        if hi <= lo:
+            continue
+        cand = order[lo:hi]
+        d = np.hypot(x[cand] - px, y[cand] - py)
+        j = int(np.argmin(d))
+        if d[j] <= max_m:
+            found.append(int(cand[j]))
+    return np.asarray(found, dtype=np.int64)
 
 
 def _nearest_nodes(lat: np.ndarray, lon: np.ndarray,
@@ -190,9 +347,9 @@ def _nearest_nodes(lat: np.ndarray, lon: np.ndarray,
     return np.array(list(dict.fromkeys(ids)), dtype=np.int64)
 
 
-def _spread_places(lat: np.ndarray, lon: np.ndarray, degree: np.ndarray) -> np.ndarray:
+def _spread_places(lat: np.ndarray, lon: np.ndarray, ways: np.ndarray) -> np.ndarray:
     """Up to MAX_PLACES intersections spread over the map (farthest-point sampling)."""
-    candidates = np.flatnonzero(degree >= 3)
+    candidates = np.flatnonzero(ways >= 3)
     if candidates.size < 2:
         candidates = np.arange(lat.size)
     clat, clon = lat[candidates], lon[candidates]
@@ -208,24 +365,59 @@ def _spread_places(lat: np.ndarray, lon: np.ndarray, degree: np.ndarray) -> np.n
     return np.asarray(candidates[chosen], dtype=np.int64)
 
 
-def _routes_to(place: int, n: int, out_ptr: np.ndarray, out_edges: np.ndarray,
-               edge_to: np.ndarray, edge_rev: np.ndarray, cost: np.ndarray) -> np.ndarray:
-    """For every node, the edge that starts its fastest route to ``place`` (Dijkstra)."""
-    dist = [float("inf")] * n
+def _routes_to(place: int, n: int, in_ptr: np.ndarray, in_edges: np.ndarray,
+               edge_from: np.ndarray, edge_to: np.ndarray, length: np.ndarray,
+               limit: np.ndarray, heading: np.ndarray, light: np.ndarray,
+               junction: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per node: the edge that starts its fastest route to ``place`` (Dijkstra over the
+    incoming edges), the speed budget at the node and the first two lights ahead."""
+    inf = float("inf")
+    dist = [inf] * n
     nxt = [-1] * n
     dist[place] = 0.0
-    heap = [(0.0, int(place))]
-    ptr, outs, to, rev, c = (out_ptr.tolist(), out_edges.tolist(), edge_to.tolist(),
-                             edge_rev.tolist(), cost.tolist())
+    heap = [(0.0, place)]
+    ptr, ins, frm, c = in_ptr.tolist(), in_edges.tolist(), edge_from.tolist(), cost.tolist()
+    settled: list[int] = []
+    done = [False] * n
     while heap:
         d, u = heapq.heappop(heap)
-        if d > dist[u]:
+        if done[u]:
             continue
-        for e in outs[ptr[u]:ptr[u + 1]]:
-            v = to[e]  # roads are two-way: v reaches u by the reverse of e
+        done[u] = True
+        settled.append(u)
+        for e in ins[ptr[u]:ptr[u + 1]]:
+            v = frm[e]
             nd = d + c[e]
             if nd < dist[v]:
                 dist[v] = nd
-                nxt[v] = rev[e]
+                nxt[v] = e
                 heapq.heappush(heap, (nd, v))
-    return np.asarray(nxt, dtype=np.int32)
+    # in settling order every node's next node comes first: one pass fills the tables
+    ln, lim, to, lt = length.tolist(), limit.tolist(), edge_to.tolist(), light.tolist()
+    nxt_a = np.asarray(nxt, dtype=np.int64)
+    has = nxt_a >= 0
+    nx_to = np.where(has, edge_to[np.maximum(nxt_a, 0)], 0)
+    nx2 = np.where(has, nxt_a[nx_to], -1)
+    tc = np.full(n, inf)
+    ok = has & (nx2 >= 0)
+    tc[ok] = turn_speed(length[nxt_a[ok]], length[nx2[ok]], heading[nxt_a[ok]],
+                        heading[nx2[ok]], junction[nx_to[ok]])
+    tc[has & (nx2 < 0)] = V_PLACE  # the next node is the place
+    tc2 = (tc * tc).tolist()
+    b2 = 2 * B_PLAN
+    node_budget = [inf] * n
+    le1, ld1, le2, ld2 = [-1] * n, [inf] * n, [-1] * n, [inf] * n
+    node_budget[place] = V_PLACE * V_PLACE
+    for u in settled[1:]:
+        e = nxt[u]
+        v = to[e]
+        k_e = b2 * ln[e] + min(tc2[u], node_budget[v])
+        node_budget[u] = min(lim[e] * lim[e], k_e)
+        if lt[e]:
+            le1[u], ld1[u] = e, ln[e]
+            le2[u], ld2[u] = le1[v], ln[e] + ld1[v]
+        else:
+            le1[u], ld1[u] = le1[v], ln[e] + ld1[v]
+            le2[u], ld2[u] = le2[v], ln[e] + ld2[v]
+    return (nxt_a.astype(np.int32), np.asarray(node_budget), np.asarray(le1),
+            np.asarray(ld1), np.asarray(le2), np.asarray(ld2))

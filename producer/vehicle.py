@@ -33,6 +33,20 @@ SPRINT_MIN_S, SPRINT_MAX_S = 6.0, 16.0
 CAUTIOUS, NORMAL, SPEEDER = 0, 1, 2
 DRIVER_SHARES = (0.3, 0.5, 0.2)
 
+# --- vehicle classes ------------------------------------------------------------------------
+VEHICLE_TYPES: tuple[str, ...] = ("car", "van", "truck")
+CAR, VAN, TRUCK = 0, 1, 2
+DEFAULT_FLEET_MIX = (0.8, 0.15, 0.05)
+"""Shares of cars, vans and trucks (env SIM_FLEET_MIX)."""
+CLASS_LENGTH_M = np.array([4.5, 5.5, 10.0])
+CLASS_ACCEL = np.array([1.0, 0.8, 0.55])
+"""Scale of the driver's acceleration: a loaded van or a truck pulls away slower."""
+CLASS_TOP_KMH = np.array([TOP_SPEED_KMH, 160.0, 90.0])
+"""A truck's speed limiter is set at 90 km/h (EU Directive 92/6/EEC)."""
+CLASS_FUEL = np.array([1.0, 1.4, 4.0])
+"""Consumption relative to a car (a car ~7 L/100 km in town, a rigid truck ~28)."""
+CLASS_TANK_L = np.array([50.0, 70.0, 200.0])
+
 # --- fuel and faults ----------------------------------------------------------------------
 TANK_L = 50.0
 IDLE_L_PER_H = 0.8
@@ -100,10 +114,13 @@ def max_accel(v_ms: np.ndarray, gear: np.ndarray, accel: np.ndarray,
                       * np.where(sprint, 1.5, 1.0) * np.clip(1 - (v_ms / top) ** 2, 0.0, 1.0))
 
 
-def fuel_used_pct(v0: np.ndarray, v1: np.ndarray, dist_m: np.ndarray, dt: float) -> np.ndarray:
+def fuel_used_pct(v0: np.ndarray, v1: np.ndarray, dist_m: np.ndarray, dt: float,
+                  vclass: np.ndarray | None = None) -> np.ndarray:
     """Share of the tank burnt over one step: speed-dependent per km, plus idling."""
     kmh = 0.5 * (v0 + v1) * 3.6
     accel = np.maximum(v1 - v0, 0.0) / dt
     l_per_100km = 4.2 + 0.0007 * (kmh - 65.0) ** 2 + 2.5 * accel
     litres = l_per_100km * dist_m / 100_000.0 + np.where(v1 < 0.3, IDLE_L_PER_H * dt / 3600, 0.0)
-    return np.asarray(litres / TANK_L * 100.0)
+    if vclass is None:
+        return np.asarray(litres / TANK_L * 100.0)
+    return np.asarray(litres * CLASS_FUEL[vclass] / CLASS_TANK_L[vclass] * 100.0)

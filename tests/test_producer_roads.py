@@ -71,9 +71,11 @@ def _city(tmp_path: Path) -> Path:
                               highway="secondary", maxspeed="50"))
     feats.append(_feature([[lon0 + 3 * d, lat0], [lon0 + 0.05, lat0 - 0.01]],
                           highway="trunk", maxspeed="90"))
-    feats.append({"type": "Feature", "properties": {"highway": "motorway"}, "geometry": {
-        "type": "MultiLineString",
-        "coordinates": [[[lon0 + 0.05, lat0 - 0.01], [lon0 + 0.12, lat0 - 0.02]]]}})
+    # a motorway is one-way: its two carriageways are two features (a MultiLineString each)
+    for a, b in (((0.05, -0.01), (0.12, -0.02)), ((0.12, -0.02), (0.05, -0.01))):
+        feats.append({"type": "Feature", "properties": {"highway": "motorway"}, "geometry": {
+            "type": "MultiLineString",
+            "coordinates": [[[lon0 + a[0], lat0 + a[1]], [lon0 + b[0], lat0 + b[1]]]]}})
     feats.append(_feature([[lon0, lat0], [lon0 - 0.01, lat0]], highway="footway"))
     feats.append(_feature([[lon0 + 1, lat0 + 1], [lon0 + 1.01, lat0 + 1]],
                           highway="primary"))  # far away, not connected: dropped
@@ -116,9 +118,9 @@ def test_road_classes() -> None:
     assert road_class({"highway": "motorway"}) == ("highway", 130)
     assert road_class({"highway": "trunk", "maxspeed": "100"}) == ("rural", 100)
     assert road_class({"highway": "primary", "maxspeed": "90"}) == ("rural", 90)
-    assert road_class({"highway": "residential"}) == ("urban", 50)
+    assert road_class({"highway": "residential"}) == ("urban", 30)  # DEFAULT_MAXSPEED
     assert road_class({"highway": "cycleway"}) is None
-    assert road_class({"highway": "service", "road_type": "rural"}) == ("rural", 90)
+    assert road_class({"highway": "service", "road_type": "rural"}) == ("rural", 20)
 
 
 BAD = {

@@ -3,6 +3,7 @@ the event contract, fleet resizing. No broker, no clock."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -10,12 +11,13 @@ import orjson
 import pytest
 
 from common.contract import EVENT_FIELDS, TelemetryEvent
+from producer import follow
 from producer import vehicle as vh
 from producer.builtin import warsaw
 from producer.events import vehicle_id
 from producer.fleet import init_fleet, step
 from producer.geo import bearing_deg, haversine_m
-from producer.roads import URBAN
+from producer.roads import RED, URBAN
 from producer.sim import Simulation
 
 T0 = datetime(2026, 1, 1, 8, tzinfo=UTC)
@@ -35,19 +37,19 @@ def _run(sim: Simulation, ticks: int) -> list[list[dict]]:
 
 
 GOLDEN = {  # seed 42, two cars, 1 Hz, built-in network: (tick, car) -> fields
-    (0, 0): dict(location={"lat": 52.266702, "lon": 21.129999}, speed_kmh=107.6,
+    (0, 0): dict(location={"lat": 52.205585, "lon": 21.052716}, speed_kmh=107.6,
                  engine_rpm=3336, gear=5, fuel_level_pct=82.89, road_type="rural",
-                 speed_limit_kmh=90, speeding=True, heading_deg=153.8, odometer_km=20088.9),
-    (1, 0): dict(location={"lat": 52.266458, "lon": 21.130195}, speed_kmh=110.5,
-                 engine_rpm=3444, gear=5, odometer_km=20088.93),
-    (2, 1): dict(location={"lat": 52.196801, "lon": 20.957343}, speed_kmh=40.8,
-                 engine_rpm=2949, gear=2, fuel_level_pct=25.11, heading_deg=225.0,
-                 odometer_km=124317.017, speeding=False),
-    (30, 1): dict(location={"lat": 52.199283, "lon": 20.961395}, speed_kmh=93.9,
-                  engine_rpm=2918, gear=5, heading_deg=45.0, odometer_km=124317.507),
-    (60, 0): dict(location={"lat": 52.251767, "lon": 21.139613}, speed_kmh=104.9,
-                  engine_rpm=3252, gear=5, fuel_level_pct=82.69, heading_deg=161.3,
-                  odometer_km=20090.689, seq=60),
+                 speed_limit_kmh=90, speeding=True, heading_deg=135.0, odometer_km=20088.9),
+    (1, 0): dict(location={"lat": 52.205394, "lon": 21.053026}, speed_kmh=107.9,
+                 engine_rpm=3333, gear=5, odometer_km=20088.93),
+    (2, 1): dict(location={"lat": 52.157476, "lon": 20.616272}, speed_kmh=94.1,
+                 engine_rpm=3569, gear=4, fuel_level_pct=86.2, heading_deg=243.2,
+                 odometer_km=95118.05, speeding=False),
+    (30, 1): dict(location={"lat": 52.154171, "lon": 20.605597}, speed_kmh=47.1,
+                  engine_rpm=1454, gear=5, heading_deg=243.2, odometer_km=95118.865),
+    (60, 0): dict(location={"lat": 52.207007, "lon": 21.050394}, speed_kmh=105.8,
+                  engine_rpm=3279, gear=5, fuel_level_pct=82.74, heading_deg=315.0,
+                  odometer_km=20090.153, seq=60),
 }
 
 
@@ -131,16 +133,21 @@ def long_run() -> dict[str, np.ndarray]:
     """300 cars for 50 simulated minutes at 1 Hz, every state kept (arrays [tick, car])."""
     net, rng = warsaw(), np.random.default_rng(2024)
     s = init_fleet(300, rng, net, sport_mode=True)
+    s = replace(s, fuel=np.full(300, 16.0))  # low tanks: refuels happen within the run
     keep = ("edge", "pos", "v", "gear", "rpm", "fuel", "odo", "fault", "refuel_at")
     rows: dict[str, list[np.ndarray]] = {k: [] for k in keep}
-    red = []
+    red, gaps = [], []
+    length = vh.CLASS_LENGTH_M[s.vclass]
     for _ in range(3000):
         for k in keep:
             rows[k].append(getattr(s, k))
         red.append(net.red_for(s.edge, s.t))
+        gaps.append(follow.leaders(net, s.edge, s.pos, s.next_e, s.dest, length,
+                                   np.ones(s.size, dtype=bool))[1])
         s = step(s, 1.0, rng, net)
     out = {k: np.stack(v) for k, v in rows.items()}
     out["red"] = np.stack(red)
+    out["gap"] = np.stack(gaps)
     f = np.clip(out["pos"] / net.edge_len[out["edge"]], 0, 1)
     a, b = net.edge_from[out["edge"]], net.edge_to[out["edge"]]
     out["lat"] = net.node_lat[a] + f * (net.node_lat[b] - net.node_lat[a])
@@ -159,7 +166,10 @@ def test_speed_and_engine_stay_physical(long_run: dict[str, np.ndarray]) -> None
     assert rpm.max() < 7000
     assert (rpm > 6200).any(), "a sprint in sport mode should pass the redline now and then"
     accel = np.diff(long_run["v"], axis=0)
-    assert accel.max() <= vh.A_MAX * 1.4 * 1.5 + 1e-9 and accel.min() >= -vh.B_MAX - 1e-9
+    assert accel.max() <= vh.A_MAX * 1.4 * 1.5 + 1e-9
+    # braking beyond B_MAX only where a car that failed to yield is held at its line
+    assert (accel < -vh.B_MAX - 1e-9).mean() < 1e-4
+    assert (accel < -4.0).mean() < 1e-3  # hard braking is rare
 
 
 def test_fuel_falls_between_refuels(long_run: dict[str, np.ndarray]) -> None:
@@ -177,7 +187,9 @@ def test_positions_move_as_far_as_speed_implies(long_run: dict[str, np.ndarray])
     hop = haversine_m(lat[:-1], lon[:-1], lat[1:], lon[1:])
     travelled = (odo[1:] - odo[:-1]) * 1000
     assert (np.diff(odo, axis=0) >= 0).all()
-    assert (travelled <= np.maximum(v[:-1], v[1:]) + 1e-6).all()  # dt = 1 s
+    # dt = 1 s; a car held at a line (v -> 0) may have driven up to its line first
+    assert (travelled <= np.maximum(v[:-1], v[1:]) + 2.0).all()
+    assert (travelled <= np.maximum(v[:-1], v[1:]) + 1e-6).mean() > 0.999
     assert (hop <= travelled + 0.5).all()  # a straight line is never longer than the road
     # on one straight segment, the hop is the distance driven (within rounding)
     same = long_run["edge"][1:] == long_run["edge"][:-1]
@@ -211,19 +223,27 @@ def test_cars_stay_on_the_network(long_run: dict[str, np.ndarray]) -> None:
 
 def test_urban_cars_stop_on_red_then_pull_away(long_run: dict[str, np.ndarray]) -> None:
     net = warsaw()
-    edge, v, pos = long_run["edge"], long_run["v"], long_run["pos"]
-    at_line = (v == 0) & (np.abs(pos - net.edge_len[edge]) < 1e-6)
+    edge, v, pos, gap = long_run["edge"], long_run["v"], long_run["pos"], long_run["gap"]
+    light = net.edge_light[edge]
+    at_line = light & (v == 0) & (np.abs(pos - net.edge_len[edge]) < 1e-6)
     assert at_line.sum() > 1000
     assert (net.edge_type[edge][at_line] == URBAN).all()
     red = long_run["red"]
-    assert red[:-1][at_line[1:]].all()  # they stop (or stay) only when the light was red
-    go = at_line[:-1] & ~red[:-1]  # green: pull away at once
-    assert go.any() and (v[1:][go] > 0).all()
-    ran = (edge[1:] != edge[:-1]) & long_run["red"][:-1]
-    assert ran.mean() < 0.001  # only the rare amber dilemma
-    # nobody waits longer than a red phase (33 s): no 35-tick run of waiting at a line
-    c = np.cumsum(np.vstack([np.zeros((1, at_line.shape[1])), at_line]), axis=0)
-    assert (c[35:] - c[:-35]).max() < 35
+    free = gap > 20.0  # nobody queued right behind the line on the other side
+    # first at a line with room ahead: they stop (or stay) when the light was red/amber, or
+    # (rarely) to yield to a car entering the same street from another approach
+    stays = at_line[1:] & free[1:]
+    assert red[:-1][stays].mean() > 0.99
+    go = at_line[:-1] & ~red[:-1] & free[:-1]  # green and room: pull away at once
+    assert go.sum() > 100 and (v[1:][go] > 0).mean() > 0.95
+    state = np.stack([net.light_state(edge[k], float(k)) for k in range(edge.shape[0])])
+    left_light = (edge[1:] != edge[:-1]) & light[:-1]
+    assert left_light.sum() > 1000
+    assert not (left_light & (state[:-1] == RED)).any()  # never across on red
+    # nobody waits at a free line longer than a red phase plus amber (34 s)
+    wait = at_line & free
+    c = np.cumsum(np.vstack([np.zeros((1, wait.shape[1])), wait]), axis=0)
+    assert (c[36:] - c[:-36]).max() < 36
 
 
 def test_faults_are_rare_and_persist(long_run: dict[str, np.ndarray]) -> None:
