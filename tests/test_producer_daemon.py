@@ -105,11 +105,17 @@ async def test_ticks_follow_the_schedule_and_changes_wait_for_a_tick_boundary() 
 
 
 async def test_a_slow_edge_is_reported_as_lag() -> None:
+    """Each publish takes 0.3 s at 50 Hz (a tick due every 0.02 s): while the daemon runs,
+    its status says it is behind by at least the sleeps so far."""
     d, _ = _daemon(rate=50.0, fleet=1, delay_s=0.3, steps=12)
-    await asyncio.wait_for(d.sim_loop(), 30)
-    d.running = True  # as during the run
-    st = d.status()
-    assert st.behind_schedule and st.lag_s > 1.0
+    before = d.status()
+    task = asyncio.create_task(d.sim_loop())
+    while d.ticks < 8:
+        await asyncio.sleep(0.01)
+    during = d.status()
+    await asyncio.wait_for(task, 30)
+    assert before.running and not before.behind_schedule and before.lag_s == 0
+    assert during.running and during.behind_schedule and during.lag_s > 1.0
 
 
 async def test_stop_flushes_and_waits_for_start() -> None:

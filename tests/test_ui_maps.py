@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 from urllib.parse import unquote
 
 import pandas as pd
@@ -154,9 +155,41 @@ def test_deck_needs_no_map_tiles(latest: pd.DataFrame, events: pd.DataFrame) -> 
     assert spec["layers"][1]["data"][0]["vehicle_id"] == "CAR00000"
 
 
+class _Text(HTMLParser):
+    """The text a browser shows, one chunk per run of text between tags."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chunks: list[str] = []
+        self._run = ""
+
+    def handle_data(self, data: str) -> None:
+        self._run += data
+
+    def handle_starttag(self, tag: str, attrs: object) -> None:
+        self._flush()
+
+    def handle_endtag(self, tag: str) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._run.strip("\xa0 "):
+            self.chunks.append(self._run.strip("\xa0 "))
+        self._run = ""
+
+
+def _shown(html: str) -> list[str]:
+    parser = _Text()
+    parser.feed(html)
+    parser.close()
+    parser._flush()
+    return parser.chunks
+
+
 def test_legend_lists_states_and_speed_bands() -> None:
-    html = maps.legend_html()
-    for label in ("speeding", "over redline", "fault", "low fuel", "stopped", "moving",
-                  "&lt; 30" if "&lt;" in html else "< 30", ">= 120", "violation"):
-        assert label in html
-    assert "Trail" not in maps.legend_html(show_trails=False)
+    vehicles = ["Vehicles", "speeding", "over redline", "fault", "low fuel", "stopped", "moving"]
+    trails = ["Trail km/h", "< 30", "30-60", "60-90", "90-120", ">= 120"]
+    heat = ["Heat", "speed-weighted, violations x3"]
+    assert _shown(maps.legend_html()) == [*vehicles, *trails, "violation (ring)", *heat]
+    assert _shown(maps.legend_html(show_trails=False, show_heat=False)) == [
+        *vehicles, "violation (ring)"]
