@@ -76,12 +76,15 @@ class ApiClient:
         timeout = (self.timeout[0], max(self.timeout[1], CONTROL_READ_TIMEOUT_S)) if auth \
             else self.timeout
         try:
+            # never follow a redirect with the token: it goes to base_url only
             resp = self._session.request(method, url, params=clean, headers=headers,
-                                         timeout=timeout)
+                                         timeout=timeout, allow_redirects=headers is None)
         except requests.RequestException as exc:
             raise ApiUnavailable(self.base_url, exc) from exc
         if resp.status_code >= 400:
             raise ApiError(resp.status_code, _error_message(resp), path)
+        if resp.is_redirect:  # only control calls get here: their token stays home
+            raise ApiError(resp.status_code, "redirected elsewhere; not followed", path)
         try:
             body = resp.json()
         except ValueError as exc:

@@ -21,9 +21,11 @@ from pydantic import ValidationError  # noqa: E402
 from ui import charts, maps, sidebar  # noqa: E402
 from ui.api import ApiClient, ApiError, ApiUnavailable  # noqa: E402
 from ui.frames import windows_frame  # noqa: E402
+from ui.guard import guarded  # noqa: E402
 from ui.panels import Panels, build_panels, csv_bytes, kpi_deltas, page  # noqa: E402
 from ui.settings import Settings  # noqa: E402
 from ui.snapshot import ViewOptions, fetch_snapshot  # noqa: E402
+from ui.text import md  # noqa: E402
 
 ROAD_WINDOW_COLUMNS = ("window_start", "road_type", "vehicles", "samples", "avg_speed_kmh",
                        "max_speed_kmh", "speeding_count", "redline_count")
@@ -66,7 +68,7 @@ def show_failure(exc: Exception, url: str) -> None:
         st.info("Start the stack with `make run` (or just the API: `python -m webapi`), "
                 "or fix the **Web API address** in the sidebar. This page retries by itself.")
     else:
-        st.error(f"The web API answered with an error: {exc}", icon=":material/error:")
+        st.error(f"The web API answered with an error: {md(exc)}", icon=":material/error:")
         st.info("Check the web API's log; this page retries on the next refresh.")
 
 
@@ -149,23 +151,23 @@ def live_panels(client: ApiClient, controls: sidebar.Controls, settings: Setting
     render_kpis(panels)
     map_col, chart_col = st.columns([3, 2], gap="medium")
     with map_col:
-        where = f"following **{controls.follow}**" if controls.follow else "fitting the fleet"
+        where = f"following **{md(controls.follow)}**" if controls.follow else "fitting the fleet"
         st.markdown(f"##### Live map · {where} · trails for {len(snap.trail_ids)} vehicles")
         if controls.follow:
             followed = snap.latest.loc[snap.latest["vehicle_id"] == controls.follow]
             if followed.empty:
-                st.caption(f"{controls.follow} is not reporting.")
+                st.caption(f"{md(controls.follow)} is not reporting.")
             else:
                 r = followed.iloc[0]
                 st.caption(f"{r['state']} · {r['speed_kmh']:.0f} km/h (limit "
                            f"{r['speed_limit_kmh']}) · {r['engine_rpm']:,} rpm · gear {r['gear']}"
-                           f" · fuel {r['fuel_level_pct']:.0f}% · {r['road_type']} · faults: "
-                           f"{r['faults'] or 'none'}")
+                           f" · fuel {r['fuel_level_pct']:.0f}% · {md(r['road_type'])} · faults: "
+                           f"{md(r['faults']) or 'none'}")
         st.pydeck_chart(panels.deck, height=600)
         st.markdown(maps.legend_html(controls.layers.trails, controls.layers.heatmap),
                     unsafe_allow_html=True)
     with chart_col:
-        st.markdown(f"##### {', '.join(snap.chart_ids)}")
+        st.markdown(f"##### {md(', '.join(snap.chart_ids))}")
         render_chart(panels.charts["speed"], "No speed data yet.")
         render_chart(panels.charts["rpm"], "No RPM data yet.")
     c1, c2, c3 = st.columns(3, gap="medium")
@@ -177,7 +179,10 @@ def live_panels(client: ApiClient, controls: sidebar.Controls, settings: Setting
     with c3:
         render_chart(panels.charts["fuel"], "No fuel data yet.")
     render_tables(panels, settings.page_size)
-    st.caption(f"Updated {snap.fetched_at:%H:%M:%S} UTC from {client.base_url}")
+    dropped = sum(int(df.attrs.get("dropped", 0)) for df in (
+        snap.latest, snap.recent, snap.series, snap.violations, snap.trails))
+    st.caption(f"Updated {snap.fetched_at:%H:%M:%S} UTC from {md(client.base_url)}"
+               + (f" · {dropped:,} unreadable events hidden" if dropped else ""))
 
 
 def analytics_panel(client: ApiClient) -> None:
@@ -188,7 +193,7 @@ def analytics_panel(client: ApiClient) -> None:
         st.caption("Analytics appear here once the web API is reachable.")
         return
     except ApiError as exc:
-        st.warning(f"Analytics unavailable: {exc}", icon=":material/warning:")
+        st.warning(f"Analytics unavailable: {md(exc)}", icon=":material/warning:")
         return
     if not (vehicles.get("available") or roads.get("available")):
         st.info("No analytics yet: the Spark job has not written any windows. "
@@ -220,9 +225,10 @@ def main() -> None:
     controls, client, _ = sidebar.render(settings, client_for)
     st.title("FleetStream · live fleet")
     every = controls.refresh_s
-    st.fragment(run_every=every)(live_panels)(client, controls, settings)
+    st.fragment(run_every=every)(guarded(live_panels))(client, controls, settings)
     st.subheader("Analytics · Spark windowed aggregates")
-    st.fragment(run_every=None if every is None else max(10.0, every))(analytics_panel)(client)
+    st.fragment(run_every=None if every is None else max(10.0, every))(
+        guarded(analytics_panel))(client)
 
 
 main()

@@ -1,4 +1,10 @@
-"""The sidebar: API address and status, Start/Stop, refresh, vehicle filter and follow."""
+"""The sidebar: API address and status, Start/Stop, refresh, vehicle filter and follow.
+
+The web API's address and token come from the app's settings (FLEETSTREAM_API_URL,
+FLEETSTREAM_API_TOKEN), server side. The token never reaches the page, and the address is
+shown, not editable: a box that pointed the app at any host would send the token there, and
+would let any viewer make the app's server fetch from any address its network reaches.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,11 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from common.contract import MAX_FLEET_SIZE, MAX_RATE_HZ, MIN_RATE_HZ
 from ui.api import ApiClient, ApiError, ApiUnavailable
 from ui.panels import Layers
 from ui.settings import Settings
+from ui.text import md
 
 FIT_FLEET = "(fit the whole fleet)"
 REFRESH_CHOICES = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -18,7 +26,6 @@ MAX_FILTER = 200
 @dataclass(frozen=True)
 class Controls:
     api_url: str
-    token: str
     refresh_s: float | None  # None = paused
     vehicle_filter: tuple[str, ...]
     follow: str | None
@@ -28,18 +35,18 @@ class Controls:
 def control_error(exc: Exception) -> str:
     """A Start/Stop failure as a sentence a user can act on."""
     if isinstance(exc, ApiUnavailable):
-        return f"{exc}. Start the stack with `make run`."
+        return f"{md(exc)}. Start the stack with `make run`."
     if isinstance(exc, ApiError):
         if exc.status in (401, 403):
-            return ("Not authorised: enter the API token in the sidebar "
-                    "(or set FLEETSTREAM_API_TOKEN).")
+            return ("Not authorised: start the app with the web API's token in "
+                    "FLEETSTREAM_API_TOKEN.")
         if exc.status == 409:
-            return f"Refused (409): {exc.message}."
+            return f"Refused (409): {md(exc.message)}."
         if exc.status == 503:
-            return (f"No producer answered (503): {exc.message}. "
+            return (f"No producer answered (503): {md(exc.message)}. "
                     "Is the producer running? (`make run` starts it.)")
-        return f"The web API refused (HTTP {exc.status}): {exc.message}"
-    return f"Unexpected error: {exc}"
+        return f"The web API refused (HTTP {exc.status}): {md(exc.message)}"
+    return f"Unexpected error: {md(exc)}"
 
 
 def _control(client: ApiClient, action: str, rate_hz: float, fleet_size: int) -> None:
@@ -62,10 +69,11 @@ def producer_status(client: ApiClient) -> dict | None:
     try:
         client.health()
     except ApiUnavailable:
-        st.error(f"Disconnected: nothing answers at {client.base_url}", icon=":material/cloud_off:")
+        st.error(f"Disconnected: nothing answers at {md(client.base_url)}",
+                 icon=":material/cloud_off:")
         return None
     except ApiError as exc:
-        st.warning(f"Web API unhealthy: {exc.message}", icon=":material/warning:")
+        st.warning(f"Web API unhealthy: {md(exc.message)}", icon=":material/warning:")
         return None
     try:
         status = client.status()
@@ -78,33 +86,39 @@ def producer_status(client: ApiClient) -> dict | None:
         return None
     st.success("Connected to the web API", icon=":material/cloud_done:")
     state = "running" if status.get("running") else "stopped"
-    st.caption(f"Producer **{state}** · {status.get('rate_hz', 0):g} Hz · "
-               f"{status.get('vehicles', 0):,} vehicles · {status.get('events_sent', 0):,} sent"
+    st.caption(f"Producer **{state}** · {_num(status.get('rate_hz')):g} Hz · "
+               f"{_num(status.get('vehicles')):,.0f} vehicles · "
+               f"{_num(status.get('events_sent')):,.0f} sent"
                + (" · **behind schedule**" if status.get("behind_schedule") else ""))
     return status
+
+
+def _num(value: object) -> float:
+    """A number from the API's status, or 0 for anything else."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value == value
+    return float(value) if ok and abs(value) < 1e18 else 0.0  # type: ignore[arg-type]
 
 
 def render(settings: Settings, client_for) -> tuple[Controls, ApiClient, list[str]]:
     """Draw the sidebar; return the choices, the client and the known vehicle ids."""
     sb = st.sidebar
     sb.title("FleetStream")
-    api_url = sb.text_input("Web API address", value=settings.api_url, key="api_url").strip()
-    token = sb.text_input("API token", value=settings.api_token, type="password",
-                          key="api_token", help="for Start/Stop when the API is protected")
-    client: ApiClient = client_for(api_url.rstrip("/") or settings.api_url, token,
-                                   settings.timeout_s)
+    sb.text_input("Web API address", value=settings.api_url, key="api_url", disabled=True,
+                  help="FLEETSTREAM_API_URL; restart the app to use another web API")
+    client: ApiClient = client_for(settings.api_url, settings.api_token, settings.timeout_s)
     with sb:
         status = producer_status(client) or {}
 
     sb.subheader("Simulation")
     # The inputs start at what the producer runs now (once; then they are the user's).
     st.session_state.setdefault(
-        "rate_hz", min(max(float(status.get("rate_hz") or 5.0), 0.1), 50.0))
+        "rate_hz", min(max(_num(status.get("rate_hz")) or 5.0, MIN_RATE_HZ), MAX_RATE_HZ))
     st.session_state.setdefault(
-        "fleet_size", min(max(int(status.get("vehicles") or 10), 1), 100_000))
+        "fleet_size", int(min(max(_num(status.get("vehicles")) or 10, 1), MAX_FLEET_SIZE)))
     c1, c2 = sb.columns(2)
-    rate = c1.number_input("Rate (Hz)", min_value=0.1, max_value=50.0, step=0.5, key="rate_hz")
-    fleet = c2.number_input("Fleet size", min_value=1, max_value=100_000, step=1,
+    rate = c1.number_input("Rate (Hz)", min_value=MIN_RATE_HZ, max_value=MAX_RATE_HZ, step=0.5,
+                           key="rate_hz")
+    fleet = c2.number_input("Fleet size", min_value=1, max_value=MAX_FLEET_SIZE, step=1,
                             key="fleet_size")
     b1, b2 = sb.columns(2)
     if b1.button("Start", type="primary", width="stretch", icon=":material/play_arrow:"):
@@ -138,7 +152,7 @@ def render(settings: Settings, client_for) -> tuple[Controls, ApiClient, list[st
         violations=l2.toggle("Violations", value=True, key="layer_violations"),
     )
     controls = Controls(
-        api_url=client.base_url, token=token, refresh_s=None if paused else float(refresh),
+        api_url=client.base_url, refresh_s=None if paused else float(refresh),
         vehicle_filter=tuple(chosen), follow=None if follow in (None, FIT_FLEET) else follow,
         layers=layers,
     )

@@ -1,0 +1,29 @@
+"""Data as inert text in Streamlit's Markdown elements (st.markdown, st.caption, st.error...).
+
+Vehicle ids, fault codes and error messages come from the topic, so from anyone who can
+publish to it. In Markdown, ``![x](http://host/leak)`` would make every viewer's browser fetch
+that URL, and ``:red[...]``, ``$...$`` or ``<b>`` would restyle the page. :func:`md` escapes
+every ASCII punctuation character (CommonMark lets each be escaped with a backslash) and
+replaces control and format characters (line breaks, bidi and RTL overrides, zero-width
+characters), so the reader sees exactly the characters of the data, on one line.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")
+_HIDDEN = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+REPLACEMENT = "\N{REPLACEMENT CHARACTER}"
+
+
+def visible(value: object) -> str:
+    """``value`` as a string with every invisible or layout-changing character replaced."""
+    return "".join(REPLACEMENT if unicodedata.category(c) in _HIDDEN else c for c in str(value))
+
+
+def md(value: object) -> str:
+    """``value`` as Markdown that renders as its own characters: no links, images, HTML,
+    emphasis, directives or maths."""
+    return _PUNCT.sub(r"\\\1", visible(value))
