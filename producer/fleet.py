@@ -86,11 +86,18 @@ def _route(net: RoadNetwork, edge: np.ndarray, dest: np.ndarray,
     node = net.edge_to[edge]
     n_places = net.places.size
     arrived = node == net.places[dest]
-    draws = rng.random(edge.size)
+    draws = rng.random((edge.size, 3))
     if n_places > 1:
-        other = (draws * (n_places - 1)).astype(np.int32)
-        other = np.where(other >= dest, other + 1, other)
-        dest = np.where(arrived, other, dest).astype(np.int32)
+        # a new place, preferably one not behind the car (no U-turn): the first of three
+        # draws whose route goes on ahead, else the last draw
+        new = dest
+        for k in (2, 1, 0):
+            other = (draws[:, k] * (n_places - 1)).astype(np.int32)
+            other = np.where(other >= dest, other + 1, other)
+            ahead = net.next_edge[other, node] != net.edge_rev[edge]
+            new = np.where(ahead | (k == 2), other, new)
+        dest = np.where(arrived, new, dest).astype(np.int32)
+    draws = draws[:, 0]
     nxt = net.next_edge[dest, node]
     lost = nxt < 0  # a single place: any way out
     if lost.any():
@@ -123,8 +130,19 @@ def init_fleet(n: int, rng: np.random.Generator, net: RoadNetwork, *,
     dest = (u[:, 6] * net.places.size).astype(np.int32)
     next_e, dest = _route(net, edge, dest, rng)
     length = vh.CLASS_LENGTH_M[vclass]
+    on_road = np.ones(n, dtype=bool)
+    reach = follow.S0 + float(length.max(initial=0.0)) + 1.0
+    for _ in range(30):  # a car drawn onto another one is drawn again elsewhere
+        gap = follow.leaders(net, edge, pos, next_e, dest, length, on_road, reach)[1]
+        bad = np.flatnonzero(gap < follow.S0)
+        if bad.size == 0:
+            break
+        w = rng.random((bad.size, 2))
+        edge[bad] = np.minimum(np.searchsorted(cdf, w[:, 0], side="right"), net.n_edges - 1)
+        pos[bad] = net.edge_len[edge[bad]] * w[:, 1]
+        next_e[bad], dest[bad] = _route(net, edge[bad], dest[bad], rng)
     follow.separate(net, edge, pos, v, np.full(n, -1, dtype=np.int32), next_e, dest, length,
-                    np.ones(n, dtype=bool))
+                    on_road)
     gear = vh.select_gear(v * 3.6, np.ones(n, dtype=np.int8), drivers.up_rpm, drivers.down_rpm)
     return FleetState(
         t=t, edge=edge, pos=pos, v=v, next_e=next_e, dest=dest, gear=gear,
@@ -219,12 +237,27 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
     pos = s.pos + ds
     edge, next_e, dest = s.edge.copy(), s.next_e.copy(), s.dest.copy()
     prev = np.full(n, -1, dtype=np.int32)
+    passed = np.zeros(n)  # length of the edges left behind in this sub-step
     red_now = net.light_state(edge, s.t) == RED
     held = (edge == stop_e) | red_now
     cross = (pos > net.edge_len[edge]) & ~held
     while cross.any():
         idx = np.flatnonzero(cross)
+        # a junction lets one car per sub-step into each edge: the one furthest past its
+        # line (then the lowest index); the others wait at their line behind it
+        target = next_e[idx]
+        order = np.lexsort((-(pos[idx] - net.edge_len[edge[idx]]), target))
+        win = np.zeros(idx.size, dtype=bool)
+        win[order[np.concatenate([[True], target[order][1:] != target[order][:-1]])]] = True
+        if not win.all():
+            lose, winner_v = idx[~win], np.zeros(net.n_edges)
+            winner_v[target[win]] = v_new[idx[win]]
+            pos[lose] = net.edge_len[edge[lose]]
+            v_new[lose] = np.minimum(v_new[lose], winner_v[target[~win]])
+            held[lose] = True
+            idx = idx[win]
         pos[idx] -= net.edge_len[edge[idx]]
+        passed[idx] += net.edge_len[edge[idx]]
         prev[idx] = edge[idx]
         edge[idx] = next_e[idx]
         nxt, new_dest = _route(net, edge[idx], dest[idx], rng)
@@ -234,14 +267,15 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
         held[idx] = hold
         cross = np.zeros(n, dtype=bool)
         cross[idx] = (pos[idx] > net.edge_len[edge[idx]]) & ~hold
-    edge_b, pos_b = edge.copy(), pos.copy()
     over = held & (pos > net.edge_len[edge])
     pos = np.where(over, net.edge_len[edge], pos)
     v_new = np.where(over, 0.0, v_new)
     # 5. no overlaps
+    edge_b = edge.copy()
     follow.separate(net, edge, pos, v_new, prev, next_e, dest, length, active, s.edge, s.pos)
-    pushed = np.where(edge == edge_b, pos_b - pos, pos_b + net.edge_len[edge] - pos)
-    ds = np.maximum(ds - pushed, 0.0)
+    back = edge != edge_b  # returned to the edge they had left
+    passed[back] -= net.edge_len[edge[back]]
+    ds = np.maximum(passed + pos - s.pos, 0.0)
     # 6. engine, fuel, faults
     gear = vh.select_gear(v_new * 3.6, s.gear, np.where(sprint, vh.SPRINT_UPSHIFT_RPM, s.up_rpm),
                           s.down_rpm)

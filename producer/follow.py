@@ -93,9 +93,9 @@ def separate(net: RoadNetwork, edge: np.ndarray, pos: np.ndarray, v: np.ndarray,
 
     A leader that has just entered its edge in front of a car already there (a merge at a
     junction) is held back at the end of the edge it came from (``prev_edge``), stopped: it
-    yields, unless the follower was itself stopped there (then the merging car goes first and
-    the waiting one stays behind its line). Otherwise the follower is pushed back, but never
-    behind where it started the step (``start_edge``/``start_pos``): no car moves backwards."""
+    yields. Otherwise the follower is pushed back, but never behind where it started the
+    step (``start_edge``/``start_pos``): no car moves backwards. (Junctions let one car per
+    sub-step into each edge, see fleet.py, so this is a safety net.)"""
     for _ in range(8):
         lead, gap = leaders(net, edge, pos, next_e, dest, length, active,
                             reach_m=S0 + float(length.max(initial=0.0)) + 1.0)
@@ -104,11 +104,10 @@ def separate(net: RoadNetwork, edge: np.ndarray, pos: np.ndarray, v: np.ndarray,
             return
         ld = lead[bad]
         came = prev_edge[ld]  # the leader came from an edge not on the follower's way: a merge
-        merged = (came >= 0) & (edge[bad] != edge[ld]) & (came != edge[bad]) & (
-            came != next_e[bad])
-        # a stopped follower was itself waiting at the junction: the merging car goes first
-        waiting = merged & (v[bad] < 1.0)
-        yielders = np.unique(ld[merged & ~waiting])
+        merged = (came >= 0) & (came != edge[bad]) & (came != next_e[bad])
+        # into the street the follower was already in: the merging car yields
+        merged &= (edge[bad] == edge[ld]) & (prev_edge[bad] < 0)
+        yielders = np.unique(ld[merged])
         if yielders.size:
             next_e[yielders] = edge[yielders]
             edge[yielders] = prev_edge[yielders]

@@ -14,7 +14,7 @@ plan for is precomputed per (place, edge):
 
 - ``budget[place, edge]``: the squared speed (m^2/s^2) from which, braking at ``B_PLAN``, the
   car meets every static constraint ahead from the *start* of the edge: each turn's curve
-  speed, each lower limit ahead, the slow-down at the place. At position ``pos`` the allowed
+  speed, each lower limit ahead, the best way on at the place. At position ``pos`` the allowed
   speed is ``sqrt(budget - 2 * B_PLAN * pos)``. It is the minimum over all points j ahead of
   ``v_j^2 + 2 b d_j``, so it covers the whole route, not one segment.
 - ``light_edge``/``light_dist`` ``[k, place, node]``: the first two traffic lights on the
@@ -63,8 +63,6 @@ A_LAT = 2.5
 V_TURN_MIN = 3.0
 """m/s: the slowest turn (a U-turn), about 11 km/h."""
 JUNCTION_TANGENT_M = 12.0
-V_PLACE = V_TURN_MIN
-"""m/s: speed at a place (the route beyond is only chosen on arrival: it may be a U-turn)."""
 
 
 @dataclass(frozen=True)
@@ -240,8 +238,10 @@ def build_network(name: str, roads: Sequence[Road], *,
         places = _spread_places(node_lat, node_lon, ways)
     travel_s = edge_len / (edge_limit / 3.6)
     junction = ways >= 3
+    cont2 = _continuations(places, out_ptr, order, in_ptr, in_order, edge_rev, edge_len,
+                           edge_limit / 3.6, edge_heading, junction, edge_to)
     tables = [_routes_to(int(p), n, in_ptr, in_order, edge_from, edge_to, edge_len,
-                         edge_limit / 3.6, edge_heading, edge_light, junction, travel_s)
+                         edge_limit / 3.6, edge_heading, edge_light, junction, travel_s, cont2)
               for p in places]
     next_edge = np.stack([t[0] for t in tables]).astype(np.int32)
     node_budget = np.stack([t[1] for t in tables])
@@ -254,7 +254,7 @@ def build_network(name: str, roads: Sequence[Road], *,
     tc = turn_speed(edge_len[None, :], edge_len[nx_safe], edge_heading[None, :],
                     edge_heading[nx_safe], junction[edge_to][None, :])
     end2 = np.minimum(tc * tc, node_budget[:, edge_to])
-    end2 = np.where(at_place, V_PLACE * V_PLACE, end2)
+    end2 = np.where(at_place, cont2[None, :], end2)
     budget = 2 * B_PLAN * edge_len[None, :] + end2
     return RoadNetwork(
         name=name, node_lat=node_lat, node_lon=node_lon, node_light=node_light,
@@ -365,10 +365,32 @@ def _spread_places(lat: np.ndarray, lon: np.ndarray, ways: np.ndarray) -> np.nda
     return np.asarray(candidates[chosen], dtype=np.int64)
 
 
+def _continuations(places: np.ndarray, out_ptr: np.ndarray, out_edges: np.ndarray,
+                   in_ptr: np.ndarray, in_edges: np.ndarray, edge_rev: np.ndarray,
+                   length: np.ndarray, limit: np.ndarray, heading: np.ndarray,
+                   junction: np.ndarray, edge_to: np.ndarray) -> np.ndarray:
+    """Per edge ending at a place: the squared speed of the best way on (not a U-turn when
+    there is another), since the next place is only chosen on arrival (``inf`` elsewhere)."""
+    cont2 = np.full(length.size, np.inf)
+    for p in places.tolist():
+        outs = out_edges[out_ptr[p]:out_ptr[p + 1]]
+        for e in in_edges[in_ptr[p]:in_ptr[p + 1]].tolist():
+            ways = outs[outs != edge_rev[e]] if outs.size > 1 else outs
+            if ways.size == 0:
+                cont2[e] = V_TURN_MIN * V_TURN_MIN
+                continue
+            tc = turn_speed(np.full(ways.size, length[e]), length[ways],
+                            np.full(ways.size, heading[e]), heading[ways],
+                            np.full(ways.size, junction[edge_to[e]]))
+            cont2[e] = float(np.max(np.minimum(tc, limit[ways]) ** 2))
+    return cont2
+
+
 def _routes_to(place: int, n: int, in_ptr: np.ndarray, in_edges: np.ndarray,
                edge_from: np.ndarray, edge_to: np.ndarray, length: np.ndarray,
                limit: np.ndarray, heading: np.ndarray, light: np.ndarray,
-               junction: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, ...]:
+               junction: np.ndarray, cost: np.ndarray,
+               cont2: np.ndarray) -> tuple[np.ndarray, ...]:
     """Per node: the edge that starts its fastest route to ``place`` (Dijkstra over the
     incoming edges), the speed budget at the node and the first two lights ahead."""
     inf = float("inf")
@@ -402,12 +424,13 @@ def _routes_to(place: int, n: int, in_ptr: np.ndarray, in_edges: np.ndarray,
     ok = has & (nx2 >= 0)
     tc[ok] = turn_speed(length[nxt_a[ok]], length[nx2[ok]], heading[nxt_a[ok]],
                         heading[nx2[ok]], junction[nx_to[ok]])
-    tc[has & (nx2 < 0)] = V_PLACE  # the next node is the place
-    tc2 = (tc * tc).tolist()
+    tc2_a = tc * tc
+    last = has & (nx2 < 0)  # the next node is the place: the best way on from there
+    tc2_a[last] = cont2[nxt_a[last]]
+    tc2 = tc2_a.tolist()
     b2 = 2 * B_PLAN
     node_budget = [inf] * n
     le1, ld1, le2, ld2 = [-1] * n, [inf] * n, [-1] * n, [inf] * n
-    node_budget[place] = V_PLACE * V_PLACE
     for u in settled[1:]:
         e = nxt[u]
         v = to[e]

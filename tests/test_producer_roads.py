@@ -13,7 +13,15 @@ import pytest
 from producer.builtin import warsaw
 from producer.fleet import init_fleet, step
 from producer.geo import WARSAW, haversine_m
-from producer.geojson import RoadsFileError, load_roads, parse_maxspeed, road_class
+from producer.geojson import (
+    DEFAULT_MAXSPEED,
+    RoadsFileError,
+    load_roads,
+    oneway,
+    parse_maxspeed,
+    road_class,
+    skip_reason,
+)
 from producer.roads import HIGHWAY, RURAL, URBAN, RoadNetwork
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,3 +171,158 @@ def test_cli_reports_a_bad_roads_file(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert str(path) in proc.stderr and "FeatureCollection" in proc.stderr
     assert proc.stdout == ""
+
+
+# --- OSM rules, tag by tag -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("props", "direction"), [
+    ({"highway": "primary"}, 0), ({"highway": "primary", "oneway": "yes"}, 1),
+    ({"highway": "primary", "oneway": "1"}, 1), ({"highway": "primary", "oneway": "true"}, 1),
+    ({"highway": "primary", "oneway": "-1"}, -1), ({"highway": "primary", "oneway": "no"}, 0),
+    ({"highway": "primary", "junction": "roundabout"}, 1),
+    ({"highway": "primary", "junction": "circular"}, 1),
+    ({"highway": "primary", "junction": "roundabout", "oneway": "no"}, 0),
+    ({"highway": "motorway"}, 1), ({"highway": "motorway_link"}, 1),
+    ({"highway": "trunk"}, 0),
+])
+def test_oneway_tags(props: dict, direction: int) -> None:
+    assert oneway(props) == direction
+
+
+@pytest.mark.parametrize(("props", "reason"), [
+    ({"highway": "residential"}, None), ({}, None), ({"highway": "living_street"}, None),
+    ({"highway": "service"}, None), ({"highway": "unclassified"}, None),
+    ({"highway": "trunk_link"}, None), ({"highway": "road"}, None),
+    ({"highway": "footway"}, "highway=footway"), ({"highway": "cycleway"}, "highway=cycleway"),
+    ({"highway": "path"}, "highway=path"), ({"highway": "pedestrian"}, "highway=pedestrian"),
+    ({"highway": "steps"}, "highway=steps"), ({"highway": "platform"}, "highway=platform"),
+    ({"highway": "construction"}, "highway=construction"),
+    ({"highway": "proposed"}, "highway=proposed"), ({"highway": "bus_stop"}, "highway=bus_stop"),
+    ({"highway": "corridor"}, "highway=corridor"), ({"highway": "Foo"}, "highway=foo"),
+    ({"highway": "service", "access": "private"}, "access=private"),
+    ({"highway": "service", "access": "no"}, "access=no"),
+    ({"highway": "service", "access": "private", "motor_vehicle": "yes"}, None),
+    ({"highway": "service", "access": "destination"}, None),
+    ({"highway": "primary", "motor_vehicle": "no"}, "motor_vehicle=no"),
+    ({"highway": "primary", "motorcar": "no"}, "motorcar=no"),
+    ({"highway": "primary", "oneway": "reversible"}, "oneway=reversible"),
+])
+def test_which_ways_cars_may_use(props: dict, reason: str | None) -> None:
+    assert skip_reason(props) == reason
+    assert (road_class(props) is None) == (reason is not None)
+
+
+@pytest.mark.parametrize(("highway", "kmh", "road_type"), [
+    ("motorway", 130, "highway"), ("motorway_link", 80, "highway"), ("trunk", 100, "rural"),
+    ("primary", 50, "urban"), ("secondary", 50, "urban"), ("tertiary", 50, "urban"),
+    ("unclassified", 50, "urban"), ("residential", 30, "urban"),
+    ("living_street", 20, "urban"), ("service", 20, "urban"),
+])
+def test_default_limits_by_class(highway: str, kmh: int, road_type: str) -> None:
+    assert DEFAULT_MAXSPEED[highway] == kmh
+    assert road_class({"highway": highway}) == (road_type, kmh)
+    assert road_class({"highway": highway, "maxspeed": "40"})[1] == 40  # type: ignore[index]
+
+
+def _collection(path: Path, feats: list) -> Path:
+    path.write_bytes(orjson.dumps({"type": "FeatureCollection", "features": feats}))
+    return path
+
+
+def _square(lon0: float = 21.0, lat0: float = 52.0, d: float = 0.001) -> list:
+    """A two-way block: four streets around a square."""
+    c = [[lon0, lat0], [lon0 + d, lat0], [lon0 + d, lat0 + d], [lon0, lat0 + d], [lon0, lat0]]
+    return [_feature(c[i:i + 2], highway="residential") for i in range(4)]
+
+
+def test_one_way_roads_and_strong_connectivity(tmp_path: Path) -> None:
+    lon0, lat0, d = 21.0, 52.0, 0.001
+    feats = _square()
+    # a one-way spur out of the block that never comes back: a dead end for cars
+    feats.append(_feature([[lon0 + d, lat0], [lon0 + 2 * d, lat0]], highway="residential",
+                          oneway="yes"))
+    # a one-way street across the block (drawn north to south, tagged -1: driven south->north)
+    feats.append(_feature([[lon0 + d / 2, lat0 + d], [lon0 + d / 2, lat0]],
+                          highway="residential", oneway="-1"))
+    feats[0] = _feature([[lon0, lat0], [lon0 + d / 2, lat0], [lon0 + d, lat0]],
+                        highway="residential")
+    feats[2] = _feature([[lon0 + d, lat0 + d], [lon0 + d / 2, lat0 + d], [lon0, lat0 + d]],
+                        highway="residential")
+    net = load_roads(_collection(tmp_path / "oneway.geojson", feats))
+    assert net.n_nodes == 6  # the spur's end is gone: it cannot be left again
+    one = np.flatnonzero(net.edge_rev < 0)
+    assert one.size == 1  # the cross street, south to north only
+    assert net.node_lat[net.edge_to[one[0]]] > net.node_lat[net.edge_from[one[0]]]
+    assert net.n_edges == 2 * 6 + 1
+
+
+def test_roundabout_is_one_way(tmp_path: Path) -> None:
+    lon0, lat0, r = 21.0, 52.0, 0.0003
+    ring = [[lon0 + r * np.cos(a), lat0 + r * np.sin(a)] for a in np.linspace(0, 2 * np.pi, 9)]
+    ring = [[float(x), float(y)] for x, y in ring]
+    ring[-1] = ring[0]
+    feats = [_feature(ring, highway="primary", junction="roundabout")]
+    for k in (0, 2, 4, 6):
+        x, y = ring[k]
+        feats.append(_feature([[x, y], [x + 5 * (x - lon0), y + 5 * (y - lat0)]],
+                              highway="secondary"))
+    net = load_roads(_collection(tmp_path / "roundabout.geojson", feats))
+    ring_edges = net.edge_rev < 0
+    assert ring_edges.sum() == 8  # counter-clockwise (drawing order) only
+    assert net.n_edges == 8 + 4 * 2
+
+
+def test_traffic_signals_come_from_the_data_else_are_inferred(tmp_path: Path) -> None:
+    city = orjson.loads(_city(tmp_path).read_bytes())
+    net = load_roads(_city(tmp_path))
+    assert not net.lights_from_data and net.node_light.sum() == 4
+    lon0, lat0, d = 19.93, 50.06, 0.004
+    city["features"].append({"type": "Feature", "properties": {"highway": "traffic_signals"},
+                             "geometry": {"type": "Point", "coordinates": [lon0 + d, lat0]}})
+    city["features"].append({"type": "Feature", "properties": {"highway": "crossing"},
+                             "geometry": {"type": "Point", "coordinates": [lon0, lat0]}})
+    path = _collection(tmp_path / "signals.geojson", city["features"])
+    net = load_roads(path)
+    assert net.lights_from_data and net.node_light.sum() == 1
+    light = int(np.flatnonzero(net.node_light)[0])
+    assert (net.node_lat[light], net.node_lon[light]) == pytest.approx((lat0, lon0 + d))
+    assert net.edge_light.sum() == int((net.edge_to == light).sum())
+
+
+def test_skipped_ways_are_reported_by_kind(tmp_path: Path) -> None:
+    feats = _square()
+    feats += [_feature([[21, 52], [21.01, 52.01]], highway=k) for k in
+              ("footway", "footway", "steps", "platform", "proposed", "weird_value")]
+    feats.append(_feature([[21, 52], [21.01, 52.01]], highway="service", access="private"))
+    feats.append(_feature([[21, 52], [21.01, 52.01]], highway="primary", oneway="reversible"))
+    net = load_roads(_collection(tmp_path / "mixed.geojson", feats))
+    assert net.skipped == {"access=private": 1, "highway=footway": 2, "highway=platform": 1,
+                           "highway=proposed": 1, "highway=steps": 1,
+                           "highway=weird_value": 1, "oneway=reversible": 1}
+    assert net.n_nodes == 4
+
+
+LATLON = {
+    "lat-over-90": (orjson.dumps({"type": "FeatureCollection", "features": [
+        _feature([[-33.9, 151.2], [-33.8, 151.3]], highway="primary")]}), "look like [lat, lon]"),
+    "bbox-swapped": (orjson.dumps({"type": "FeatureCollection", "bbox": [21.0, 52.0, 21.1, 52.1],
+                                   "features": [_feature([[52.05, 21.05], [52.06, 21.05]],
+                                                         highway="primary")]}),
+                     "look like [lat, lon]"),
+    "only-reversible": (orjson.dumps({"type": "FeatureCollection", "features": [
+        _feature([[21, 52], [21.01, 52]], highway="primary", oneway="reversible")]}),
+        "oneway=reversible: 1"),
+    "one-way-nowhere": (orjson.dumps({"type": "FeatureCollection", "features": [
+        _feature([[21, 52], [21.01, 52]], highway="primary", oneway="yes")]}),
+        "no two places are connected"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LATLON))
+def test_more_bad_files_get_a_clear_error(tmp_path: Path, case: str) -> None:
+    content, problem = LATLON[case]
+    path = tmp_path / f"{case}.geojson"
+    path.write_bytes(content)
+    with pytest.raises(RoadsFileError) as err:
+        load_roads(path)
+    assert str(path) in str(err.value) and problem in str(err.value)
