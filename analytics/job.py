@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -33,6 +32,7 @@ from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 from analytics.progress import ProgressTracker
 from analytics.settings import Settings
 from analytics.transforms import malformed_records, parse, transform, valid_events
+from common.kafka import KafkaEdgeError, check_reachable
 
 log = logging.getLogger("analytics")
 
@@ -102,16 +102,10 @@ def build_session(settings: Settings) -> SparkSession:
 def check_broker(bootstrap_servers: str, timeout: float = 5.0) -> None:
     """Fail fast, and clearly, when no bootstrap server accepts a connection (Spark's own
     Kafka client would retry for minutes and then fail with the whole query plan)."""
-    errors = []
-    for server in bootstrap_servers.split(","):
-        host, _, port = server.strip().rpartition(":")
-        try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-                return
-        except (OSError, ValueError) as exc:
-            errors.append(f"{server.strip()}: {exc}")
-    raise JobError(f"no Kafka broker reachable at {bootstrap_servers} "
-                   f"(KAFKA_BOOTSTRAP_SERVERS / --bootstrap-servers): {'; '.join(errors)}")
+    try:
+        check_reachable(bootstrap_servers, timeout_s=timeout)
+    except KafkaEdgeError as exc:
+        raise JobError(f"{exc} (KAFKA_BOOTSTRAP_SERVERS / --bootstrap-servers)") from None
 
 
 def _short(failure: BaseException) -> str:

@@ -289,15 +289,15 @@ def broker_ready(bootstrap: str, timeout: float = 5.0) -> bool:
     """True when the broker at ``bootstrap`` answers an ApiVersions and Metadata request."""
     import asyncio
 
-    from aiokafka.admin import AIOKafkaAdminClient
+    from common.kafka import KafkaEdgeError, check_reachable, make_admin
 
-    host, _, port = bootstrap.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=1.0):
-        pass
+    try:
+        check_reachable(bootstrap, timeout_s=1.0)
+    except KafkaEdgeError as exc:
+        raise OSError(str(exc)) from exc
 
     async def probe() -> bool:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
-                                    request_timeout_ms=int(timeout * 1000))
+        admin = make_admin(bootstrap, request_timeout_ms=int(timeout * 1000))
         try:
             await asyncio.wait_for(admin.start(), timeout)
             await asyncio.wait_for(admin.describe_cluster(), timeout)
@@ -312,43 +312,16 @@ def broker_ready(bootstrap: str, timeout: float = 5.0) -> bool:
 
 def create_topic(bootstrap: str, name: str, partitions: int = 3, *,
                  config: dict[str, str] | None = None, timeout: float = 30.0) -> None:
-    """Create ``name`` if it does not exist yet (idempotent)."""
+    """Create ``name`` if it does not exist yet (idempotent), through common.kafka."""
     import asyncio
 
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
+    from common.kafka import KafkaEdgeError, TopicSpec, ensure_topics
 
-    async def go() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
-                                    request_timeout_ms=int(timeout * 1000))
-        await admin.start()
-        try:
-            resp = await admin.create_topics(
-                [NewTopic(name, partitions, 1, topic_configs=config or {})])
-            for topic_err in getattr(resp, "topic_errors", []) or []:
-                code = topic_err[1]
-                if code not in (0, TopicAlreadyExistsError.errno):
-                    raise KafkaError(f"creating topic {name!r} failed with Kafka error {code}")
-        except TopicAlreadyExistsError:
-            pass
-        finally:
-            await admin.close()
-        # Wait until the new topic's leaders are elected, so the first produce does not race.
-        deadline = time.monotonic() + timeout
-        from aiokafka import AIOKafkaProducer
-        prod = AIOKafkaProducer(bootstrap_servers=bootstrap)
-        await prod.start()
-        try:
-            while time.monotonic() < deadline:
-                parts = await prod.partitions_for(name)
-                if parts and len(parts) >= 1:
-                    return
-                await asyncio.sleep(0.1)
-        finally:
-            await prod.stop()
-        raise KafkaError(f"topic {name!r} has no partitions after {timeout:.0f}s")
-
-    asyncio.run(go())
+    try:
+        asyncio.run(ensure_topics(bootstrap, [TopicSpec(name, partitions, config=config or {})],
+                                  timeout_s=timeout))
+    except KafkaEdgeError as exc:
+        raise KafkaError(str(exc)) from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
