@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 
 from ui.frames import events_frame, trails_frame, windows_frame
 from ui.guard import FAILED, guarded
-from ui.text import md
+from ui.text import code, md
 
 APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
 TOKEN = "tok-never-in-the-page"  # noqa: S105
@@ -84,6 +84,12 @@ def test_any_item_frames_without_raising() -> None:
     assert row["seq"] == 2**53 and row["road_type"] == ""
     assert df.set_index("vehicle_id").loc["FAULTY", "fault_codes"] == [
         f"![f]({LEAK})", "<b>P0300</b>", "7", "None"]
+
+
+def test_code_spans_hold_any_text_verbatim() -> None:
+    assert code("![x](http://h/l)") == "` ![x](http://h/l) `"
+    assert code("a`b") == "`` a`b ``" and code("``") == "``` `` ```"
+    assert code("a\u202eb\nc") == "` a\ufffdb\ufffdc `" and code("") == ""
 
 
 def test_md_leaves_no_markdown_or_html_alive() -> None:
@@ -199,7 +205,8 @@ def test_the_app_survives_hostile_data_and_escapes_it(
     legend = html_text(at)
     assert len(legend) == 1 and not any(v in legend[0] for v in ("CAR", "FAULTY", "leak"))
     for t in texts:  # no hostile id reaches Markdown unescaped
-        live = re.sub(r"\\.", "", t)  # what is left once escaped characters are removed
+        # what is left once code spans and escaped characters are removed
+        live = re.sub(r"\\.", "", re.sub(r"(`+) .*? \1", "", t))
         assert "](" not in live and "<" not in live and "[" not in live and "$" not in live, t
     fleet = at.dataframe[0].value  # a table shows the ids as they are
     assert set(HOSTILE_IDS) <= set(fleet["vehicle_id"])
@@ -208,11 +215,11 @@ def test_the_app_survives_hostile_data_and_escapes_it(
     at.sidebar.selectbox(key="follow").select(HOSTILE_IDS[0]).run()
     assert not at.exception
     heading = [m.value for m in at.markdown if "following" in m.value]
-    assert heading == [f"##### Live map · following **{md(HOSTILE_IDS[0])}** · trails for "
+    assert heading == [f"##### Live map · following {code(HOSTILE_IDS[0])} · trails for "
                        f"{heading[0].rsplit('trails for ', 1)[1]}"]
     at.sidebar.selectbox(key="follow").select("FAULTY").run()
     faults = [c.value for c in at.caption if "faults:" in c.value]
-    assert faults and f"]({LEAK})" not in faults[0] and md("<b>P0300</b>") in faults[0]
+    assert faults and f"faults: {code(f'![f]({LEAK})')}, {code('<b>P0300</b>')}, " in faults[0]
 
 
 def test_the_token_stays_server_side_and_goes_to_the_configured_api_only(

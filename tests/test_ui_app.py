@@ -269,7 +269,7 @@ def test_app_shows_the_live_fleet_from_the_real_api(
     view = deck["initialViewState"]
     assert (view["latitude"], view["longitude"], view["zoom"]) == (
         e.location.lat, e.location.lon, 14.0)
-    assert any("following **CAR00005**" in m.value for m in at.markdown)
+    assert any("following ` CAR00005 `" in m.value for m in at.markdown)
     assert any(f"gear {e.gear}" in c.value and f"limit {e.speed_limit_kmh}" in c.value
                for c in at.caption)
 

@@ -25,7 +25,7 @@ from ui.guard import guarded  # noqa: E402
 from ui.panels import Panels, build_panels, csv_bytes, kpi_deltas, page  # noqa: E402
 from ui.settings import Settings  # noqa: E402
 from ui.snapshot import ViewOptions, fetch_snapshot  # noqa: E402
-from ui.text import md  # noqa: E402
+from ui.text import code, md  # noqa: E402
 
 ROAD_WINDOW_COLUMNS = ("window_start", "road_type", "vehicles", "samples", "avg_speed_kmh",
                        "max_speed_kmh", "speeding_count", "redline_count")
@@ -151,23 +151,23 @@ def live_panels(client: ApiClient, controls: sidebar.Controls, settings: Setting
     render_kpis(panels)
     map_col, chart_col = st.columns([3, 2], gap="medium")
     with map_col:
-        where = f"following **{md(controls.follow)}**" if controls.follow else "fitting the fleet"
+        where = f"following {code(controls.follow)}" if controls.follow else "fitting the fleet"
         st.markdown(f"##### Live map · {where} · trails for {len(snap.trail_ids)} vehicles")
         if controls.follow:
             followed = snap.latest.loc[snap.latest["vehicle_id"] == controls.follow]
             if followed.empty:
-                st.caption(f"{md(controls.follow)} is not reporting.")
+                st.caption(f"{code(controls.follow)} is not reporting.")
             else:
                 r = followed.iloc[0]
                 st.caption(f"{r['state']} · {r['speed_kmh']:.0f} km/h (limit "
                            f"{r['speed_limit_kmh']}) · {r['engine_rpm']:,} rpm · gear {r['gear']}"
                            f" · fuel {r['fuel_level_pct']:.0f}% · {md(r['road_type'])} · faults: "
-                           f"{md(r['faults']) or 'none'}")
+                           f"{', '.join(map(code, r['fault_codes'])) or 'none'}")
         st.pydeck_chart(panels.deck, height=600)
         st.markdown(maps.legend_html(controls.layers.trails, controls.layers.heatmap),
                     unsafe_allow_html=True)
     with chart_col:
-        st.markdown(f"##### {md(', '.join(snap.chart_ids))}")
+        st.markdown(f"##### {', '.join(map(code, snap.chart_ids))}")
         render_chart(panels.charts["speed"], "No speed data yet.")
         render_chart(panels.charts["rpm"], "No RPM data yet.")
     c1, c2, c3 = st.columns(3, gap="medium")

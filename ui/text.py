@@ -5,7 +5,8 @@ publish to it. In Markdown, ``![x](http://host/leak)`` would make every viewer's
 that URL, and ``:red[...]``, ``$...$`` or ``<b>`` would restyle the page. :func:`md` escapes
 every ASCII punctuation character (CommonMark lets each be escaped with a backslash) and
 replaces control and format characters (line breaks, bidi and RTL overrides, zero-width
-characters), so the reader sees exactly the characters of the data, on one line.
+characters), so the reader sees exactly the characters of the data, on one line. :func:`code` shows
+identifiers as code spans, which also keeps a URL in them from becoming a link.
 """
 
 from __future__ import annotations
@@ -21,6 +22,16 @@ REPLACEMENT = "\N{REPLACEMENT CHARACTER}"
 def visible(value: object) -> str:
     """``value`` as a string with every invisible or layout-changing character replaced."""
     return "".join(REPLACEMENT if unicodedata.category(c) in _HIDDEN else c for c in str(value))
+
+
+def code(value: object) -> str:
+    """``value`` as a Markdown code span: shown verbatim in monospace, never a link (unlike
+    escaped text, where ``http://...`` still becomes one). For ids and fault codes."""
+    text = visible(value)
+    if not text:
+        return ""
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}"  # CommonMark strips one space each side of the content
 
 
 def md(value: object) -> str:
