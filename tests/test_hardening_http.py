@@ -14,7 +14,7 @@ import pytest
 from common.contract import MAX_FLEET_SIZE
 from tests.support.webapi import make_event, running_app, wait_for
 from webapi.decode import entry_from_event
-from webapi.keys import CONTROL, STORE
+from webapi.keys import CONTROL, HUB, STORE
 from webapi.settings import Settings
 
 pytestmark = pytest.mark.kafka
@@ -166,7 +166,7 @@ async def test_one_address_cannot_take_every_websocket_slot(settings) -> None:
             resp = await client.get("/ws", headers=WS_HEADERS)
             assert resp.status == 503
             assert "WEBAPI_WS_MAX_PER_ADDRESS" in (await resp.json())["error"]
-        await wait_for(lambda: not client.app[STORE].latest and True)
+        await wait_for(lambda: not client.app[HUB].per_address)
         async with client.ws_connect("/ws") as c:  # slots come back when clients leave
             assert (await c.receive_json())["type"] == "snapshot"
 

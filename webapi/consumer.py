@@ -150,11 +150,12 @@ class TelemetryConsumer:
     async def _loop(self, client: AIOKafkaConsumer) -> None:
         tps = sorted(client.assignment())
         store = self.store
+        probe_ms = 0
         while True:
             got = 0
             for tp in tps:
                 try:
-                    batch = await client.getmany(tp, timeout_ms=0, max_records=MAX_RECORDS)
+                    batch = await client.getmany(tp, timeout_ms=probe_ms, max_records=MAX_RECORDS)
                 except Exception as exc:
                     if not undecodable(exc):
                         raise
@@ -163,13 +164,16 @@ class TelemetryConsumer:
                 records = batch.get(tp, [])
                 got += len(records)
                 self._take(tp, records)
+            probe_ms = 0
             if not got:  # wait for data; one record at most, so an error here loses nothing
                 try:
                     batch = await client.getmany(timeout_ms=500, max_records=1)
                 except Exception as exc:
                     if not undecodable(exc):
                         raise
-                    batch = {}  # the partition pass above finds and skips it
+                    # Some partition's batch is undecodable, but the error does not say which:
+                    # the next pass waits on each partition alone, so its refetch fails there.
+                    batch, probe_ms = {}, 200
                 for tp, records in batch.items():
                     self._take(tp, records)
             self.metrics.vehicles.set(len(store.latest))
