@@ -23,6 +23,13 @@ run: export KAFKA_BOOTSTRAP_SERVERS := 127.0.0.1:$(KAFKA_PORT)
 run: export KAFKA_PORT := $(KAFKA_PORT)
 endif
 
+# The Streamlit app of this stack talks to this stack's web API (FLEETSTREAM_API_URL, if set,
+# wins): WEBAPI_PORT=8100 UI_PORT=8601 make run never drives another stack's API.
+WEBAPI_PORT ?= 8000
+WEBAPI_HOST ?= 127.0.0.1
+RUN_API_HOST := $(if $(filter 0.0.0.0 ::,$(WEBAPI_HOST)),127.0.0.1,$(WEBAPI_HOST))
+RUN_API_URL := $(or $(FLEETSTREAM_API_URL),http://$(RUN_API_HOST):$(WEBAPI_PORT))
+
 .PHONY: help
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,14 +37,14 @@ help: ## list the targets
 ## ---- the two README commands -----------------------------------------------------------
 
 .PHONY: run
-run: setup ## run the whole stack: Kafka, producer, web API, Streamlit (Ctrl-C stops it)
+run: setup ## run the whole stack: Kafka, producer, web API, Streamlit (Ctrl-C stops it; a crashed one restarts)
 	@echo "FleetStream is starting:"
 	@echo "  web API          http://127.0.0.1:$${WEBAPI_PORT:-8000}/health  (OpenAPI: /openapi.json)"
 	@echo "  legacy dashboard http://127.0.0.1:$${WEBAPI_PORT:-8000}/dashboard"
-	@echo "  Streamlit app    http://127.0.0.1:$${UI_PORT:-8501}"
+	@echo "  Streamlit app    http://127.0.0.1:$${UI_PORT:-8501}  (reads $(RUN_API_URL))"
 	@echo "  Kafka            $${KAFKA_BOOTSTRAP_SERVERS}"
 	SIM_AUTOSTART=$${SIM_AUTOSTART:-true} FLEET_SIZE=$${FLEET_SIZE:-25} \
-	  honcho start -f Procfile $(RUN_PROCESSES)
+	  FLEETSTREAM_API_URL=$(RUN_API_URL) $(PY) -m tools.supervise -f Procfile $(RUN_PROCESSES)
 
 .PHONY: test
 test: setup test-deps lint ## run the whole test suite: lint, unit, Kafka, Spark and browser tests
@@ -51,11 +58,25 @@ setup: venv kafka-jars spark-jars assets ## install everything `make run` needs
 .PHONY: venv
 venv: $(VENV)/.installed ## the virtualenv with the project and its dev tools
 
-$(VENV)/.installed: pyproject.toml
+# Every package comes from requirements.lock, pinned with its hashes (`make lock` refreshes
+# it); the project itself is then installed without resolving anything.
+LOCK      := requirements.lock
+LOCK_VENV := .cache/lock-venv
+
+$(VENV)/.installed: $(LOCK) pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --require-hashes -r $(LOCK)
+	$(PY) -m pip install -q --no-deps -e .
+	@$(PY) -m pip check >/dev/null || { $(PY) -m pip check; \
+	  echo "$(LOCK) does not satisfy pyproject.toml: run make lock"; exit 1; }
 	@touch $@
+
+.PHONY: lock
+lock: ## refresh requirements.lock from pyproject.toml (LOCK_ARGS=--upgrade: newest of everything)
+	@test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && \
+	  $(LOCK_VENV)/bin/pip install -q 'pip-tools==7.*'; }
+	$(LOCK_VENV)/bin/pip-compile -q $(LOCK_ARGS) --generate-hashes --allow-unsafe --extra dev \
+	  --strip-extras --no-emit-find-links --no-emit-index-url -o $(LOCK) pyproject.toml
 
 .PHONY: kafka-jars
 kafka-jars: venv ## the Kafka broker and CLI tools from Maven Central, into .cache/kafka
