@@ -479,14 +479,16 @@ def load_ways(path: Path) -> Ways:
                 np.array(sig, dtype=float).reshape(-1, 2))
 
 
-def wrong_way(ev: Events, ways: Ways, index: SegmentIndex) -> tuple[int, int, int]:
-    """(moving samples against a one-way, moving samples matched to a way, unmatched)."""
+def wrong_way(ev: Events, ways: Ways, index: SegmentIndex) -> tuple[int, int, int, int]:
+    """(moving samples against a one-way, moving samples matched to a way, those of them on a
+    one-way way, unmatched)."""
     mov = np.flatnonzero((ev.v * 3.6 >= STOP_KMH) & ~ev.parked)
     seg, _, diff = index.match(ev.lat[mov], ev.lon[mov], _headings(ev)[mov], directed=False)
     ok = seg >= 0
     ow = np.where(ok, ways.oneway[np.maximum(seg, 0)], 0)
     against = ((ow == 1) & (diff > 90)) | ((ow == -1) & (diff < 90))
-    return int((against & ok).sum()), int(ok.sum()), int((~ok).sum())
+    return (int((against & ok).sum()), int(ok.sum()), int((ok & (ow != 0)).sum()),
+            int((~ok).sum()))
 
 
 def _headings(ev: Events) -> np.ndarray:
@@ -642,13 +644,15 @@ def measure(ev: Events, *, net: Any, ways: Ways | None, lines: int, secs: float,
     m["red_n"], m["amber_n"] = cr.red, cr.amber
     if ways is not None:
         widx = way_index(ways, proj)
-        against, matched, unmatched = wrong_way(ev, ways, widx)
+        against, matched, on_oneway, unmatched = wrong_way(ev, ways, widx)
         m["wrong_way"] = against / matched if matched else math.nan
+        m["wrong_way_of_oneway"] = against / on_oneway if on_oneway else math.nan
         m["wrong_way_n"], m["unmatched"] = against, unmatched
         m["oneway_segments"] = int((ways.oneway != 0).sum())
         m["classes"] = class_shares(ev, ways, widx)
     else:
         m["wrong_way"], m["wrong_way_n"], m["oneway_segments"] = math.nan, 0, 0
+        m["wrong_way_of_oneway"], m["unmatched"] = math.nan, 0
         m["classes"] = {}
     ov, moving, most = overlaps(ev, proj)
     m["overlap"] = ov / moving if moving else math.nan
@@ -728,7 +732,9 @@ def render(name: str, runs: list[dict[str, Any]], *, roads: Path | None,
             f"{_pct(m['red'])} ({m['red_n']:.0f} of {m['crossings']:.0f})")
     if m["oneway_segments"]:
         row("moving samples against a one-way", "wrong_way",
-            f"{_pct(m['wrong_way'])} ({m['wrong_way_n']:.0f}; {m['unmatched']:.0f} unmatched)")
+            f"{_pct(m['wrong_way'])} ({m['wrong_way_n']:.0f}; "
+            f"{_pct(m['wrong_way_of_oneway'])} of those on one-way ways; "
+            f"{m['unmatched']:.0f} unmatched)")
     else:
         rows.append(("moving samples against a one-way", REAL["wrong_way"][0],
                      "no one-way roads", "n/a"))

@@ -127,22 +127,22 @@ def _way(x1: float, x2: float, y: float, **props: Any) -> dict[str, Any]:
                 [LON0 + x1 * M_LON, LAT0 + y * M_LAT], [LON0 + x2 * M_LON, LAT0 + y * M_LAT]]}}
 
 
-@pytest.mark.parametrize(("props", "heading", "wrong"), [
-    ({"oneway": "yes"}, 270.0, 1),  # west on an eastbound one-way
-    ({"oneway": "yes"}, 90.0, 0),
-    ({"oneway": "-1"}, 90.0, 1),  # -1: the way runs against its point order
-    ({"junction": "roundabout"}, 270.0, 1),
-    ({}, 270.0, 0),  # two-way
-    ({"oneway": "no", "junction": "roundabout"}, 270.0, 0),
+@pytest.mark.parametrize(("props", "heading", "wrong", "on_oneway"), [
+    ({"oneway": "yes"}, 270.0, 1, 1),  # west on an eastbound one-way
+    ({"oneway": "yes"}, 90.0, 0, 1),
+    ({"oneway": "-1"}, 90.0, 1, 1),  # -1: the way runs against its point order
+    ({"junction": "roundabout"}, 270.0, 1, 1),
+    ({}, 270.0, 0, 0),  # two-way
+    ({"oneway": "no", "junction": "roundabout"}, 270.0, 0, 0),
 ])
 def test_wrong_way_samples_are_detected(tmp_path: Path, props: dict[str, str], heading: float,
-                                        wrong: int) -> None:
+                                        wrong: int, on_oneway: int) -> None:
     ways = rz.load_ways(_geojson(tmp_path, [_way(0, 200, 0, **props),
                                              _way(100, 100.01, -100, highway="footway")]))
     lines = [event("A", 0, x=50, y=1.0, kmh=30, heading=heading),
              event("B", 0, x=150, kmh=0, heading=heading)]  # stopped: not counted
     got = rz.wrong_way(rz.parse_events(lines), ways, rz.way_index(ways, PROJ))
-    assert got == (wrong, 1, 0)
+    assert got == (wrong, 1, on_oneway, 0)
 
 
 def test_matching_prefers_the_way_the_car_drives_along_at_a_junction(tmp_path: Path) -> None:
@@ -152,7 +152,7 @@ def test_matching_prefers_the_way_the_car_drives_along_at_a_junction(tmp_path: P
     ways = rz.load_ways(_geojson(tmp_path, [_way(0, 200, 0), cross]))
     # 1 m before the crossing, driving east on the two-way street: not against the one-way
     ev = rz.parse_events([event("A", 0, x=99, kmh=30, heading=90.0)])
-    assert rz.wrong_way(ev, ways, rz.way_index(ways, PROJ)) == (0, 1, 0)
+    assert rz.wrong_way(ev, ways, rz.way_index(ways, PROJ)) == (0, 1, 0, 0)
     assert list(rz.class_shares(rz.parse_events(drive("A", [10, 10])), ways,
                                 rz.way_index(ways, PROJ))) == ["residential"]
 
@@ -216,9 +216,10 @@ def test_report_on_the_builtin_city_has_every_measure() -> None:
         assert label in table, label
     assert table.startswith("### builtin: 4 vehicles")
     run = results["builtin"][0]
-    assert run["events"] == 4 * 60
+    assert 0 < run["events"] <= 4 * 60  # parked cars may report less often
+    assert run["vehicles"] <= 4
     assert run["km"] > 0
-    assert 0.0 <= run["stopped"] <= 1.0
+    assert math.isnan(run["stopped"]) or 0.0 <= run["stopped"] <= 1.0  # nan: no urban driving
     assert run["events_per_s"] > 0
 
 
