@@ -31,7 +31,8 @@ What each measure is, and where its real-world figure comes from (``REAL`` below
 - wrong way: moving samples (>= 1 km/h) matched to a way of the GeoJSON (nearest segment, its
   axis agreeing with the car's heading) that is one-way (``oneway=yes/1/true/-1``,
   ``junction=roundabout``) while the heading opposes the way's direction by more than 90 deg;
-- overlap: moving samples with another car (parked ones excluded) within 3 m at the same tick;
+- overlap: moving samples with another car (parked ones excluded) within 3 m at the same tick,
+  oncoming cars excepted (both directions of a road share its centreline in the producer);
 - fuel: litres burnt on urban roads (drops of fuel_level_pct x the tank of the vehicle's class,
   rises excluded) per 100 km driven there, cars only when the event names the vehicle type;
 - refuelling: runs of rising fuel_level_pct: the highest speed during each and its duration
@@ -66,6 +67,7 @@ ROAD_CODES = {"urban": 0, "rural": 1, "highway": 2}
 STOP_KMH = 1.0
 HARD_BRAKE_MS2 = 4.0
 OVERLAP_M = 3.0
+ONCOMING_DEG = 150.0
 MATCH_MAX_M = 12.0
 DEFAULT_START = "2026-03-10T08:00:00+00:00"  # a Tuesday, 08:00 UTC: morning traffic
 
@@ -303,10 +305,14 @@ def road_shares(ev: Events) -> tuple[dict[str, float], float]:
 
 
 def overlaps(ev: Events, proj: Projection, rate_hz: float = 1.0,
-             radius: float = OVERLAP_M) -> tuple[int, int, int]:
+             radius: float = OVERLAP_M) -> tuple[int, int, int, int]:
     """(moving samples with another car within ``radius`` at the same tick, moving samples,
-    the most cars found in one spot). Events between ticks are moved back to their tick along
-    their heading, so devices that report on their own phase are compared fairly."""
+    the most cars found in one spot, moving samples close only to oncoming cars).
+
+    Cars heading opposite ways (more than ONCOMING_DEG apart) are not counted: the producer
+    puts both directions of a two-way road on its centreline, so they meet there when they
+    pass. Events between ticks are moved back to their tick along their heading, so devices
+    that report on their own phase are compared fairly."""
     x, y = proj.xy(ev.lat, ev.lon)
     tick = np.floor(ev.t * rate_hz + 1e-6)
     lag = ev.t - tick / rate_hz
@@ -325,6 +331,7 @@ def overlaps(ev: Events, proj: Projection, rate_hz: float = 1.0,
     order = np.argsort(key, kind="stable")
     skey = key[order]
     near = np.zeros(idx.size, dtype=np.int64)
+    oncoming = np.zeros(idx.size, dtype=np.int64)
     for ox in (-1, 0, 1):
         for oy in (-1, 0, 1):
             q = key + ox * span + oy
@@ -337,10 +344,13 @@ def overlaps(ev: Events, proj: Projection, rate_hz: float = 1.0,
                 oi, ii = idx[other], idx
                 close = (has & (other != np.arange(idx.size))
                          & (np.hypot(x[oi] - x[ii], y[oi] - y[ii]) <= radius))
-                near += close
+                opposite = angle_diff(ev.heading[oi], ev.heading[ii]) > ONCOMING_DEG
+                near += close & ~opposite
+                oncoming += close & opposite
     flagged = near > 0
     m = moving[idx]
-    return int((flagged & m).sum()), int(moving.sum()), int(near.max(initial=0) + 1)
+    return (int((flagged & m).sum()), int(moving.sum()), int(near.max(initial=0) + 1),
+            int((~flagged & (oncoming > 0) & m).sum()))
 
 
 # --- matching positions to segments -----------------------------------------------------------
@@ -654,7 +664,7 @@ def measure(ev: Events, *, net: Any, ways: Ways | None, lines: int, secs: float,
         m["wrong_way"], m["wrong_way_n"], m["oneway_segments"] = math.nan, 0, 0
         m["wrong_way_of_oneway"], m["unmatched"] = math.nan, 0
         m["classes"] = {}
-    ov, moving, most = overlaps(ev, proj)
+    ov, moving, most, m["oncoming_n"] = overlaps(ev, proj)
     m["overlap"] = ov / moving if moving else math.nan
     m["overlap_n"], m["overlap_most"] = ov, most
     m["fuel"], m["fuel_km"] = fuel_use(ev, tank_litres())
@@ -740,7 +750,7 @@ def render(name: str, runs: list[dict[str, Any]], *, roads: Path | None,
                      "no one-way roads", "n/a"))
     row("moving cars sharing a 3 m spot with another", "overlap",
         f"{_pct(m['overlap'])} ({m['overlap_n']:.0f} samples; up to {m['overlap_most']:.0f} "
-        f"cars in one spot)")
+        f"cars in one spot; not counted: {m['oncoming_n']:.0f} oncoming passes)")
     row("urban fuel use, L/100 km", "fuel",
         f"{m['fuel']:.2f} over {m['fuel_km']:.0f} km" if not math.isnan(m["fuel"]) else "n/a")
     if long is not None:
@@ -785,6 +795,7 @@ def report(networks: list[str], *, vehicles: int, minutes: float, seed: int, run
            start: str, producer_root: Path, long_hours: float = 0.0, long_vehicles: int = 20,
            out: Callable[[str], None] = print) -> dict[str, list[dict[str, Any]]]:
     """Run and print every network's table; returns the raw measures."""
+    nets = [resolve(name) for name in networks]  # tools.osm of this checkout
     if str(producer_root) not in sys.path:
         sys.path.insert(0, str(producer_root))
     sim = importlib.import_module("producer.sim")
@@ -795,8 +806,7 @@ def report(networks: list[str], *, vehicles: int, minutes: float, seed: int, run
     steps = max(2, int(round(minutes * 60)))
     results: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="realism-") as tmp:
-        for name in networks:
-            net = resolve(name)
+        for net in nets:
             road_net = sim.load_network(net.roads)
             ways = load_ways(net.roads) if net.roads is not None else None
             path = Path(tmp) / f"{net.name}.jsonl"

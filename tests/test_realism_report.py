@@ -105,14 +105,24 @@ def test_overlapping_cars_are_counted_and_parked_ones_ignored() -> None:
     lines = [event("A", 0, x=0, kmh=30), event("B", 0, x=2, kmh=30),  # 2 m apart
              event("C", 0, x=50, kmh=30), event("D", 0, x=51, ignition=False),  # parked
              event("E", 0, x=100), event("F", 0, x=100.5)]  # both stopped, overlapping
-    flagged, moving, most = rz.overlaps(rz.parse_events(lines), PROJ)
-    assert (flagged, moving, most) == (2, 3, 2)
+    assert rz.overlaps(rz.parse_events(lines), PROJ) == (2, 3, 2, 0)
     three = [event(v, 0, x=float(i), kmh=20) for i, v in enumerate("PQR")]
-    assert rz.overlaps(rz.parse_events(three), PROJ) == (3, 3, 3)
+    assert rz.overlaps(rz.parse_events(three), PROJ) == (3, 3, 3, 0)
+    crossing = [event("A", 0, x=0, kmh=30), event("B", 0, x=1, kmh=30, heading=0.0)]
+    assert rz.overlaps(rz.parse_events(crossing), PROJ)[0] == 2
+    passing = [event("A", 0, x=0, kmh=30), event("B", 0, x=1, kmh=30, heading=270.0)]
+    assert rz.overlaps(rz.parse_events(passing), PROJ) == (0, 2, 1, 2)
     apart = [event("A", 0, x=0, kmh=30), event("B", 0, x=3.5, kmh=30)]
     assert rz.overlaps(rz.parse_events(apart), PROJ)[0] == 0
     other_tick = [event("A", 0, x=0, kmh=30), event("B", 1, x=0, kmh=30)]
     assert rz.overlaps(rz.parse_events(other_tick), PROJ)[0] == 0
+
+
+def test_devices_reporting_on_their_own_phase_are_compared_at_their_tick() -> None:
+    # B reports half a second into the tick, 5 m further on at 36 km/h: at the tick it was at A
+    lines = [event("A", 0, x=0, kmh=36), event("B", 0.5, x=5, kmh=36),
+             event("C", 0.5, x=20, kmh=36)]
+    assert rz.overlaps(rz.parse_events(lines), PROJ)[:2] == (2, 3)
 
 
 def _geojson(tmp_path: Path, features: list[dict[str, Any]]) -> Path:
