@@ -68,6 +68,9 @@ STOP_KMH = 1.0
 HARD_BRAKE_MS2 = 4.0
 OVERLAP_M = 3.0
 ONCOMING_DEG = 150.0
+PASSED_M = 0.5
+"""A car is past a stop line when it is this far beyond it: events round positions to 6
+decimals (up to 0.11 m), and a car that stops at the line must not count as crossing it."""
 MATCH_MAX_M = 12.0
 DEFAULT_START = "2026-03-10T08:00:00+00:00"  # a Tuesday, 08:00 UTC: morning traffic
 
@@ -558,7 +561,7 @@ def light_crossings(ev: Events, net: Any, index: SegmentIndex) -> Crossings:
     # passed: the node was reached within this interval and the car ends up beyond it
     heading = np.radians(np.asarray(net.edge_heading)[edge])
     beyond = (xb - xn) * np.sin(heading) + (yb - yn) * np.cos(heading)
-    passed = (to_node <= travelled + 1.0) & (beyond > 0.05)
+    passed = (to_node <= travelled + 1.0) & (beyond > PASSED_M)
     a, b, edge, to_node, travelled = a[passed], b[passed], edge[passed], to_node[passed], \
         travelled[passed]
     frac = np.clip(to_node / np.maximum(travelled, 1e-6), 0.0, 1.0)

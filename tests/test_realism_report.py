@@ -187,7 +187,8 @@ def test_a_red_crossing_is_counted_and_a_green_one_is_not() -> None:
     red = [event("A", 0, x=90, kmh=54), event("A", 1, x=105, kmh=54)]  # passes at t=0.67
     green = [event("B", 40, x=92, kmh=36), event("B", 41, x=102, kmh=36)]
     stopped = [event("C", 0, x=98), event("C", 1, x=98)]  # waits at the line
-    ev = rz.parse_events(red + green + stopped)
+    creeps = [event("D", 0, x=99.7, kmh=3), event("D", 1, x=100.1)]  # stops on it (rounding)
+    ev = rz.parse_events(red + green + stopped + creeps)
     got = rz.light_crossings(ev, net, rz.edge_index(net, PROJ))
     assert got == rz.Crossings(total=2, red=1, amber=0, separable=True)
 
