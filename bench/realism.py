@@ -28,7 +28,9 @@ What each measure is, and where its real-world figure comes from (``REAL`` below
 - light crossings: a car whose matched edge ends at a light node and which passes that node
   before its next event; the light's state at the (interpolated) moment of passing comes from
   the producer's own phase function (``RoadNetwork.light_state``, or ``red_for`` in older
-  producers, which cannot tell amber from red);
+  producers, which cannot tell amber from red); beside it, the simulator's own count when
+  the producer logs one on stderr: a JSON object with ``red_crossings`` (and
+  ``light_crossings``), e.g. ``{"light_crossings": 812, "red_crossings": 0}``;
 - wrong way: moving samples (>= 1 km/h) matched to a way of the GeoJSON (nearest segment, its
   axis agreeing with the car's heading) that is one-way (``oneway=yes/1/true/-1``,
   ``junction=roundabout``) while the heading opposes the way's direction by more than 90 deg;
@@ -48,6 +50,7 @@ import argparse
 import importlib
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -612,9 +615,25 @@ def resolve(name: str) -> Network:
     return Network(name, osm.geojson_path(name))
 
 
+SIM_COUNTS = re.compile(rb'\{[^{}]*"red_crossings"[^{}]*\}')
+
+
+def sim_counts(stderr: bytes) -> dict[str, Any] | None:
+    """The counts the simulator reports itself: the last JSON object on its stderr that has a
+    ``red_crossings`` key (e.g. ``{"light_crossings": 812, "red_crossings": 0}``), or None."""
+    for found in reversed(SIM_COUNTS.findall(stderr)):
+        try:
+            doc = orjson.loads(found)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(doc, dict):
+            return doc
+    return None
+
+
 def run_producer(net: Network, *, seed: int, vehicles: int, steps: int, start: str,
-                 producer_root: Path, out: Path) -> tuple[int, float]:
-    """Run the producer as users do; returns (lines, seconds)."""
+                 producer_root: Path, out: Path) -> tuple[int, float, dict[str, Any] | None]:
+    """Run the producer as users do; returns (lines, seconds, the simulator's own counts)."""
     cmd = [sys.executable, "-m", "producer", "--stdout", "--seed", str(seed), "--vehicles",
            str(vehicles), "--rate-hz", "1", "--steps", str(steps), "--start-time", start]
     if net.roads is not None:
@@ -630,7 +649,7 @@ def run_producer(net: Network, *, seed: int, vehicles: int, steps: int, start: s
                          f"{proc.stderr.decode(errors='replace')[-2000:]}")
     with out.open("rb") as fh:
         lines = sum(1 for _ in fh)
-    return lines, secs
+    return lines, secs, sim_counts(proc.stderr)
 
 
 def tank_litres() -> Callable[[np.ndarray], np.ndarray]:
@@ -641,7 +660,7 @@ def tank_litres() -> Callable[[np.ndarray], np.ndarray]:
 
 
 def measure(ev: Events, *, net: Any, ways: Ways | None, lines: int, secs: float,
-            startup_s: float = 0.0) -> dict[str, Any]:
+            startup_s: float = 0.0, sim: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every measure of one run, as numbers."""
     proj = Projection(float(np.median(ev.lat)), float(np.median(ev.lon)))
     m: dict[str, Any] = {}
@@ -656,6 +675,8 @@ def measure(ev: Events, *, net: Any, ways: Ways | None, lines: int, secs: float,
     m["red"] = cr.red / cr.total if cr.total else math.nan
     m["amber"] = cr.amber / cr.total if cr.total and cr.separable else math.nan
     m["red_n"], m["amber_n"] = cr.red, cr.amber
+    m["sim_red_n"] = float((sim or {}).get("red_crossings", math.nan))
+    m["sim_crossings"] = float((sim or {}).get("light_crossings", math.nan))
     if ways is not None:
         widx = way_index(ways, proj)
         against, matched, on_oneway, unmatched = wrong_way(ev, ways, widx)
@@ -744,6 +765,16 @@ def render(name: str, runs: list[dict[str, Any]], *, roads: Path | None,
     else:
         row("light crossings on red or amber", "red",
             f"{_pct(m['red'])} ({m['red_n']:.0f} of {m['crossings']:.0f})")
+    if math.isnan(m["sim_red_n"]):
+        rows.append(("light crossings on red, counted by the simulator", REAL["red"][0],
+                     "not reported by this producer", "n/a"))
+    else:
+        sim_share = (m["sim_red_n"] / m["sim_crossings"] if m["sim_crossings"] > 0
+                     else math.nan)
+        rows.append(("light crossings on red, counted by the simulator", REAL["red"][0],
+                     f"{_pct(sim_share)} ({m['sim_red_n']:.0f} of {m['sim_crossings']:.0f})",
+                     check("red", sim_share) if not math.isnan(sim_share)
+                     else ("PASS" if m["sim_red_n"] == 0 else "FAIL")))
     if m["oneway_segments"]:
         row("moving samples against a one-way", "wrong_way",
             f"{_pct(m['wrong_way'])} ({m['wrong_way_n']:.0f}; "
@@ -824,15 +855,16 @@ def report(networks: list[str], *, vehicles: int, minutes: float, seed: int, run
                           for _ in range(3))
             per_run = []
             for k in range(runs):
-                lines, secs = run_producer(net, seed=seed + k, vehicles=vehicles, steps=steps,
-                                           start=start, producer_root=producer_root, out=path)
+                lines, secs, counts = run_producer(
+                    net, seed=seed + k, vehicles=vehicles, steps=steps, start=start,
+                    producer_root=producer_root, out=path)
                 with path.open("rb") as fh:
                     ev = parse_events(fh)
                 per_run.append(measure(ev, net=road_net, ways=ways, lines=lines, secs=secs,
-                                       startup_s=startup))
+                                       startup_s=startup, sim=counts))
             long = None
             if long_hours > 0:
-                lines, secs = run_producer(net, seed=seed, vehicles=long_vehicles,
+                lines, secs, _ = run_producer(net, seed=seed, vehicles=long_vehicles,
                                            steps=int(long_hours * 3600), start=start,
                                            producer_root=producer_root, out=path)
                 with path.open("rb") as fh:

@@ -193,6 +193,14 @@ def test_a_red_crossing_is_counted_and_a_green_one_is_not() -> None:
     assert got == rz.Crossings(total=2, red=1, amber=0, separable=True)
 
 
+def test_the_simulators_own_red_count_is_read_from_its_log() -> None:
+    log = (b"INFO producer.geojson: 206 roads kept {'highway=path': 12}\n"
+           b'INFO producer.stdout: {"light_crossings": 10, "red_crossings": 1}\n'
+           b'INFO producer.stdout: {"light_crossings": 812, "red_crossings": 0}\n')
+    assert rz.sim_counts(log) == {"light_crossings": 812, "red_crossings": 0}
+    assert rz.sim_counts(b"INFO nothing here {\"other\": 1}\n") is None
+
+
 def test_road_shares_by_distance_and_time_on_highways() -> None:
     lines = (drive("A", [10, 10, 10], road="highway") + drive("B", [10, 10, 10, 10, 10, 10, 10]))
     shares, hw_time = rz.road_shares(rz.parse_events(lines))
@@ -212,7 +220,8 @@ def test_checks_against_the_real_world_column() -> None:
 
 
 MEASURES = ("share of time stopped (urban)", "hard brakes (< -4 m/s^2 over 1 s) per 100 km",
-            "light crossings on red", "moving samples against a one-way",
+            "light crossings on red", "light crossings on red, counted by the simulator",
+            "moving samples against a one-way",
             "moving cars sharing a 3 m spot with another", "urban fuel use, L/100 km",
             "refuelling: highest speed while refuelling", "refuelling: duration (median)",
             "time on highways", "distance share per road_type", "producer --stdout throughput")
