@@ -76,6 +76,7 @@ PASSED_M = 0.5
 """A car is past a stop line when it is this far beyond it: events round positions to 6
 decimals (up to 0.11 m), and a car that stops at the line must not count as crossing it."""
 MATCH_MAX_M = 12.0
+MATCH_BLOCK = 8192
 DEFAULT_START = "2026-03-10T08:00:00+00:00"  # a Tuesday, 08:00 UTC: morning traffic
 
 REAL: dict[str, tuple[str, str]] = {
@@ -403,7 +404,15 @@ class SegmentIndex:
 
         The score is distance plus ``angle_weight_m`` times the misalignment (directed: the
         segment's direction; undirected: its axis), so at a junction the way the car drives
-        along wins over the crossing one."""
+        along wins over the crossing one. Positions go in blocks, to bound memory."""
+        lat, lon, heading = np.asarray(lat), np.asarray(lon), np.asarray(heading)
+        if lat.size > MATCH_BLOCK:
+            parts = [self.match(lat[i:i + MATCH_BLOCK], lon[i:i + MATCH_BLOCK],
+                                heading[i:i + MATCH_BLOCK], directed=directed, max_m=max_m,
+                                angle_weight_m=angle_weight_m)
+                     for i in range(0, lat.size, MATCH_BLOCK)]
+            seg_, dist_, diff_ = (np.concatenate(col) for col in zip(*parts, strict=True))
+            return seg_, dist_, diff_
         px, py = self.proj.xy(lat, lon)
         ckeys = list(zip(np.floor(px / self.cell).astype(int).tolist(),
                          np.floor(py / self.cell).astype(int).tolist(), strict=True))

@@ -167,6 +167,18 @@ def test_matching_prefers_the_way_the_car_drives_along_at_a_junction(tmp_path: P
                                 rz.way_index(ways, PROJ))) == ["residential"]
 
 
+def test_matching_in_blocks_gives_the_same_answer(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    ways = rz.load_ways(_geojson(tmp_path, [_way(0, 200, 0, oneway="yes"), _way(0, 200, 30)]))
+    lines = [event(f"C{i}", 0, x=float(i), y=float(i % 31), kmh=20, heading=90.0 + 180 * (i % 2))
+             for i in range(200)]
+    ev = rz.parse_events(lines)
+    whole = rz.wrong_way(ev, ways, rz.way_index(ways, PROJ))
+    monkeypatch.setattr(rz, "MATCH_BLOCK", 7)
+    assert rz.wrong_way(ev, ways, rz.way_index(ways, PROJ)) == whole
+    assert whole[0] > 0
+
+
 class LightNet(SimpleNamespace):
     """A stand-in network: nodes 0 -> 1 -> 2 eastwards, 100 m apart, a light at node 1
     that is red for the first 30 s of each minute and green after."""
