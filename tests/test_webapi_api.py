@@ -198,7 +198,6 @@ async def test_csv_export_streams_the_original_columns_safely(dataset, make_sett
     ("/telemetry/recent?limit=ten", "limit"),
     ("/telemetry/recent?since=yesterday", "since"),
     ("/telemetry/recent?until=2026-13-01", "until"),
-    ("/telemetry/recent?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", "since"),
     ("/telemetry/violations?limit=-3", "limit"),
     ("/telemetry/latest?vehicle_id=,", "vehicle_id"),
     ("/telemetry/export.csv?limit=x", "limit"),

@@ -200,7 +200,10 @@ def test_parameters_name_themselves_when_bad() -> None:
     with pytest.raises(ApiError):
         vehicles_param(MultiDict({"vehicle_id": ","}))
     assert vehicles_param(MultiDict({"vehicle_id": " A ,B"})) == {" A ", "B"}  # exact match
-    for hostile in ("A\x00", "\x1b[31mA", "A\u202eB", "x" * 65, ""):
+    # ids no event can have match nothing: dropped before any lookup
+    assert vehicles_param(MultiDict({"vehicle_id": "A\x00,\x1b[31mA,A\u202eB," + "x" * 65
+                                                   + ",B"})) == {"B"}
+    for hostile in ("", ",,", "x" * 70_000):
         with pytest.raises(ApiError) as info:
             vehicles_param(MultiDict({"vehicle_id": hostile}))
         assert info.value.body["parameter"] == "vehicle_id"
@@ -214,9 +217,9 @@ def test_parameters_name_themselves_when_bad() -> None:
     since, until = time_range(MultiDict({"since": "2026-01-01T08:00:00Z",
                                          "until": "2026-01-01T09:00:00"}))
     assert until - since == 3600
-    with pytest.raises(ApiError) as info:
-        time_range(MultiDict({"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}))
-    assert info.value.body["parameter"] == "since"
+    since, until = time_range(MultiDict({"since": "2026-01-02T00:00:00Z",
+                                         "until": "2026-01-01T00:00:00Z"}))
+    assert since > until  # an empty range, not an error: the schema cannot forbid it
 
 
 # ----------------------------------------------------------------------------- settings

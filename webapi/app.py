@@ -30,6 +30,7 @@ from webapi.keys import (
 )
 from webapi.metrics import Metrics
 from webapi.middleware import Cors, HostGuard, error_middleware, metrics_middleware, server_header
+from webapi.params import MAX_REQUEST_LINE
 from webapi.ratelog import install_malformed_request_filter
 from webapi.routes import LATEST_CAP, RECENT_CAP, VIOLATIONS_CAP, add_routes
 from webapi.settings import Settings
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[metrics_middleware(metrics), hosts.middleware, cors.preflight,
                      error_middleware()],
         client_max_size=64 * 1024,
+        handler_args={"max_line_size": MAX_REQUEST_LINE},
     )
     store = TelemetryStore(recent_size=settings.recent_size,
                            violations_size=settings.violations_size,

@@ -16,6 +16,7 @@ from common.contract import (
     ProducerStatus,
     TelemetryEvent,
 )
+from webapi.params import MAX_VEHICLE_FILTER, MAX_VEHICLE_FILTER_CHARS
 
 REF = "#/components/schemas/{model}"
 STATUS_KEYS = ("running", "last_event", "rate_hz", "vehicles", "events_sent", "send_errors",
@@ -67,11 +68,25 @@ COMMON_ERRORS = {
     "421": _err("the Host header is not a name of this server (WEBAPI_ALLOWED_HOSTS)"),
 }
 """Answers any operation may give."""
-VEHICLES = _q("vehicle_id", {"type": "string", "minLength": 1},
-              "comma-separated vehicle ids, matched exactly (spaces included); each printable "
-              f"and at most {MAX_VEHICLE_ID_LEN} characters (repeat the parameter for more)")
+VEHICLES = _q("vehicle_id", {"type": "string", "minLength": 1,
+                             "maxLength": MAX_VEHICLE_FILTER_CHARS},
+              "comma-separated vehicle ids (or the parameter repeated), at most "
+              f"{MAX_VEHICLE_FILTER}, matched exactly (spaces included); an id no event can "
+              f"have (longer than {MAX_VEHICLE_ID_LEN} characters, or not printable) matches "
+              "nothing")
 SINCE = _q("since", {"type": "string", "format": "date-time"}, "ISO 8601, inclusive")
 UNTIL = _q("until", {"type": "string", "format": "date-time"}, "ISO 8601, inclusive")
+
+
+def _h(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": True, "schema": schema}
+
+
+WS_HANDSHAKE = [_h("Upgrade", {"type": "string", "enum": ["websocket"]}),
+                _h("Connection", {"type": "string", "enum": ["Upgrade"]}),
+                _h("Sec-WebSocket-Version", {"type": "string", "enum": ["13"]}),
+                _h("Sec-WebSocket-Key", {"type": "string", "pattern": "^[A-Za-z0-9+/]{22}==$"})]
+"""The WebSocket handshake (RFC 6455); without it /ws answers 400."""
 
 
 def _limit(default: int, cap: int) -> dict[str, Any]:
@@ -149,7 +164,7 @@ def build(*, recent_cap: int, export_cap: int, violations_cap: int, trail_points
         "/ws": _get("WebSocket: a snapshot frame, then event (or ?batch=1: batch) frames",
                     [VEHICLES, _q("batch", {"type": "integer", "enum": [0, 1]}, "batch frames"),
                      _q("max_hz", {"type": "number", "exclusiveMinimum": 0},
-                        "at most this many frames per second")],
+                        "at most this many frames per second"), *WS_HANDSHAKE],
                     {"description": "101 Switching Protocols"},
                     **{"400": _err("not a WebSocket handshake (no Upgrade: websocket)"),
                        "403": _err("a cross-origin browser request (WEBAPI_CORS_ORIGINS)"),
@@ -160,6 +175,8 @@ def build(*, recent_cap: int, export_cap: int, violations_cap: int, trail_points
         "/metrics": _get("Prometheus metrics", [], _ok({"type": "string"}, media="text/plain")),
         "/openapi.json": _get("this document", [], _ok(obj)),
     }
+    ws = paths["/ws"]["get"]["responses"]
+    ws["101"] = ws.pop("200")
     return {
         "openapi": "3.1.0",
         "info": {"title": "FleetStream web API", "version": "1"},
