@@ -17,7 +17,7 @@ from pathlib import Path
 import cramjam
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from tests.support.webapi import make_event, running_app, wait_for
 from webapi.decode import MALFORMED_KINDS
@@ -201,3 +201,33 @@ async def test_a_year_9999_event_cannot_freeze_a_real_car(settings) -> None:
         trail = (await (await client.get("/telemetry/trails")).json())["items"][0]["points"]
         assert [p["lat"] for p in trail] == [48.001, 48.002, 48.003]
         assert consumer.malformed == {"in_future": 1}
+
+
+async def test_a_batch_with_a_codec_the_client_lacks_is_counted_not_a_restart(
+        settings, monkeypatch) -> None:
+    """The probe's exact case: zstd records reach a consumer without the codec. aiokafka
+    raises UnsupportedCodecError (a KafkaError), which once restarted the consumer in a loop
+    and replayed history."""
+    import aiokafka.codec
+
+    bootstrap, topic = settings.kafka_bootstrap_servers, settings.kafka_topic
+    async with running_app(settings) as client:
+        consumer, store = client.app[CONSUMER], client.app[STORE]
+        await wait_for(lambda: consumer.assigned.is_set())
+        await send_all(bootstrap, topic, [valid("REAL", 0)], partition=2)
+        await wait_for(lambda: store.consumed_total == 1)
+        tp = TopicPartition(topic, 2)
+        assert consumer.client is not None
+        consumer.client.pause(tp)  # so nothing is fetched before the codec "goes missing"
+        await send_all(bootstrap, topic, [valid("ZSTD", s) for s in range(3)],
+                       compression="zstd", partition=2)  # the producer has the codec...
+        monkeypatch.setattr(aiokafka.codec, "has_zstd", lambda: False)  # ...the consumer not
+        consumer.client.resume(tp)
+        await wait_for(lambda: consumer.malformed.get("undecodable", 0) == 3)
+        monkeypatch.undo()
+        await send_all(bootstrap, topic, [valid("REAL", 1)], partition=2)
+        await wait_for(lambda: store.consumed_total == 2)
+        stats = await (await client.get("/stats")).json()
+        assert stats["malformed"] == {"undecodable": 3}
+        assert stats["consumed_total"] == 2 and stats["vehicles_reporting"] == 1
+        assert consumer.connects == 1  # never treated as a connection error
