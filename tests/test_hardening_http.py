@@ -212,3 +212,10 @@ async def test_websocket_sessions_work_from_allowed_hosts(settings) -> None:
         url = f"http://localhost:{client.server.port}/ws"
         async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
             assert (await ws.receive_json())["type"] == "snapshot"
+
+
+@pytest.mark.parametrize("max_hz", ["5e-324", "0", "-1", "nan", "inf", "1e309", "", "x"])
+async def test_websocket_rates_are_finite_and_bounded(settings, max_hz) -> None:
+    async with running_app(settings) as client:
+        resp = await client.get("/ws", params={"max_hz": max_hz}, headers=WS_HEADERS)
+        assert resp.status == 422 and (await resp.json())["parameter"] == "max_hz"

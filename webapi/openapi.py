@@ -17,6 +17,7 @@ from common.contract import (
     TelemetryEvent,
 )
 from webapi.params import MAX_VEHICLE_FILTER, MAX_VEHICLE_FILTER_CHARS
+from webapi.ws import MAX_WS_HZ, MIN_WS_HZ
 
 REF = "#/components/schemas/{model}"
 STATUS_KEYS = ("running", "last_event", "rate_hz", "vehicles", "events_sent", "send_errors",
@@ -163,7 +164,7 @@ def build(*, recent_cap: int, export_cap: int, violations_cap: int, trail_points
                                         **{"503": _err("analytics output unreadable")}),
         "/ws": _get("WebSocket: a snapshot frame, then event (or ?batch=1: batch) frames",
                     [VEHICLES, _q("batch", {"type": "integer", "enum": [0, 1]}, "batch frames"),
-                     _q("max_hz", {"type": "number", "exclusiveMinimum": 0},
+                     _q("max_hz", {"type": "number", "minimum": MIN_WS_HZ, "maximum": MAX_WS_HZ},
                         "at most this many frames per second"), *WS_HANDSHAKE],
                     {"description": "101 Switching Protocols"},
                     **{"400": _err("not a WebSocket handshake (no Upgrade: websocket)"),

@@ -18,9 +18,11 @@ from webapi.hub import Subscriber
 from webapi.keys import CORS, HUB, METRICS, SETTINGS, STORE, WEBSOCKETS
 from webapi.lifecycle import cancel_and_wait
 from webapi.metrics import Metrics
-from webapi.params import ApiError, bad_param, bool_param, float_param, vehicles_param
+from webapi.params import ApiError, bool_param, float_param, vehicles_param
 
 EVENT_PREFIX = b'{"type":"event","data":'
+MIN_WS_HZ, MAX_WS_HZ = 0.01, 10_000.0
+"""Bounds of ``max_hz`` (frames per second)."""
 
 
 def items_frame(kind: bytes, entries: list[Entry]) -> bytes:
@@ -33,9 +35,7 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     app[CORS].check_origin(request)  # no cross-site WebSocket hijacking
     vehicles = vehicles_param(request.query)
     batch = bool_param(request.query, "batch")
-    max_hz = float_param(request.query, "max_hz")
-    if max_hz is not None and max_hz <= 0:
-        raise bad_param("max_hz", f"must be > 0, got {max_hz:g}")
+    max_hz = float_param(request.query, "max_hz", minimum=MIN_WS_HZ, maximum=MAX_WS_HZ)
     if request.headers.get("Upgrade", "").lower() != "websocket":
         raise ApiError(400, "this is a WebSocket endpoint: send Upgrade: websocket")
     address = request.remote or ""
