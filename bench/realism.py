@@ -751,6 +751,10 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f} %" if x == 0 or x >= 0.001 else f"{100 * x:.3f} %"
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
 def render(name: str, runs: list[dict[str, Any]], *, roads: Path | None,
            light_source: str, long: dict[str, Any] | None = None) -> str:
     """One network's table (medians over runs), markdown."""
@@ -826,7 +830,7 @@ def render(name: str, runs: list[dict[str, Any]], *, roads: Path | None,
     width = [max(len(x[i]) for x in rows) for i in range(4)]
     head = ("measure", "real world", "simulated", "")
     lines = [f"### {name}{note}: {m['vehicles']:.0f} vehicles, {m['km']:.0f} km driven"
-             + (f", roads {roads}" if roads else ", built-in city"),
+             + (f", roads {_shown(roads)}" if roads else ", built-in city"),
              "| " + " | ".join(h.ljust(w) for h, w in zip(head, width, strict=True)) + " |",
              "|" + "|".join("-" * (w + 2) for w in width) + "|"]
     lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(x, width, strict=True)) + " |"
