@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import typing
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -128,7 +130,11 @@ def test_schema_helpers() -> None:
                                      "location.lon"]
     assert "seq" not in required_fields() and "speeding" in required_fields()
     assert default_values()["fault_codes"] == [] and default_values()["odometer_km"] == 0.0
-    assert allowed_values() == {"road_type": ("urban", "rural", "highway")}
+    allowed = allowed_values()
+    assert allowed["road_type"] == ("urban", "rural", "highway")
+    literals = {name: typing.get_args(f.annotation) for name, f in
+                TelemetryEvent.model_fields.items() if typing.get_origin(f.annotation) is Literal}
+    assert allowed == literals and len(literals) >= 1  # every enumerated field, no other
 
 
 def test_a_field_without_a_spark_type_is_an_error() -> None:
