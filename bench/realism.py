@@ -801,6 +801,7 @@ def render(name: str, runs: list[dict[str, Any]], *, roads: Path | None,
         f"cars in one spot; not counted: {m['oncoming_n']:.0f} oncoming passes)")
     row("urban fuel use, L/100 km", "fuel",
         f"{m['fuel']:.2f} over {m['fuel_km']:.0f} km" if not math.isnan(m["fuel"]) else "n/a")
+    tp_vehicles = m["vehicles"]
     if long is not None:
         span = f" in a {long['hours']:g} h run of {long['vehicles']:.0f} vehicles"
         for key in ("refuels", "refuel_speed", "refuel_duration"):
@@ -808,6 +809,7 @@ def render(name: str, runs: list[dict[str, Any]], *, roads: Path | None,
         if long["secs"] > 2 * long["startup_s"]:  # the longer run times the rate better
             m["events"], m["startup_s"] = long["events"], long["startup_s"]
             m["events_per_s"] = long["events"] / (long["secs"] - long["startup_s"])
+            tp_vehicles = long["vehicles"]
     else:
         span = ""
     row("refuelling: highest speed while refuelling", "refuel_speed",
@@ -826,7 +828,8 @@ def render(name: str, runs: list[dict[str, Any]], *, roads: Path | None,
                  f"{m['events_per_s']:,.0f} events/s "
                  + (f"after {m['startup_s']:.1f} s start-up " if m["startup_s"] else
                     "start-up included ") +
-                 f"({m['events']:.0f} events); Kafka ratio: make bench-producer", "-"))
+                 f"({m['events']:.0f} events of {tp_vehicles:.0f} vehicles); Kafka ratio: "
+                 "make bench-producer", "-"))
     width = [max(len(x[i]) for x in rows) for i in range(4)]
     head = ("measure", "real world", "simulated", "")
     lines = [f"### {name}{note}: {m['vehicles']:.0f} vehicles, {m['km']:.0f} km driven"
