@@ -174,7 +174,7 @@ def test_matching_in_blocks_gives_the_same_answer(tmp_path: Path,
              for i in range(200)]
     ev = rz.parse_events(lines)
     whole = rz.wrong_way(ev, ways, rz.way_index(ways, PROJ))
-    monkeypatch.setattr(rz, "MATCH_BLOCK", 7)
+    monkeypatch.setattr(rz.matching, "MATCH_BLOCK", 7)
     assert rz.wrong_way(ev, ways, rz.way_index(ways, PROJ)) == whole
     assert whole[0] > 0
 
