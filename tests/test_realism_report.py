@@ -1,4 +1,4 @@
-"""bench/realism.py: each measure on small hand-made event sequences, and one real run."""
+"""bench.realism: each measure on small hand-made event sequences, and one real run."""
 
 from __future__ import annotations
 
