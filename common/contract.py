@@ -67,6 +67,7 @@ PrintableId = Annotated[str, AfterValidator(printable_id)]
 """A string of printable characters only (see :func:`printable_id`)."""
 
 RoadType = Literal["urban", "rural", "highway"]
+VehicleType = Literal["car", "van", "truck"]
 
 
 def format_timestamp(ts: datetime) -> str:
@@ -113,8 +114,10 @@ class TelemetryEvent(BaseModel):
     heading_deg: float = Field(default=0.0, ge=0, lt=360, description="0 = north, clockwise")
     odometer_km: float = Field(default=0.0, ge=0, le=MAX_ODOMETER_KM)
     trip_id: PrintableId = Field(default="", max_length=MAX_TRIP_ID_LEN,
-                                 description="identifies one run of one vehicle")
+                                 description="identifies one trip of one vehicle")
     schema_version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
+    ignition: bool = Field(default=True, description="false: parked, engine off (a heartbeat)")
+    vehicle_type: VehicleType = Field(default="car", description="car, van or truck")
 
     @field_serializer("timestamp")
     def _ser_ts(self, ts: datetime) -> str:
@@ -232,5 +235,5 @@ __all__ = [
     "MAX_ODOMETER_KM", "MAX_RATE_HZ", "MAX_SEQ", "MAX_TRIP_ID_LEN", "MAX_VEHICLE_ID_LEN",
     "MIN_RATE_HZ", "SCHEMA_VERSION", "CommandName", "ControlCommand", "Location", "PrintableId",
     "is_printable_id", "printable_id",
-    "ProducerStatus", "RoadType", "TelemetryEvent", "format_timestamp",
+    "ProducerStatus", "RoadType", "VehicleType", "TelemetryEvent", "format_timestamp",
 ]

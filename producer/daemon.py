@@ -30,6 +30,7 @@ from common.contract import (
     verify_command,
 )
 from producer.control import ControlChannel, ensure_topics
+from producer.network import publish_network
 from producer.publisher import Publisher
 from producer.settings import Settings
 from producer.sim import Simulation, load_network
@@ -311,6 +312,10 @@ async def run_daemon(settings: Settings, *, steps: int | None = None, unpaced: b
                 and await _retry("telemetry producer", stop, publisher.start)
                 and await _retry("control channel", stop, channel.start)):
             return 0
+        try:  # the basemap of the live maps; never a reason not to drive
+            await publish_network(s, s.kafka_network_topic, sim.net)
+        except Exception as exc:
+            log.error("road network not published to %s: %s", s.kafka_network_topic, exc)
         log.info("connected to %s; %s", s.kafka_bootstrap_servers,
                  "running" if daemon.running else "waiting for a start command")
         tasks = [asyncio.create_task(daemon.control_loop(), name="control"),

@@ -16,7 +16,14 @@ Each sub-step (at most 1 s), for all cars at once:
    passes; an amber light the car cannot stop for comfortably is driven through;
 4. the move along the route, crossing intersections; no car leaves an edge whose light is red;
 5. cars closer than S0 to their leader are pushed back (no overlaps);
-6. engine, fuel, faults.
+6. engine, fuel, faults;
+7. trips (producer/demand.py): a car drives a trip of a drawn length (through places, which
+   are waypoints) and stops at its end as at a stop line; it parks there (ignition off, off
+   the lane: nobody follows a parked car) for a dwell, then leaves again with the daily
+   demand's hazard rate when its spot on the lane is free. A trip that starts late in the
+   day goes to the car's depot (the depot is a place), where the car stays the night and
+   its fault codes are repaired. A car low on fuel cuts its trip short and refuels, parked,
+   for minutes (no fuel stations are modelled: the stop is a dwell at the pump).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from producer import follow
+from producer import demand, follow
 from producer import vehicle as vh
 from producer.roads import AMBER, B_PLAN, RED, URBAN, RoadNetwork
 
@@ -60,24 +67,51 @@ class FleetState:
     up_rpm: np.ndarray
     down_rpm: np.ndarray
     vclass: np.ndarray  # int8: index into vehicle.VEHICLE_TYPES
-    seq: np.ndarray  # int64
+    seq: np.ndarray  # int64: sequence number of the car's next event
+    parked: np.ndarray  # bool: ignition off, at the kerb
+    dwell_ttl: np.ndarray  # seconds left of the minimum stay while parked
+    trip: np.ndarray  # int64: number of the car's current (or last) trip
+    trip_left: np.ndarray  # metres left of the current trip
+    refuel_due: np.ndarray  # bool: low on fuel: the trip ends at a pump
+    depot: np.ndarray  # int32: index into net.places of the car's depot
+    to_depot: np.ndarray  # bool: the last trip of the day, to the depot
+    report_t: np.ndarray  # simulated time of the car's next event (see sim.py)
+    clock0: float = 8 * 3600.0  # seconds since midnight UTC at t = 0 (for the time of day)
 
     @property
     def size(self) -> int:
         return int(self.edge.size)
 
 
-_ARRAYS = tuple(f.name for f in fields(FleetState) if f.name != "t")
+_ARRAYS = tuple(f.name for f in fields(FleetState) if f.name not in ("t", "clock0"))
+N_DEPOTS = 3
+
+
+@dataclass(frozen=True)
+class FleetParams:
+    """Knobs of the step that come from settings."""
+
+    repair_s: float = 86_400.0  # a fault code stays this long unless the depot repairs it
+    trips: bool = False  # True: trips and parking; False: every car drives all the time
 
 
 def concat(a: FleetState, b: FleetState) -> FleetState:
     """Cars of ``a`` then cars of ``b`` (time from ``a``)."""
-    return FleetState(t=a.t, **{k: np.concatenate([getattr(a, k), getattr(b, k)])
-                                for k in _ARRAYS})
+    return FleetState(t=a.t, clock0=a.clock0,
+                      **{k: np.concatenate([getattr(a, k), getattr(b, k)]) for k in _ARRAYS})
 
 
 def take(s: FleetState, sl: slice) -> FleetState:
-    return FleetState(t=s.t, **{k: getattr(s, k)[sl].copy() for k in _ARRAYS})
+    return FleetState(t=s.t, clock0=s.clock0, **{k: getattr(s, k)[sl].copy() for k in _ARRAYS})
+
+
+def mean_lon(net: RoadNetwork) -> float:
+    return float(net.node_lon.mean())
+
+
+def default_clock0(net: RoadNetwork) -> float:
+    """08:00 local solar time: the morning peak."""
+    return float((8.0 - mean_lon(net) / 15.0) % 24.0 * 3600.0)
 
 
 def _route(net: RoadNetwork, edge: np.ndarray, dest: np.ndarray,
@@ -116,11 +150,14 @@ def draw_classes(u: np.ndarray, mix: tuple[float, ...]) -> np.ndarray:
 
 def init_fleet(n: int, rng: np.random.Generator, net: RoadNetwork, *,
                sport_mode: bool = False, t: float = 0.0,
-               fleet_mix: tuple[float, ...] = vh.DEFAULT_FLEET_MIX) -> FleetState:
-    """``n`` cars on random road segments (urban ones favoured), driving toward places."""
+               fleet_mix: tuple[float, ...] = vh.DEFAULT_FLEET_MIX,
+               clock0: float | None = None, trips: bool = False) -> FleetState:
+    """``n`` cars on random road segments (urban ones favoured), driving toward places;
+    with ``trips``, as many parked as the daily demand has parked at that time of day."""
+    clock0 = default_clock0(net) if clock0 is None else clock0
     weights = net.edge_len * np.where(net.edge_type == URBAN, 3.0, 1.0)
     cdf = np.cumsum(weights) / weights.sum()
-    u = rng.random((n, 11))
+    u = rng.random((n, 16))
     edge = np.minimum(np.searchsorted(cdf, u[:, 0], side="right"), net.n_edges - 1)
     edge = edge.astype(np.int32)
     pos = net.edge_len[edge] * u[:, 1]
@@ -130,11 +167,13 @@ def init_fleet(n: int, rng: np.random.Generator, net: RoadNetwork, *,
     dest = (u[:, 6] * net.places.size).astype(np.int32)
     next_e, dest = _route(net, edge, dest, rng)
     length = vh.CLASS_LENGTH_M[vclass]
-    on_road = np.ones(n, dtype=bool)
+    hour = demand.local_hour(clock0, t, mean_lon(net))
+    parked = (u[:, 11] >= demand.driving_share(hour)) if trips else np.zeros(n, dtype=bool)
+    on_road = ~parked
     reach = follow.S0 + float(length.max(initial=0.0)) + 1.0
     for _ in range(30):  # a car drawn onto another one is drawn again elsewhere
         gap = follow.leaders(net, edge, pos, next_e, dest, length, on_road, reach)[1]
-        bad = np.flatnonzero(gap < follow.S0)
+        bad = np.flatnonzero(on_road & (gap < follow.S0))
         if bad.size == 0:
             break
         w = rng.random((bad.size, 2))
@@ -143,26 +182,36 @@ def init_fleet(n: int, rng: np.random.Generator, net: RoadNetwork, *,
         next_e[bad], dest[bad] = _route(net, edge[bad], dest[bad], rng)
     follow.separate(net, edge, pos, v, np.full(n, -1, dtype=np.int32), next_e, dest, length,
                     on_road)
+    v = np.where(parked, 0.0, v)
     gear = vh.select_gear(v * 3.6, np.ones(n, dtype=np.int8), drivers.up_rpm, drivers.down_rpm)
+    rpm = np.where(parked, 0, vh.engine_rpm(v * 3.6, gear, np.zeros(n))).astype(np.int32)
+    n_depots = min(N_DEPOTS, net.places.size)
+    trip_left = np.where(trips, demand.trip_length_m(u[:, 12], u[:, 13]) * u[:, 14], np.inf)
     return FleetState(
-        t=t, edge=edge, pos=pos, v=v, next_e=next_e, dest=dest, gear=gear,
-        rpm=vh.engine_rpm(v * 3.6, gear, np.zeros(n)),
-        fuel=np.round(20.0 + 80.0 * u[:, 7], 2), odo=np.round(1000.0 + 149_000.0 * u[:, 8], 1),
+        t=t, clock0=clock0, edge=edge, pos=pos, v=v, next_e=next_e, dest=dest, gear=gear,
+        rpm=rpm, fuel=np.round(20.0 + 80.0 * u[:, 7], 2),
+        odo=np.round(1000.0 + 149_000.0 * u[:, 8], 1),
         fault=np.full(n, -1, dtype=np.int16), fault_ttl=np.zeros(n), sprint_ttl=np.zeros(n),
         mood=np.zeros(n),
         refuel_at=vh.REFUEL_MIN_PCT + (vh.REFUEL_MAX_PCT - vh.REFUEL_MIN_PCT) * u[:, 9],
         kind=drivers.kind, factor=drivers.factor, accel=drivers.accel, up_rpm=drivers.up_rpm,
-        down_rpm=drivers.down_rpm, vclass=vclass, seq=np.zeros(n, dtype=np.int64))
+        down_rpm=drivers.down_rpm, vclass=vclass, seq=np.zeros(n, dtype=np.int64),
+        parked=parked, dwell_ttl=np.where(parked, 600.0 * u[:, 15], 0.0),
+        trip=np.zeros(n, dtype=np.int64), trip_left=trip_left,
+        refuel_due=np.zeros(n, dtype=bool),
+        depot=(u[:, 15] * n_depots).astype(np.int32).clip(0, n_depots - 1),
+        to_depot=np.zeros(n, dtype=bool), report_t=np.full(n, t))
 
 
-def step(s: FleetState, dt: float, rng: np.random.Generator, net: RoadNetwork) -> FleetState:
-    """Advance every car by ``dt`` seconds; each car's ``seq`` rises by one."""
+def step(s: FleetState, dt: float, rng: np.random.Generator, net: RoadNetwork,
+         params: FleetParams = FleetParams()) -> FleetState:
+    """Advance every car by ``dt`` seconds (the events' ``seq`` is the simulation's)."""
     if dt <= 0:
         raise ValueError(f"dt must be > 0, got {dt}")
     n_sub = max(1, math.ceil(dt / MAX_SUBSTEP_S - 1e-9))
     for _ in range(n_sub):
-        s = _substep(s, dt / n_sub, rng, net)
-    return replace(s, seq=s.seq + 1)
+        s = _substep(s, dt / n_sub, rng, net, params)
+    return s
 
 
 def safe_speed(room2: np.ndarray, b: np.ndarray | float, v: np.ndarray, h: float) -> np.ndarray:
@@ -196,13 +245,15 @@ def stop_lines(net: RoadNetwork, s: FleetState,
     return edge, dist
 
 
-def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork) -> FleetState:
+def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork,
+             params: FleetParams) -> FleetState:
     n = s.size
-    u = rng.random((n, 6))
+    u = rng.random((n, 12))
     noise = rng.standard_normal((n, 2))
+    active = ~s.parked
     # 1. driver's wish: the limit times a personal factor, or a sprint
     mood = np.clip(s.mood * (1 - 0.01 * h) + 0.004 * math.sqrt(h) * noise[:, 0], -0.06, 0.06)
-    sprint_start = ((s.sprint_ttl <= 0) & (s.kind != vh.CAUTIOUS)
+    sprint_start = ((s.sprint_ttl <= 0) & (s.kind != vh.CAUTIOUS) & active
                     & (u[:, 0] < vh.SPRINT_RATE_PER_S * h))
     sprint_ttl = np.where(sprint_start,
                           vh.SPRINT_MIN_S + (vh.SPRINT_MAX_S - vh.SPRINT_MIN_S) * u[:, 1],
@@ -213,24 +264,27 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
                     vh.CLASS_TOP_KMH[s.vclass] / 3.6)
     # 2. car-following
     length = vh.CLASS_LENGTH_M[s.vclass]
-    active = np.ones(n, dtype=bool)
     lead, gap = follow.leaders(net, s.edge, s.pos, s.next_e, s.dest, length, active)
     v_lead = np.where(lead >= 0, s.v[np.maximum(lead, 0)], 0.0)
     a_max = np.minimum(IDM_A * s.accel * vh.CLASS_ACCEL[s.vclass] * np.where(sprint, 1.5, 1.0),
                        vh.max_accel(s.v, s.gear, s.accel, sprint))
     acc = follow.idm_accel(s.v, v0, gap, v_lead, a_max, HEADWAY_S[s.kind])
-    # 3. the route ahead: static budget (curves, limits, places) and stop lines
+    # 3. the route ahead: static budget (curves, limits, places), stop lines, the trip's end
     left = np.maximum(net.edge_len[s.edge] - s.pos, 0.0)
     room2 = np.maximum(net.budget[s.dest, s.edge] - 2 * B_PLAN * s.pos, 0.0)
     v_cap = safe_speed(room2, B_PLAN, s.v, h)
     stop_e, stop_d = stop_lines(net, s, left)
+    trip_end = s.trip_left < stop_d
+    stop_e = np.where(trip_end, -1, stop_e)
+    stop_d = np.where(trip_end, s.trip_left, stop_d)
     b_stop = np.clip(s.v * s.v / (2 * np.maximum(stop_d, 0.01)), B_PLAN, vh.B_MAX)
-    v_cap = np.minimum(v_cap, np.where(stop_e >= 0,
+    v_cap = np.minimum(v_cap, np.where(np.isfinite(stop_d),
                                        safe_speed(2 * b_stop * stop_d, b_stop, s.v, h), np.inf))
     v_new = np.minimum(s.v + np.minimum(acc, a_max) * h, v_cap)
     v_new = np.maximum(v_new, np.maximum(s.v - vh.B_MAX * h, 0.0))
+    v_new[s.parked] = 0.0
     ds = 0.5 * (s.v + v_new) * h
-    stop_here = ds >= stop_d
+    stop_here = active & (ds >= stop_d)
     ds = np.where(stop_here, stop_d, ds)
     v_new = np.where(stop_here, 0.0, v_new)
     # 4. follow the route across intersections; never out of an edge whose light is red
@@ -275,23 +329,79 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
     follow.separate(net, edge, pos, v_new, prev, next_e, dest, length, active, s.edge, s.pos)
     back = edge != edge_b  # returned to the edge they had left
     passed[back] -= net.edge_len[edge[back]]
-    ds = np.maximum(passed + pos - s.pos, 0.0)
-    # 6. engine, fuel, faults
+    ds = np.where(active, np.maximum(passed + pos - s.pos, 0.0), 0.0)
+    # 6. engine, fuel, faults (ignition on only)
     gear = vh.select_gear(v_new * 3.6, s.gear, np.where(sprint, vh.SPRINT_UPSHIFT_RPM, s.up_rpm),
                           s.down_rpm)
-    rpm = vh.engine_rpm(v_new * 3.6, gear, np.clip(noise[:, 1] / 2.5, -1.0, 1.0))
-    fuel = s.fuel - vh.fuel_used_pct(s.v, v_new, ds, h, s.vclass)
-    refuel = fuel < s.refuel_at
-    fuel = np.where(refuel, 100.0, np.maximum(fuel, 0.0))
-    refuel_at = np.where(refuel, vh.REFUEL_MIN_PCT + (vh.REFUEL_MAX_PCT - vh.REFUEL_MIN_PCT)
-                         * u[:, 2], s.refuel_at)
+    rpm = np.where(active, vh.engine_rpm(v_new * 3.6, gear, np.clip(noise[:, 1] / 2.5, -1, 1)),
+                   0).astype(np.int32)
+    used = np.where(active, vh.fuel_used_pct(s.v, v_new, ds, h, s.vclass), 0.0)
+    fuel = np.maximum(s.fuel - used, 0.0)
     fault_ttl = np.maximum(s.fault_ttl - h, 0.0)
     fault = np.where(fault_ttl <= 0, -1, s.fault)
-    onset = (fault < 0) & (u[:, 3] < vh.FAULT_RATE_PER_S * h)
+    onset = active & (fault < 0) & (u[:, 3] < vh.FAULT_RATE_PER_S * h)
     fault = np.where(onset, (u[:, 4] * len(vh.DTC_CODES)).astype(np.int16), fault)
-    fault_ttl = np.where(onset, vh.FAULT_MIN_S + (vh.FAULT_MAX_S - vh.FAULT_MIN_S) * u[:, 5],
-                         fault_ttl)
+    fault_ttl = np.where(onset, params.repair_s, fault_ttl)
+    # 7. trips: refuelling, arrivals, departures
+    trip_left = np.where(active, s.trip_left - ds, s.trip_left)
+    refuel_due = s.refuel_due
+    low = active & ~refuel_due & (fuel < s.refuel_at)
+    refuel_due = refuel_due | low
+    trip_left = np.where(low, np.minimum(trip_left, demand.REFUEL_TRIP_M), trip_left)
+    if not params.trips:  # no trips: a car refuels where it stands, at once (and goes on)
+        fuel = np.where(low, 100.0, fuel)
+        refuel_due = np.zeros(n, dtype=bool)
+    pumping = s.parked & refuel_due
+    fuel = np.where(pumping, np.minimum(fuel + demand.PUMP_PCT_PER_S * h, 100.0), fuel)
+    full = (pumping | low) & (fuel >= 100.0)
+    refuel_due = refuel_due & ~full
+    redraw = full | (low & (not params.trips))
+    refuel_at = np.where(redraw,
+                         vh.REFUEL_MIN_PCT + (vh.REFUEL_MAX_PCT - vh.REFUEL_MIN_PCT) * u[:, 2],
+                         s.refuel_at)
+    parked, dwell_ttl = s.parked.copy(), np.maximum(s.dwell_ttl - h, 0.0)
+    trip, to_depot = s.trip, s.to_depot
+    hour = demand.local_hour(s.clock0, s.t, mean_lon(net))
+    if params.trips:
+        arrive = active & (trip_left <= 0.5) & (v_new < 0.5)
+        if arrive.any():
+            parked = parked | arrive
+            v_new = np.where(arrive, 0.0, v_new)
+            gear = np.where(arrive, 0, gear).astype(np.int8)
+            rpm = np.where(arrive, 0, rpm).astype(np.int32)
+            stay = np.where(s.to_depot, demand.until_morning_s(hour, u[:, 5]),
+                            np.where(refuel_due, demand.REFUEL_DWELL_S[0] + (
+                                demand.REFUEL_DWELL_S[1] - demand.REFUEL_DWELL_S[0]) * u[:, 5],
+                                demand.dwell_s(u[:, 5])))
+            dwell_ttl = np.where(arrive, stay, dwell_ttl)
+            repaired = arrive & s.to_depot  # the depot's workshop clears the fault codes
+            fault = np.where(repaired, -1, fault)
+            fault_ttl = np.where(repaired, 0.0, fault_ttl)
+        free = s.parked & (dwell_ttl <= 0) & ~refuel_due
+        leave = free & (u[:, 6] < demand.departure_chance(
+            hour, float(np.mean(~parked)), n, int(free.sum()), h))
+        if leave.any():
+            leave &= follow.spot_free(net, edge, pos, length, ~parked, leave)
+        if leave.any():
+            idx = np.flatnonzero(leave)
+            parked[idx] = False
+            trip = trip.copy()
+            trip[idx] += 1
+            home = u[idx, 7] < demand.depot_share(hour)
+            to_depot = to_depot.copy()
+            to_depot[idx] = home
+            other = (u[idx, 8] * net.places.size).astype(np.int32)
+            dest[idx] = np.where(home, s.depot[idx], other)
+            nxt, dest[idx] = _route(net, edge[idx], dest[idx], rng)
+            next_e[idx] = nxt
+            to_node = net.edge_to[edge[idx]]
+            at_depot = to_node == net.places[s.depot[idx]]
+            depot_m = (net.edge_len[edge[idx]] - pos[idx]
+                       + np.where(at_depot, 0.0, net.place_dist[dest[idx], to_node]))
+            trip_left[idx] = np.where(home, depot_m,
+                                      demand.trip_length_m(u[idx, 9], u[idx, 10]))
     return replace(s, t=s.t + h, edge=edge, pos=pos, v=v_new, next_e=next_e, dest=dest,
-                   gear=gear, rpm=rpm, fuel=fuel, odo=s.odo + ds / 1000.0,
+                   gear=gear.astype(np.int8), rpm=rpm, fuel=fuel, odo=s.odo + ds / 1000.0,
                    fault=fault.astype(np.int16), fault_ttl=fault_ttl, sprint_ttl=sprint_ttl,
-                   mood=mood, refuel_at=refuel_at)
+                   mood=mood, refuel_at=refuel_at, parked=parked, dwell_ttl=dwell_ttl,
+                   trip=trip, trip_left=trip_left, refuel_due=refuel_due, to_depot=to_depot)

@@ -134,3 +134,26 @@ def separate(net: RoadNetwork, edge: np.ndarray, pos: np.ndarray, v: np.ndarray,
             if start_edge is not None and start_pos is not None:
                 same = edge[b] == start_edge[b]
                 pos[b[same]] = np.maximum(pos[b[same]], start_pos[b[same]])
+
+
+def spot_free(net: RoadNetwork, edge: np.ndarray, pos: np.ndarray, length: np.ndarray,
+              active: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """Where ``cand``: no active car within S0 ahead of the spot or within S0 plus a
+    stopping distance (about 10 m) behind it, on the same edge: a parked car may pull out."""
+    out = np.zeros(edge.size, dtype=bool)
+    idx = np.flatnonzero(cand)
+    cars = np.flatnonzero(active)
+    if cars.size == 0:
+        out[idx] = True
+        return out
+    order = cars[sort_cars(edge[cars], pos[cars])]
+    key = edge[order].astype(np.float64) * 1e6 + pos[order]  # edges are shorter than 1000 km
+    j = np.searchsorted(key, edge[idx].astype(np.float64) * 1e6 + pos[idx])
+    ahead = order[np.minimum(j, order.size - 1)]
+    behind = order[np.maximum(j - 1, 0)]
+    ok_ahead = (j >= order.size) | (edge[ahead] != edge[idx]) | (
+        pos[ahead] - length[ahead] - pos[idx] >= S0)
+    ok_behind = (j == 0) | (edge[behind] != edge[idx]) | (
+        pos[idx] - length[idx] - pos[behind] >= S0 + 10.0)
+    out[idx] = ok_ahead & ok_behind
+    return out

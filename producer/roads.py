@@ -103,6 +103,7 @@ class RoadNetwork:
     budget: np.ndarray  # [place, edge] -> m^2/s^2, see the module docstring
     light_edge: np.ndarray  # [2, place, node] -> edge ending at the 1st/2nd light ahead, -1
     light_dist: np.ndarray  # [2, place, node] -> metres from the node to that stop line
+    place_dist: np.ndarray  # [place, node] -> metres from the node to the place on its route
     kinds: tuple[str, ...] = ("",)
     skipped: dict[str, int] = field(default_factory=dict)  # input ways left out, by reason
     lights_from_data: bool = False
@@ -247,6 +248,7 @@ def build_network(name: str, roads: Sequence[Road], *,
     node_budget = np.stack([t[1] for t in tables])
     light_edge = np.stack([np.stack([t[2], t[4]]) for t in tables], axis=1).astype(np.int32)
     light_dist = np.stack([np.stack([t[3], t[5]]) for t in tables], axis=1)
+    place_dist = np.stack([t[6] for t in tables])
     # budget per (place, edge): this edge's length, then the turn into the next edge
     nx = next_edge[:, edge_to]  # [place, edge]
     at_place = nx < 0
@@ -263,6 +265,7 @@ def build_network(name: str, roads: Sequence[Road], *,
         edge_rev=edge_rev, edge_ns=edge_ns, edge_light=edge_light, edge_kind=edge_kind,
         out_ptr=out_ptr, out_edges=order, places=places.astype(np.int32),
         next_edge=next_edge, budget=budget, light_edge=light_edge, light_dist=light_dist,
+        place_dist=place_dist,
         kinds=tuple(kinds), skipped=dict(skipped or {}), lights_from_data=from_data)
 
 
@@ -431,11 +434,14 @@ def _routes_to(place: int, n: int, in_ptr: np.ndarray, in_edges: np.ndarray,
     b2 = 2 * B_PLAN
     node_budget = [inf] * n
     le1, ld1, le2, ld2 = [-1] * n, [inf] * n, [-1] * n, [inf] * n
+    metres = [inf] * n
+    metres[place] = 0.0
     for u in settled[1:]:
         e = nxt[u]
         v = to[e]
         k_e = b2 * ln[e] + min(tc2[u], node_budget[v])
         node_budget[u] = min(lim[e] * lim[e], k_e)
+        metres[u] = ln[e] + metres[v]
         if lt[e]:
             le1[u], ld1[u] = e, ln[e]
             le2[u], ld2[u] = le1[v], ln[e] + ld1[v]
@@ -443,4 +449,4 @@ def _routes_to(place: int, n: int, in_ptr: np.ndarray, in_edges: np.ndarray,
             le1[u], ld1[u] = le1[v], ln[e] + ld1[v]
             le2[u], ld2[u] = le2[v], ln[e] + ld2[v]
     return (nxt_a.astype(np.int32), np.asarray(node_budget), np.asarray(le1),
-            np.asarray(ld1), np.asarray(le2), np.asarray(ld2))
+            np.asarray(ld1), np.asarray(le2), np.asarray(ld2), np.asarray(metres))

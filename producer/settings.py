@@ -30,6 +30,9 @@ class Settings(ServiceSettings):
         "fleetstream.control", "KAFKA_CONTROL_TOPIC", "topic the producer reads commands from")
     kafka_status_topic: str = setting(
         "fleetstream.status", "KAFKA_STATUS_TOPIC", "topic the producer publishes its status to")
+    kafka_network_topic: str = setting(
+        "fleetstream.network", "KAFKA_NETWORK_TOPIC",
+        "compacted topic the producer publishes its road network to (GeoJSON) at start")
     kafka_partitions: int = setting(
         6, "KAFKA_PARTITIONS", "partitions of the telemetry topic when the producer creates it",
         ge=1)
