@@ -131,8 +131,10 @@ async def test_read_endpoints_shapes_filters_and_order(dataset, make_settings) -
                                             + [EVIL_ID, "@SUM(A1)"])}
 
         stats = await get_json(client, "/stats")
-        assert set(stats) == {"vehicles_reporting", "events_per_s", "consumed_total",
-                              "malformed_total", "malformed", "violations_total"}
+        assert set(stats) == {"vehicles_reporting", "vehicles_stale", "events_per_s",
+                              "consumed_total", "malformed_total", "malformed",
+                              "violations_total"}
+        assert stats["vehicles_stale"] == 0
         assert stats["malformed"] == {kind: 1 for kind in MALFORMED}
         assert stats["vehicles_reporting"] == VEHICLES + 2
         assert stats["consumed_total"] == total

@@ -42,8 +42,17 @@ async def test_snapshot_then_one_frame_per_event(settings: Settings) -> None:
         async with client.ws_connect("/ws") as ws:
             snap = await receive_json(ws)
             assert set(snap) == {"type", "items"} and snap["type"] == "snapshot"
-            assert len(snap["items"]) == len(history)
+            # the latest event per vehicle, by id, as in the original FleetStream
+            assert [(e["vehicle_id"], e["seq"]) for e in snap["items"]] == [
+                ("CAR000", 4), ("CAR001", 4)]
             assert all(set(e) == EVENT_KEYS for e in snap["items"])
+            async with client.ws_connect("/ws?snapshot=recent") as old:
+                recent = await receive_json(old)
+                assert set(recent) == {"type", "items"} and recent["type"] == "snapshot"
+                assert sorted((e["vehicle_id"], e["seq"]) for e in recent["items"]) == sorted(
+                    (e.vehicle_id, e.seq) for e in history)
+            bad = await client.get("/ws?snapshot=all")
+            assert bad.status == 422 and (await bad.json())["parameter"] == "snapshot"
             live = [make_event("LIVE01", seq=i, speed_kmh=10.0 + i) for i in range(5)]
             await publish(settings.kafka_bootstrap_servers, settings.kafka_topic, live)
             frames = [await receive_json(ws) for _ in live]

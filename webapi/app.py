@@ -23,13 +23,16 @@ from webapi.keys import (
     DASHBOARD_HTML,
     HUB,
     METRICS,
+    NETWORK,
     OPENAPI,
+    REPLAYS,
     SETTINGS,
     STORE,
     WEBSOCKETS,
 )
 from webapi.metrics import Metrics
 from webapi.middleware import Cors, HostGuard, error_middleware, metrics_middleware, server_header
+from webapi.network import NetworkReader
 from webapi.params import MAX_REQUEST_LINE
 from webapi.ratelog import install_malformed_request_filter
 from webapi.routes import LATEST_CAP, RECENT_CAP, VIOLATIONS_CAP, add_routes
@@ -51,7 +54,8 @@ def create_app(settings: Settings) -> web.Application:
     store = TelemetryStore(recent_size=settings.recent_size,
                            violations_size=settings.violations_size,
                            max_vehicles=settings.max_vehicles,
-                           trail_points=settings.trail_points)
+                           trail_points=settings.trail_points,
+                           timeout_s=settings.vehicle_timeout_s)
     hub = Hub(metrics, settings.ws_queue_size, settings.ws_max_clients,
               settings.ws_max_per_address)
     app[SETTINGS] = settings
@@ -62,14 +66,19 @@ def create_app(settings: Settings) -> web.Application:
     app[CONSUMER] = TelemetryConsumer(settings, store, hub, metrics)
     app[CONTROL] = ControlChannel(settings)
     app[WEBSOCKETS] = set()
+    app[NETWORK] = NetworkReader(settings)
+    app[REPLAYS] = set()
     app[DASHBOARD_HTML] = render(settings)
     app[OPENAPI] = openapi.build(recent_cap=RECENT_CAP, export_cap=settings.recent_size,
                                  latest_cap=LATEST_CAP,
                                  violations_cap=VIOLATIONS_CAP,
                                  trail_points=settings.trail_points,
-                                 token_required=settings.api_token is not None)
+                                 token_required=settings.api_token is not None,
+                                 vehicle_timeout_s=settings.vehicle_timeout_s,
+                                 replay_max_range_s=settings.replay_max_range_s)
     app.cleanup_ctx.append(_telemetry_consumer)
     app.cleanup_ctx.append(_control_channel)
+    app.cleanup_ctx.append(_network_reader)
     app.on_shutdown.append(_close_websockets)
     app.on_response_prepare.append(cors.on_prepare)
     app.on_response_prepare.append(server_header)
@@ -90,6 +99,13 @@ async def _control_channel(app: web.Application) -> AsyncIterator[None]:
     control.start()
     yield
     await control.close()
+
+
+async def _network_reader(app: web.Application) -> AsyncIterator[None]:
+    reader = app[NETWORK]
+    reader.start()
+    yield
+    await reader.close()
 
 
 async def _close_websockets(app: web.Application) -> None:

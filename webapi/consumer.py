@@ -12,6 +12,11 @@ corrupt batch) is counted as malformed (``undecodable``) and skipped, one offset
 never treated as a connection error: that used to restart the consumer and replay history
 over and over. Records are fetched partition by partition so such an error names its
 partition and loses no record of the others.
+
+Each event is stored with its time of receipt (this server's clock), which decides when a
+silent vehicle leaves the live view. A backfilled record that Kafka timestamped longer
+than WEBAPI_VEHICLE_TIMEOUT_S ago counts as received then, so a web API restarted after a
+run does not bring back the cars of that run as live.
 """
 
 from __future__ import annotations
@@ -185,6 +190,7 @@ class TelemetryConsumer:
         if not records:
             return
         limits, store, now = self.limits, self.store, time.time()
+        old = now - store.timeout_s
         entries: list[Entry] = []
         for rec in records:
             try:
@@ -192,7 +198,8 @@ class TelemetryConsumer:
             except Malformed as bad:
                 self._malformed(bad, rec.partition, rec.offset)
                 continue
-            store.add(entry)
+            kafka_ts = rec.timestamp / 1000.0 if rec.timestamp and rec.timestamp > 0 else now
+            store.add(entry, seen=now if kafka_ts >= old else kafka_ts)
             entries.append(entry)
         self.positions[tp] = records[-1].offset + 1
         if entries:

@@ -51,6 +51,9 @@ class Entry:
     violation: bool  # speeding or over the redline
     raw: bytes  # the event as JSON (TelemetryEvent serialisation)
     trail_point: bytes  # {"timestamp","lat","lon","speed_kmh"} as JSON
+    lat: float = 0.0  # for viewport filters and the density grid
+    lon: float = 0.0
+    speed_kmh: float = 0.0
 
 
 class Malformed(Exception):  # noqa: N818 - it names a kind of message, not a failure of ours
@@ -75,6 +78,9 @@ def entry_from_event(event: TelemetryEvent) -> Entry:
         violation=event.speeding or event.rpm_over_redline,
         raw=_SERIALIZER.to_json(event),
         trail_point=point,
+        lat=loc.lat,
+        lon=loc.lon,
+        speed_kmh=event.speed_kmh,
     )
 
 

@@ -11,6 +11,7 @@ from webapi.control import ControlChannel
 from webapi.hub import Hub
 from webapi.metrics import Metrics
 from webapi.middleware import Cors
+from webapi.network import NetworkReader
 from webapi.settings import Settings
 from webapi.store import TelemetryStore
 
@@ -24,3 +25,5 @@ CONTROL = web.AppKey("control", ControlChannel)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 DASHBOARD_HTML = web.AppKey("dashboard_html", tuple[str, str])  # (html, CSP)
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
+NETWORK = web.AppKey("network", NetworkReader)
+REPLAYS = web.AppKey("replays", set[object])  # one token per running WS /replay

@@ -79,6 +79,34 @@ SINCE = _q("since", {"type": "string", "format": "date-time"}, "ISO 8601, inclus
 UNTIL = _q("until", {"type": "string", "format": "date-time"}, "ISO 8601, inclusive")
 
 
+INCLUDE_STALE = _q("include_stale", {"type": "string", "enum": ["true", "false", "1", "0"],
+                                     "default": "false"},
+                   "also vehicles silent longer than WEBAPI_VEHICLE_TIMEOUT_S; each item then "
+                   "has \"stale\": true|false")
+BBOX = _q("bbox", {"type": "string", "pattern": r"^[-+0-9.eE]+(,[-+0-9.eE]+){3}$",
+                   "maxLength": 200},
+          "minlon,minlat,maxlon,maxlat in WGS84 degrees (-180 <= minlon < maxlon <= 180, "
+          "-90 <= minlat < maxlat <= 90)")
+DENSITY = {"type": "object", "required": ["bbox", "cells", "cell_size_deg", "total", "items"],
+           "properties": {
+               "bbox": {"type": "array", "items": {"type": "number"}},
+               "cells": {"type": "integer"},
+               "cell_size_deg": {"type": "array", "items": {"type": "number"}},
+               "total": {"type": "integer"},
+               "items": {"type": "array", "items": {
+                   "type": "object",
+                   "required": ["col", "row", "lon", "lat", "count", "mean_speed_kmh"],
+                   "properties": {"col": {"type": "integer"}, "row": {"type": "integer"},
+                                  "lon": {"type": "number"}, "lat": {"type": "number"},
+                                  "count": {"type": "integer"},
+                                  "mean_speed_kmh": {"type": "number"}}}}}}
+NETWORK = {"type": "object", "required": ["type", "network_id", "features"],
+           "properties": {"type": {"const": "FeatureCollection"},
+                          "network_id": {"type": "string"}, "name": {"type": "string"},
+                          "road_km": {"type": "number"},
+                          "features": {"type": "array", "items": {"type": "object"}}}}
+
+
 def _h(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "header", "required": True, "schema": schema}
 
@@ -104,7 +132,8 @@ def _get(summary: str, params: list[dict[str, Any]], ok: dict[str, Any],
 
 
 def build(*, recent_cap: int, export_cap: int, violations_cap: int, trail_points: int,
-          token_required: bool, latest_cap: int = 10_000) -> dict[str, Any]:
+          token_required: bool, latest_cap: int = 10_000, vehicle_timeout_s: float = 120.0,
+          replay_max_range_s: float = 86_400.0) -> dict[str, Any]:
     obj = {"type": "object"}
     items_obj = {"type": "object", "properties": {"items": {"type": "array"},
                                                    "available": {"type": "boolean"}}}
@@ -131,11 +160,54 @@ def build(*, recent_cap: int, export_cap: int, violations_cap: int, trail_points
         "/stop-sim": {"post": {"summary": "stop the producer", "security": security,
                                "responses": {"200": _ok(obj), **control_err}}},
         "/telemetry/latest": _get(
-            "latest event per vehicle, by vehicle id",
+            f"latest event per active vehicle (heard from within {vehicle_timeout_s:g} s, "
+            "WEBAPI_VEHICLE_TIMEOUT_S), by vehicle id",
             [VEHICLES, _q("limit", {"type": "integer", "minimum": 1, "default": latest_cap},
                           f"at most this many vehicles; larger values are capped at "
-                          f"{latest_cap}")],
+                          f"{latest_cap}"), INCLUDE_STALE, BBOX],
             _ok("Items")),
+        "/telemetry/density": _get(
+            "active vehicles counted on a cells x cells grid over bbox, with their mean "
+            "speed; only non-empty cells are listed (col 0 = west, row 0 = south; lon/lat: "
+            "the cell's centre)",
+            [{**BBOX, "required": True},
+             _q("cells", {"type": "integer", "minimum": 1, "maximum": 256, "default": 64},
+                "cells per side of the grid")],
+            _ok(DENSITY)),
+        "/network": {"get": {
+            "summary": "the road network the producer drives, as GeoJSON (features: road "
+                       "LineStrings with class, road_type, limit_kmh, oneway; light, place "
+                       "and depot Points); gzip when accepted; ETag = network id",
+            "parameters": [{"name": "If-None-Match", "in": "header", "required": False,
+                            "schema": {"type": "string", "maxLength": 1000},
+                            "description": "the ETag of a copy held: 304 if still current"}],
+            "responses": {"200": _ok(NETWORK, media="application/geo+json"),
+                          "304": {"description": "not modified (If-None-Match)"},
+                          "404": _err("no network published yet"), **COMMON_ERRORS}}},
+        "/replay": _get(
+            "WebSocket: the recorded events of [since, until] from Kafka, in event-time "
+            "order, paced at speed x real time: event frames {type: event, data} (batch=1: "
+            "{type: batch, items} per 100 ms of event time), then {type: end, count, "
+            "skipped}, or {type: error, error}",
+            [{**_q("since", {"type": "string", "format": "date-time"},
+                   "start of the range, ISO 8601, inclusive"), "required": True},
+             {**_q("until", {"type": "string", "format": "date-time"},
+                   f"end of the range, inclusive; after since, at most "
+                   f"{replay_max_range_s:g} s later (WEBAPI_REPLAY_MAX_RANGE_S)"),
+              "required": True},
+             _q("speed", {"oneOf": [{"type": "number", "minimum": 1, "maximum": 100},
+                                    {"type": "string", "enum": ["max"]}], "default": 1},
+                "times real time, 1..100, or max (no pacing)"),
+             VEHICLES, _q("batch", {"type": "integer", "enum": [0, 1]}, "batch frames"),
+             *WS_HANDSHAKE],
+            {"description": "101 Switching Protocols"},
+            **{"400": _err("not a WebSocket handshake (no Upgrade: websocket)"),
+               "403": _err("a cross-origin browser request (WEBAPI_CORS_ORIGINS)"),
+               "404": _err("nothing recorded: the telemetry topic does not exist"),
+               "410": _err("the range starts before the oldest event the topic still "
+                           "holds (retention); the answer has earliest_available"),
+               "503": _err("too many replays (WEBAPI_REPLAY_MAX_CLIENTS) or Kafka did not "
+                           "answer")}),
         "/telemetry/recent": _get("recent events, oldest first",
                                   [_limit(100, recent_cap), VEHICLES, SINCE, UNTIL], _ok("Items")),
         "/telemetry/violations": _get("recent speeding / over-redline events, newest first",
@@ -154,7 +226,11 @@ def build(*, recent_cap: int, export_cap: int, violations_cap: int, trail_points
                     "vehicle_id": {"type": "string"},
                     "points": {"type": "array",
                                "items": {"$ref": REF.format(model="TrailPoint")}}}}}}})),
-        "/vehicles": _get("vehicle ids tracked", [], _ok(obj)),
+        "/vehicles": _get("ids of the active vehicles (include_stale: of all tracked ones, "
+                          "and the stale ones in stale)", [INCLUDE_STALE],
+                          _ok({"type": "object", "required": ["items"], "properties": {
+                              "items": {"type": "array", "items": {"type": "string"}},
+                              "stale": {"type": "array", "items": {"type": "string"}}}})),
         "/stats": _get("consumer statistics", [], _ok(obj)),
         "/analytics/vehicle-windows": _get("windowed aggregates per vehicle, newest first",
                                            [_limit(100, 2000), VEHICLES], _ok(items_obj),
@@ -162,8 +238,12 @@ def build(*, recent_cap: int, export_cap: int, violations_cap: int, trail_points
         "/analytics/road-windows": _get("windowed aggregates per road type, newest first",
                                         [_limit(100, 2000)], _ok(items_obj),
                                         **{"503": _err("analytics output unreadable")}),
-        "/ws": _get("WebSocket: a snapshot frame, then event (or ?batch=1: batch) frames",
+        "/ws": _get("WebSocket: a snapshot frame (the latest event per active vehicle; "
+                    "snapshot=recent: the most recent events), then event (or ?batch=1: "
+                    "batch) frames",
                     [VEHICLES, _q("batch", {"type": "integer", "enum": [0, 1]}, "batch frames"),
+                     _q("snapshot", {"type": "string", "enum": ["latest", "recent"],
+                                     "default": "latest"}, "what the snapshot frame holds"),
                      _q("max_hz", {"type": "number", "minimum": MIN_WS_HZ, "maximum": MAX_WS_HZ},
                         "at most this many frames per second"), *WS_HANDSHAKE],
                     {"description": "101 Switching Protocols"},
@@ -176,8 +256,9 @@ def build(*, recent_cap: int, export_cap: int, violations_cap: int, trail_points
         "/metrics": _get("Prometheus metrics", [], _ok({"type": "string"}, media="text/plain")),
         "/openapi.json": _get("this document", [], _ok(obj)),
     }
-    ws = paths["/ws"]["get"]["responses"]
-    ws["101"] = ws.pop("200")
+    for path in ("/ws", "/replay"):
+        ws = paths[path]["get"]["responses"]
+        ws["101"] = ws.pop("200")
     return {
         "openapi": "3.1.0",
         "info": {"title": "FleetStream web API", "version": "1"},

@@ -7,6 +7,7 @@ document types each one, and an empty string is none of those types.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -18,6 +19,20 @@ MAX_VEHICLE_FILTER_CHARS = 4096
 MAX_REQUEST_LINE = 65_536
 """aiohttp's request-line limit (its default, 8190, is less than a percent-encoded maximal
 ``vehicle_id`` filter)."""
+
+
+BBOX_RE = re.compile(r"[-+0-9.eE]+(,[-+0-9.eE]+){3}")
+FLAGS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def flag_param(query: Mapping[str, str], name: str) -> bool:
+    """A boolean flag: exactly ``true``/``1`` or ``false``/``0``; absent: False."""
+    raw = query.get(name)
+    if raw is None:
+        return False
+    if raw not in FLAGS:
+        raise bad_param(name, f"must be true, false, 1 or 0, got {raw[:40]!r}")
+    return FLAGS[raw]
 
 
 class ApiError(Exception):
@@ -120,3 +135,26 @@ def time_param(query: Mapping[str, str], name: str) -> float | None:
 def time_range(query: Mapping[str, str]) -> tuple[float | None, float | None]:
     """``since`` and ``until``; a range with since after until is empty, not an error."""
     return time_param(query, "since"), time_param(query, "until")
+
+
+def bbox_param(query: Mapping[str, str], name: str = "bbox"
+               ) -> tuple[float, float, float, float] | None:
+    """``bbox=minlon,minlat,maxlon,maxlat`` (WGS84 degrees, min < max; a box across the
+    antimeridian is not supported) -> the four numbers; absent -> None."""
+    raw = query.get(name)
+    if raw is None:
+        return None
+    parts = raw.split(",") if len(raw) <= 200 and BBOX_RE.fullmatch(raw) else []
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise bad_param(name, f"must be four finite numbers minlon,minlat,maxlon,maxlat, "
+                              f"got {raw[:80]!r}")
+    minlon, minlat, maxlon, maxlat = values
+    if not (-180 <= minlon < maxlon <= 180):
+        raise bad_param(name, "longitudes must satisfy -180 <= minlon < maxlon <= 180")
+    if not (-90 <= minlat < maxlat <= 90):
+        raise bad_param(name, "latitudes must satisfy -90 <= minlat < maxlat <= 90")
+    return minlon, minlat, maxlon, maxlat

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -20,19 +21,24 @@ from webapi.keys import (
     CONTROL,
     CORS,
     METRICS,
+    NETWORK,
     OPENAPI,
     SETTINGS,
     STORE,
 )
 from webapi.middleware import check_token
+from webapi.network import network_response
 from webapi.openapi import STATUS_KEYS
 from webapi.params import (
     ApiError,
+    bbox_param,
+    flag_param,
     float_param,
     int_param,
     time_range,
     vehicles_param,
 )
+from webapi.replay import replay_handler
 from webapi.windows import AnalyticsUnreadable, read_rows
 from webapi.ws import ws_handler
 
@@ -43,6 +49,9 @@ WINDOWS_DEFAULT, WINDOWS_CAP = 100, 2000
 LATEST_DEFAULT = LATEST_CAP = 10_000
 """GET /telemetry/latest: vehicles per answer (by id), streamed in chunks of LATEST_CHUNK."""
 LATEST_CHUNK = 500
+DENSITY_DEFAULT, DENSITY_CAP = 64, 256
+"""GET /telemetry/density: cells per side of the grid."""
+STALE_TRUE, STALE_FALSE = b',"stale":true}', b',"stale":false}'
 
 
 def json_bytes(body: bytes, status: int = 200) -> web.Response:
@@ -112,21 +121,72 @@ async def stop_sim(request: web.Request) -> web.Response:
 
 
 # ---------------------------------------------------------------------------- telemetry
+def in_bbox(entry: Entry, bbox: tuple[float, float, float, float]) -> bool:
+    minlon, minlat, maxlon, maxlat = bbox
+    return minlon <= entry.lon <= maxlon and minlat <= entry.lat <= maxlat
+
+
 async def latest(request: web.Request) -> web.StreamResponse:
     """Streamed: the body is written LATEST_CHUNK events at a time, never held whole, so
-    parallel calls cost little memory and /health stays responsive."""
+    parallel calls cost little memory and /health stays responsive. Active vehicles only,
+    unless ``include_stale`` (then every item says ``"stale": true|false``)."""
     q = request.query
     limit = int_param(q, "limit", LATEST_DEFAULT, minimum=1, cap=LATEST_CAP)
-    entries = request.app[STORE].latest_items(vehicles_param(q))[:limit]
+    vehicles, bbox = vehicles_param(q), bbox_param(q)
+    include_stale = flag_param(q, "include_stale")
+    store = request.app[STORE]
+    now = time.time()
+    entries = store.latest_items(vehicles, include_stale=include_stale, now=now)
+    if bbox is not None:
+        entries = [e for e in entries if in_bbox(e, bbox)]
+    entries = entries[:limit]
+    if include_stale:
+        raws = [e.raw[:-1] + (STALE_TRUE if store.is_stale(e.vehicle_id, now) else STALE_FALSE)
+                for e in entries]
+    else:
+        raws = [e.raw for e in entries]
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     await response.prepare(request)
     await response.write(b'{"items":[')
-    for i in range(0, len(entries), LATEST_CHUNK):
-        chunk = b",".join(e.raw for e in entries[i:i + LATEST_CHUNK])
+    for i in range(0, len(raws), LATEST_CHUNK):
+        chunk = b",".join(raws[i:i + LATEST_CHUNK])
         await response.write(chunk if i == 0 else b"," + chunk)
     await response.write(b"]}")
     await response.write_eof()
     return response
+
+
+async def density(request: web.Request) -> web.Response:
+    """Active vehicles counted on a ``cells`` x ``cells`` grid over ``bbox``."""
+    q = request.query
+    bbox = bbox_param(q)
+    if bbox is None:
+        raise ApiError(422, "bbox: required: minlon,minlat,maxlon,maxlat", parameter="bbox")
+    cells = int_param(q, "cells", DENSITY_DEFAULT, minimum=1, maximum=DENSITY_CAP)
+    minlon, minlat, maxlon, maxlat = bbox
+    dlon, dlat = (maxlon - minlon) / cells, (maxlat - minlat) / cells
+    counts: dict[tuple[int, int], list[float]] = {}
+    total = 0
+    for e in request.app[STORE].latest_items():
+        if not in_bbox(e, bbox):
+            continue
+        col = min(int((e.lon - minlon) / dlon), cells - 1)
+        row = min(int((e.lat - minlat) / dlat), cells - 1)
+        cell = counts.get((col, row))
+        if cell is None:
+            counts[(col, row)] = [1, e.speed_kmh]
+        else:
+            cell[0] += 1
+            cell[1] += e.speed_kmh
+        total += 1
+    items = [{"col": col, "row": row,
+              "lon": round(minlon + (col + 0.5) * dlon, 6),
+              "lat": round(minlat + (row + 0.5) * dlat, 6),
+              "count": int(n), "mean_speed_kmh": round(speed / n, 2)}
+             for (col, row), (n, speed) in sorted(counts.items())]
+    return json_obj({"bbox": list(bbox), "cells": cells,
+                     "cell_size_deg": [round(dlon, 9), round(dlat, 9)],
+                     "total": total, "items": items})
 
 
 async def recent(request: web.Request) -> web.Response:
@@ -171,13 +231,21 @@ async def trails(request: web.Request) -> web.Response:
 
 
 async def vehicles(request: web.Request) -> web.Response:
-    return json_obj({"items": request.app[STORE].vehicles()})
+    """Ids of the active vehicles; with ``include_stale`` all tracked ones, and ``stale``."""
+    store = request.app[STORE]
+    if flag_param(request.query, "include_stale"):
+        now = time.time()
+        return json_obj({"items": store.vehicles(include_stale=True),
+                         "stale": store.stale_ids(now)})
+    return json_obj({"items": store.vehicles()})
 
 
 async def stats(request: web.Request) -> web.Response:
     store, consumer = request.app[STORE], request.app[CONSUMER]
+    reporting = store.active_count()
     return json_obj({
-        "vehicles_reporting": len(store.latest),
+        "vehicles_reporting": reporting,
+        "vehicles_stale": len(store.latest) - reporting,
         "events_per_s": round(store.events_per_s(), 3),
         "consumed_total": store.consumed_total,
         "malformed_total": consumer.malformed_total,
@@ -213,6 +281,10 @@ async def openapi(request: web.Request) -> web.Response:
     return json_obj(request.app[OPENAPI])
 
 
+async def network(request: web.Request) -> web.Response:
+    return network_response(request, request.app[NETWORK])
+
+
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -230,6 +302,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/start-sim", start_sim)
     r.add_post("/stop-sim", stop_sim)
     r.add_get("/telemetry/latest", latest)
+    r.add_get("/telemetry/density", density)
     r.add_get("/telemetry/recent", recent)
     r.add_get("/telemetry/violations", violations)
     r.add_get("/telemetry/export.csv", export_csv)
@@ -241,4 +314,6 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/openapi.json", openapi)
     r.add_get("/metrics", metrics)
     r.add_get("/ws", ws_handler)
+    r.add_get("/replay", replay_handler)
+    r.add_get("/network", network)
     r.add_get("/dashboard", dashboard)

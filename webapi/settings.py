@@ -25,6 +25,8 @@ class Settings(ServiceSettings):
                                   "topic the web API sends producer commands to")
     kafka_status_topic: str = _f("fleetstream.status", "KAFKA_STATUS_TOPIC",
                                  "topic producers publish their status on")
+    kafka_network_topic: str = _f("fleetstream.network", "KAFKA_NETWORK_TOPIC",
+                                  "compacted topic of the producer's road network (GET /network)")
     host: str = _f("127.0.0.1", "WEBAPI_HOST", "address to bind")
     port: int = _f(8000, "WEBAPI_PORT", "TCP port to bind", ge=0, le=65535)
     api_token: str | None = _f(None, "FLEETSTREAM_API_TOKEN",
@@ -72,9 +74,24 @@ class Settings(ServiceSettings):
                                  "concurrent WebSocket clients from one IP address (503 beyond)",
                                  ge=1, le=100_000)
     ws_snapshot_size: int = _f(100, "WEBAPI_WS_SNAPSHOT_SIZE",
-                               "recent events in the WebSocket snapshot frame", ge=0, le=10_000)
+                               "recent events in the WebSocket snapshot frame of "
+                               "?snapshot=recent (the default snapshot is the latest event "
+                               "per active vehicle)", ge=0, le=10_000)
     ws_batch_ms: int = _f(100, "WEBAPI_WS_BATCH_MS",
                           "tick of ?batch=1 WebSocket clients, milliseconds", ge=10, le=10_000)
+    vehicle_timeout_s: float = _f(120.0, "WEBAPI_VEHICLE_TIMEOUT_S",
+                                  "a vehicle not heard from for this long (by this server's "
+                                  "clock of receipt) leaves the live view: /telemetry/latest, "
+                                  "/vehicles, /stats, the WebSocket snapshot and the maps "
+                                  "(?include_stale=true shows it); keep it above a parked car's "
+                                  "heartbeat (the producer's SIM_HEARTBEAT_S, 60 s)",
+                                  ge=1, le=604_800)
+    replay_max_range_s: float = _f(86_400.0, "WEBAPI_REPLAY_MAX_RANGE_S",
+                                   "longest until - since of one WS /replay, seconds",
+                                   ge=1, le=31_536_000)
+    replay_max_clients: int = _f(4, "WEBAPI_REPLAY_MAX_CLIENTS",
+                                 "concurrent WS /replay streams (503 beyond); each reads Kafka "
+                                 "with a consumer of its own", ge=1, le=100)
     control_timeout_s: float = _f(3.0, "WEBAPI_CONTROL_TIMEOUT_S",
                                   "wait this long for a producer's answer, then 503", gt=0, le=60)
     status_stale_s: float = _f(3.0, "WEBAPI_STATUS_STALE_S",
@@ -107,7 +124,7 @@ class Settings(ServiceSettings):
         return value
 
     @field_validator("kafka_bootstrap_servers", "kafka_topic", "kafka_control_topic",
-                     "kafka_status_topic", "host")
+                     "kafka_status_topic", "kafka_network_topic", "host")
     @classmethod
     def _not_blank(cls, value: str, info: object) -> str:
         if not value.strip():

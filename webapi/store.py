@@ -5,11 +5,17 @@ event and a short trail per vehicle. At most ``max_vehicles`` vehicles are track
 recently seen one is evicted (latest event and trail together) when a new one arrives.
 Memory is bounded by ``recent_size + violations_size + max_vehicles * (1 + trail_points)``
 entries of a few hundred bytes each, however long it runs.
+
+No ghosts: each vehicle's last receipt is kept (this server's wall clock when the event was
+consumed, not the event's own time). A vehicle silent for longer than ``timeout_s`` is
+*stale*: it leaves the active view (``active_ids``, ``latest_items``, ``active_count``) but
+is kept, and shown again on request, until evicted like any other.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Collection, Iterable, Iterator
@@ -21,11 +27,13 @@ RATE_WINDOW_S = 10
 
 class TelemetryStore:
     def __init__(self, *, recent_size: int, violations_size: int, max_vehicles: int,
-                 trail_points: int) -> None:
+                 trail_points: int, timeout_s: float = math.inf) -> None:
         self.recent: deque[Entry] = deque(maxlen=recent_size)
         self.violations: deque[Entry] = deque(maxlen=violations_size)
         self.latest: OrderedDict[str, Entry] = OrderedDict()
         self.trails: dict[str, deque[bytes]] = {}
+        self.seen: dict[str, float] = {}  # vehicle -> wall-clock time of its last receipt
+        self.timeout_s = timeout_s
         self.max_vehicles = max_vehicles
         self.trail_points = trail_points
         self.consumed_total = 0
@@ -34,7 +42,8 @@ class TelemetryStore:
         self._rate: deque[list[int]] = deque(maxlen=RATE_WINDOW_S + 2)  # [second, count]
 
     # ------------------------------------------------------------------ writing
-    def add(self, entry: Entry, now: float | None = None) -> None:
+    def add(self, entry: Entry, now: float | None = None, seen: float | None = None) -> None:
+        """Store one event; ``now``: monotonic seconds (rate), ``seen``: wall-clock receipt."""
         self.consumed_total += 1
         self.recent.append(entry)
         if entry.violation:
@@ -42,11 +51,13 @@ class TelemetryStore:
             self.violations.append(entry)
         self._count(now)
         vid = entry.vehicle_id
+        self.seen[vid] = time.time() if seen is None else seen
         current = self.latest.get(vid)
         if current is None:
             if len(self.latest) >= self.max_vehicles:
                 old, _ = self.latest.popitem(last=False)
                 self.trails.pop(old, None)
+                self.seen.pop(old, None)
                 self.evicted_total += 1
             self.latest[vid] = entry
             self.trails[vid] = deque((entry.trail_point,), maxlen=self.trail_points)
@@ -70,13 +81,41 @@ class TelemetryStore:
         total = sum(c for s, c in self._rate if second - RATE_WINDOW_S < s <= second)
         return total / RATE_WINDOW_S
 
-    def vehicles(self) -> list[str]:
-        return sorted(self.latest)
+    def is_stale(self, vid: str, now: float | None = None) -> bool:
+        """Not heard from for longer than ``timeout_s`` (``now``: wall clock)."""
+        now = time.time() if now is None else now
+        return now - self.seen.get(vid, -math.inf) > self.timeout_s
 
-    def latest_items(self, vehicles: Collection[str] | None = None) -> list[Entry]:
-        if vehicles is None:
-            return [self.latest[v] for v in sorted(self.latest)]
-        return [self.latest[v] for v in sorted(vehicles) if v in self.latest]
+    def vehicles(self, include_stale: bool = False, now: float | None = None) -> list[str]:
+        """Ids of the active vehicles (with ``include_stale``: of all tracked ones), sorted."""
+        if include_stale:
+            return sorted(self.latest)
+        return self.active_ids(now)
+
+    def active_ids(self, now: float | None = None) -> list[str]:
+        limit = (time.time() if now is None else now) - self.timeout_s
+        seen = self.seen
+        return sorted(v for v in self.latest if seen[v] >= limit)
+
+    def stale_ids(self, now: float | None = None) -> list[str]:
+        limit = (time.time() if now is None else now) - self.timeout_s
+        seen = self.seen
+        return sorted(v for v in self.latest if seen[v] < limit)
+
+    def active_count(self, now: float | None = None) -> int:
+        limit = (time.time() if now is None else now) - self.timeout_s
+        return sum(1 for t in self.seen.values() if t >= limit)
+
+    def latest_items(self, vehicles: Collection[str] | None = None, *,
+                     include_stale: bool = False, now: float | None = None) -> list[Entry]:
+        """The latest event per vehicle, by id; stale vehicles only with ``include_stale``."""
+        names = sorted(self.latest) if vehicles is None else sorted(
+            v for v in vehicles if v in self.latest)
+        if not include_stale:
+            limit = (time.time() if now is None else now) - self.timeout_s
+            seen = self.seen
+            names = [v for v in names if seen[v] >= limit]
+        return [self.latest[v] for v in names]
 
     def recent_items(self, limit: int, vehicles: Collection[str] | None = None,
                      since: float | None = None, until: float | None = None) -> list[Entry]:

@@ -1,5 +1,9 @@
 """WS /ws: a snapshot frame, then one frame per event (or per tick with ?batch=1).
 
+The snapshot is the latest event of each active vehicle (as in the original FleetStream;
+silent longer than WEBAPI_VEHICLE_TIMEOUT_S: not included); ``snapshot=recent`` gives the
+WEBAPI_WS_SNAPSHOT_SIZE most recent events instead, oldest first.
+
 Query options: ``vehicle_id=A,B`` (only those vehicles), ``batch=1`` (``{"type":"batch",
 "items":[...]}`` frames, one per tick of WEBAPI_WS_BATCH_MS), ``max_hz=N`` (at most N frames
 per second). A client that cannot keep up loses its oldest queued events, never anyone
@@ -18,11 +22,12 @@ from webapi.hub import Subscriber
 from webapi.keys import CORS, HUB, METRICS, SETTINGS, STORE, WEBSOCKETS
 from webapi.lifecycle import cancel_and_wait
 from webapi.metrics import Metrics
-from webapi.params import ApiError, bool_param, float_param, vehicles_param
+from webapi.params import ApiError, bad_param, bool_param, float_param, vehicles_param
 
 EVENT_PREFIX = b'{"type":"event","data":'
 MIN_WS_HZ, MAX_WS_HZ = 0.01, 10_000.0
 """Bounds of ``max_hz`` (frames per second)."""
+SNAPSHOT_KINDS = ("latest", "recent")
 
 
 def items_frame(kind: bytes, entries: list[Entry]) -> bytes:
@@ -36,6 +41,10 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     vehicles = vehicles_param(request.query)
     batch = bool_param(request.query, "batch")
     max_hz = float_param(request.query, "max_hz", minimum=MIN_WS_HZ, maximum=MAX_WS_HZ)
+    kind = request.query.get("snapshot", "latest")
+    if kind not in SNAPSHOT_KINDS:
+        raise bad_param("snapshot", f"must be one of {', '.join(SNAPSHOT_KINDS)}, "
+                                    f"got {kind[:40]!r}")
     if request.headers.get("Upgrade", "").lower() != "websocket":
         raise ApiError(400, "this is a WebSocket endpoint: send Upgrade: websocket")
     address = request.remote or ""
@@ -47,7 +56,10 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     # Subscribing and taking the snapshot in one synchronous step: no gap, no duplicate.
     # (Before the handshake, so concurrent connects cannot overshoot WEBAPI_WS_MAX_CLIENTS.)
     sub = hub.subscribe(vehicles, address)
-    snapshot = store.recent_items(settings.ws_snapshot_size, vehicles)
+    if kind == "recent":
+        snapshot = store.recent_items(settings.ws_snapshot_size, vehicles)
+    else:
+        snapshot = store.latest_items(vehicles)
     ws = web.WebSocketResponse(heartbeat=30, compress=False, max_msg_size=65536)
     sender: asyncio.Task[None] | None = None
     try:

@@ -1,0 +1,200 @@
+"""GET /network: the road network the producer drives, read from its compacted topic.
+
+The producer publishes the network once at start (``producer/network.py``: key = network
+id, value = gzip of a GeoJSON FeatureCollection). :class:`NetworkReader` reads the topic from
+its beginning and then follows it, keeping only the newest valid network (one document,
+however many were published). The answer is served gzipped as stored when the client
+accepts gzip, else inflated once and cached; the ETag is the network id, so a client that
+sends it back in ``If-None-Match`` gets 304 and no body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import zlib
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
+from common.kafka import make_admin, make_consumer
+from webapi.lifecycle import cancel_and_wait, finish_first
+from webapi.params import ApiError
+from webapi.ratelog import RateLimitedLog
+from webapi.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_INFLATED_BYTES = 256 * 1024 * 1024
+"""A network that inflates to more than this is refused (a gzip bomb is not a basemap)."""
+MAX_RECORD_BYTES = 16 * 1024 * 1024 + 65_536
+MEDIA_TYPE = "application/geo+json"
+RETRY_S = (0.5, 1, 2, 5)
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    network_id: str
+    gz: bytes  # the GeoJSON, gzipped
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.network_id}"'
+
+
+def _valid_id(key: bytes | None) -> str | None:
+    if key is None or not 1 <= len(key) <= 64:
+        return None
+    text = key.decode("ascii", "replace")
+    return text if all(c.isalnum() or c in "-_." for c in text) else None
+
+
+def parse(key: bytes | None, value: bytes | None) -> Network | None:
+    """A record of the network topic -> a Network, or None if it is not a valid one."""
+    network_id = _valid_id(key)
+    if network_id is None or not value or len(value) > MAX_RECORD_BYTES:
+        return None
+    if value[:2] == b"\x1f\x8b":
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            raw = inflater.decompress(value, MAX_INFLATED_BYTES)
+        except zlib.error:
+            return None
+        if inflater.unconsumed_tail or not inflater.eof:
+            return None
+        gz = value
+    else:
+        raw, gz = value, gzip.compress(value, compresslevel=6, mtime=0)
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if (not isinstance(doc, dict) or doc.get("type") != "FeatureCollection"
+            or not isinstance(doc.get("features"), list)):
+        return None
+    return Network(network_id, gz)
+
+
+class NetworkReader:
+    """Background task: the newest valid network on ``KAFKA_NETWORK_TOPIC``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topic = settings.kafka_network_topic
+        self.current: Network | None = None
+        self.invalid = 0
+        self.task: asyncio.Task[None] | None = None
+        self._inflated: tuple[str, bytes] | None = None
+        self._log = RateLimitedLog(log)
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.run(), name="webapi-network-reader")
+
+    async def close(self) -> None:
+        await cancel_and_wait(self.task)
+
+    def inflated(self, net: Network) -> bytes:
+        """The plain JSON of ``net`` (cached for the current network only)."""
+        if self._inflated is None or self._inflated[0] != net.network_id:
+            self._inflated = (net.network_id, gzip.decompress(net.gz))
+        return self._inflated[1]
+
+    def take(self, key: bytes | None, value: bytes | None) -> None:
+        if value is None:  # a tombstone: that network is withdrawn
+            if self.current is not None and key is not None and \
+                    key.decode("ascii", "replace") == self.current.network_id:
+                self.current = None
+            return
+        net = parse(key, value)
+        if net is None:
+            self.invalid += 1
+            self._log.warning("invalid", "skipped an invalid road network record on %s (%d so "
+                              "far)", self.topic, self.invalid)
+            return
+        self.current = net
+
+    async def run(self) -> None:
+        attempt = 0
+        position: dict[TopicPartition, int] = {}
+        while True:
+            consumer = make_consumer(self.settings, client_id="fleetstream-webapi-network",
+                                     group_id=None, enable_auto_commit=False,
+                                     auto_offset_reset="earliest", fetch_max_wait_ms=500,
+                                     max_partition_fetch_bytes=MAX_RECORD_BYTES,
+                                     fetch_max_bytes=4 * MAX_RECORD_BYTES)
+            try:
+                await finish_first(consumer.start())
+                tps = await self._partitions()
+                consumer.assign(tps)
+                for tp in tps:
+                    if tp in position:
+                        consumer.seek(tp, position[tp])
+                    else:
+                        await consumer.seek_to_beginning(tp)
+                attempt = 0
+                while True:
+                    batch = await consumer.getmany(timeout_ms=1000, max_records=50)
+                    for tp, records in batch.items():
+                        for rec in records:
+                            self.take(rec.key, rec.value)
+                        if records:
+                            position[tp] = records[-1].offset + 1
+            except KafkaError as exc:
+                self._log.warning("kafka", "network reader: %s; retrying", exc)
+            finally:
+                await finish_first(consumer.stop())
+            await asyncio.sleep(RETRY_S[min(attempt, len(RETRY_S) - 1)])
+            attempt += 1
+
+    async def _partitions(self) -> list[TopicPartition]:
+        """The topic's partitions, waiting until the producer has created it."""
+        admin = make_admin(self.settings, "fleetstream-webapi-network-admin")
+        try:
+            await finish_first(admin.start())
+            while True:
+                described = await finish_first(admin.describe_topics([self.topic]))
+                parts = [p["partition"] for d in described if d.get("error_code") == 0
+                         for p in d.get("partitions", [])]
+                if parts:
+                    return [TopicPartition(self.topic, p) for p in sorted(parts)]
+                await asyncio.sleep(2.0)
+        finally:
+            await finish_first(admin.close())
+
+
+def _matches(header: str, etag: str) -> bool:
+    for tag in header.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+def accepts_gzip(header: str) -> bool:
+    for part in header.lower().split(","):
+        name, _, params = part.strip().partition(";")
+        if name.strip() in ("gzip", "*"):
+            q = params.strip()
+            return not (q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000"))
+    return False
+
+
+def network_response(request: web.Request, reader: NetworkReader) -> web.Response:
+    net = reader.current
+    if net is None:
+        raise ApiError(404, f"no road network has been published yet on topic "
+                            f"{reader.topic!r}; the producer (python -m producer) publishes "
+                            "the network it drives when it starts")
+    headers = {"ETag": net.etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
+    if _matches(request.headers.get("If-None-Match", ""), net.etag):
+        return web.Response(status=304, headers=headers)
+    if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        headers["Content-Encoding"] = "gzip"
+        body = net.gz
+    else:
+        body = reader.inflated(net)
+    return web.Response(body=body, headers={**headers, "Content-Type": MEDIA_TYPE})
