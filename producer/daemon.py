@@ -33,7 +33,7 @@ from producer.control import ControlChannel, ensure_topics
 from producer.network import publish_network
 from producer.publisher import Publisher
 from producer.settings import Settings
-from producer.sim import Simulation, load_network
+from producer.sim import Simulation, load_network, sim_options
 
 log = logging.getLogger(__name__)
 FLUSH_TIMEOUT_S = 30.0
@@ -243,7 +243,8 @@ class Daemon:
                 ts = wall0 + timedelta(seconds=(self.ticks - k0) * self.sim.dt)
             values = self.sim.encode(ts)
             await self.publisher.publish(self.sim.keys, values)
-            self.last_event = values[-1]
+            if values:  # a tick of parked cars between their heartbeats has none
+                self.last_event = values[-1]
             await self._advance()
             self.ticks += 1
 
@@ -280,8 +281,7 @@ async def run_daemon(settings: Settings, *, steps: int | None = None, unpaced: b
     sim = Simulation(
         load_network(settings.sim_roads_file), seed=seed, fleet_size=settings.fleet_size,
         rate_hz=settings.sim_rate_hz, first_vehicle_id=settings.vehicle_id,
-        run_key=uuid.uuid4().hex, sport_mode=settings.sim_sport_mode,
-        speed_tolerance_kmh=settings.speed_tolerance_kmh, redline_rpm=settings.redline_rpm)
+        run_key=uuid.uuid4().hex, **sim_options(settings))
     s = settings
     publisher = Publisher(s.kafka_bootstrap_servers, s.kafka_topic, linger_ms=s.kafka_linger_ms,
                           batch_bytes=s.kafka_batch_bytes,

@@ -57,6 +57,20 @@ class Settings(ServiceSettings):
     sim_max_lag_s: float = setting(
         30.0, "SIM_MAX_LAG_S", "lag after which the schedule skips ahead instead of bursting",
         gt=0)
+    sim_trips: bool = setting(
+        True, "SIM_TRIPS",
+        "cars drive trips and park between them (false: all drive all the time)")
+    sim_fleet_mix: str = setting(
+        "0.8,0.15,0.05", "SIM_FLEET_MIX", "shares of cars, vans and trucks, comma separated")
+    sim_repair_s: float = setting(
+        86_400.0, "SIM_REPAIR_S",
+        "a fault code stays until the car's depot visit or this many seconds", gt=0)
+    sim_phase_jitter: bool = setting(
+        True, "SIM_PHASE_JITTER",
+        "each car reports at its own fixed phase within the tick (deterministic per seed)")
+    sim_heartbeat_s: float = setting(
+        60.0, "SIM_HEARTBEAT_S", "a parked car (ignition off) reports once per this many seconds",
+        gt=0, le=3600)
     speed_tolerance_kmh: float = setting(
         5.0, "SPEED_TOLERANCE_KMH", "speeding = speed above limit plus this tolerance")
     redline_rpm: int = setting(6200, "REDLINE_RPM", "rpm_over_redline above this rpm")
@@ -80,6 +94,12 @@ class Settings(ServiceSettings):
     def _empty_token_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("sim_fleet_mix")
+    @classmethod
+    def _mix(cls, v: str) -> str:
+        fleet_mix(v)
+        return v
+
     @field_validator("vehicle_id")
     @classmethod
     def _vid(cls, v: str) -> str:
@@ -87,3 +107,16 @@ class Settings(ServiceSettings):
             raise ValueError(f"VEHICLE_ID must be 1..{VEHICLE_ID_MAX_LEN} printable characters, "
                              f"got {v!r}")
         return v
+
+
+def fleet_mix(text: str) -> tuple[float, float, float]:
+    """``SIM_FLEET_MIX`` ("0.8,0.15,0.05": cars, vans, trucks) -> shares summing to 1."""
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or not all(0 <= x < float("inf") for x in parts) or sum(parts) <= 0:
+        raise ValueError(f"SIM_FLEET_MIX must be three shares >= 0 (cars, vans, trucks) with a "
+                         f"positive sum, e.g. 0.8,0.15,0.05; got {text!r}")
+    total = sum(parts)
+    return parts[0] / total, parts[1] / total, parts[2] / total
