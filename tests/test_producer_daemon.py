@@ -110,8 +110,9 @@ async def test_a_slow_edge_is_reported_as_lag() -> None:
     d, _ = _daemon(rate=50.0, fleet=1, delay_s=0.3, steps=12)
     before = d.status()
     task = asyncio.create_task(d.sim_loop())
-    while d.ticks < 8:
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(30):
+        while d.ticks < 8:
+            await asyncio.sleep(0.01)
     during = d.status()
     await asyncio.wait_for(task, 30)
     assert before.running and not before.behind_schedule and before.lag_s == 0
