@@ -39,7 +39,7 @@ from aiohttp import WSMsgType, web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from common.kafka import make_consumer
+from common.kafka import make_admin, make_consumer
 from webapi.decode import Limits, Malformed, decode
 from webapi.keys import CORS, REPLAYS, SETTINGS
 from webapi.lifecycle import cancel_and_wait
@@ -124,10 +124,14 @@ class Replay:
         retention."""
         c, topic = self.consumer, self.settings.kafka_topic
         await c.start()
-        parts = c.partitions_for_topic(topic)
-        if not parts:
-            await c.topics()
-            parts = c.partitions_for_topic(topic)
+        admin = make_admin(self.settings, "fleetstream-webapi-replay-admin")
+        try:
+            await admin.start()
+            described = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        parts = [p["partition"] for d in described if d.get("error_code") == 0
+                 for p in d.get("partitions", [])]
         if not parts:
             raise ApiError(404, f"nothing recorded: topic {topic!r} does not exist")
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
