@@ -204,12 +204,19 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str],
         await asyncio.sleep(0.1)
 
 
-async def _partitions(target: Target, topic: str, timeout_s: float) -> list[int]:
+async def topic_partitions(target: Target | AIOKafkaAdminClient, topic: str, *,
+                           timeout_s: float = 30.0) -> list[TopicPartition]:
+    """The partitions of ``topic``, from metadata only (never creates it); [] when it does
+    not exist. A started admin client is used as is, else one is made and closed."""
+    if isinstance(target, AIOKafkaAdminClient):
+        described = await asyncio.wait_for(target.describe_topics([topic]), timeout_s)
+        return [TopicPartition(topic, p) for p in sorted(
+            p["partition"] for d in described if d.get("error_code") == 0
+            for p in d.get("partitions", []))]
     admin = make_admin(target, request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
-        [described] = await admin.describe_topics([topic])
-        return sorted(p["partition"] for p in described["partitions"])
+        return await topic_partitions(admin, topic, timeout_s=timeout_s)
     finally:
         await admin.close()
 
@@ -265,9 +272,9 @@ async def read_compacted(target: Target, topic: str, *, timeout_s: float = 30.0,
     state: dict[bytes, bytes] = {}
     try:
         await asyncio.wait_for(consumer.start(), timeout_s)
-        if topic not in await consumer.topics():  # asks for all topics: creates none
+        tps = await topic_partitions(target, topic, timeout_s=timeout_s)
+        if not tps:
             raise KafkaEdgeError(f"topic {topic!r} not found at {bootstrap_of(target)}")
-        tps = [TopicPartition(topic, p) for p in await _partitions(target, topic, timeout_s)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         async with asyncio.timeout(timeout_s):

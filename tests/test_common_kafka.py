@@ -24,6 +24,7 @@ from common.kafka import (
     make_producer,
     read_compacted,
     retry,
+    topic_partitions,
 )
 from producer.settings import Settings as ProducerSettings
 from tools.kafka import free_port
@@ -182,5 +183,8 @@ async def test_read_compacted_gives_the_latest_value_per_key(kafka_bootstrap: st
     assert await read_compacted(kafka_bootstrap, name) == expected
     assert await read_compacted(ProducerSettings(kafka_bootstrap_servers=kafka_bootstrap),
                                 name) == expected
+    missing = _name("missing")
     with pytest.raises(KafkaEdgeError, match="not found"):
-        await read_compacted(kafka_bootstrap, _name("missing"), timeout_s=5)
+        await read_compacted(kafka_bootstrap, missing, timeout_s=5)
+    assert await topic_partitions(kafka_bootstrap, missing) == []  # looking created nothing
+    assert [tp.partition for tp in await topic_partitions(kafka_bootstrap, name)] == [0, 1, 2]
