@@ -70,22 +70,74 @@
   // ----------------------------------------------------------------- map
   const map = L.map("map", { preferCanvas: true, zoomControl: true, attributionControl: true })
     .setView([48.137, 11.575], 12);
-  const tileUrl = document.body.dataset.tileUrl || "";
-  if (tileUrl) {
-    L.tileLayer(tileUrl, {
-      maxZoom: 19,
-      attribution: "&copy; OpenStreetMap contributors",
-      errorTileUrl: "data:image/gif;base64,R0lGODlhAQABAAAAACH5BAEKAAEALAAAAAABAAEAAAICTAEAOw==",
-    }).addTo(map);
+  // Layer toggles, remembered in this browser (localStorage).
+  const LAYERS_KEY = "fleetstream.layers";
+  const layerPrefs = (() => {
+    try { return JSON.parse(localStorage.getItem(LAYERS_KEY) || "{}") || {}; } catch (_) { return {}; }
+  })();
+  function toggle(id, name, fallback, apply) {
+    const box = $(id);
+    box.checked = typeof layerPrefs[name] === "boolean" ? layerPrefs[name] : fallback;
+    box.addEventListener("change", () => {
+      layerPrefs[name] = box.checked;
+      localStorage.setItem(LAYERS_KEY, JSON.stringify(layerPrefs));
+      apply(box.checked);
+    });
+    apply(box.checked);
   }
-  const heat = L.heatLayer([], { radius: 14, blur: 14, maxZoom: 18, max: 1.0, minOpacity: 0.2 })
-    .addTo(map);
+  function showLayer(layer) {
+    return (on) => { if (on) layer.addTo(map); else map.removeLayer(layer); };
+  }
+
+  // The road network (GET /network) is the base layer: the map reads as a city offline.
+  map.createPane("roads").style.zIndex = 250;
+  const roadRenderer = L.canvas({ pane: "roads" });
+  const ROAD_STYLE = {
+    highway: { color: "#f59e0b", weight: 5 },
+    rural: { color: "#94a3b8", weight: 3 },
+    urban: { color: "#cbd5e1", weight: 1.5 },
+  };
+  const roadLayer = L.geoJSON(null, {
+    pane: "roads",
+    style: (f) => Object.assign({ opacity: 0.95, interactive: false, renderer: roadRenderer,
+      lineCap: "round" }, ROAD_STYLE[f.properties.road_type] || ROAD_STYLE.urban),
+    pointToLayer: (f, ll) => L.circleMarker(ll, {
+      renderer: roadRenderer, pane: "roads", interactive: false,
+      radius: f.properties.feature === "light" ? 2 : 4,
+      color: f.properties.feature === "light" ? "#dc2626" : "#7c3aed",
+      fillColor: f.properties.feature === "light" ? "#dc2626" : "#ede9fe",
+      weight: 1, fillOpacity: 0.9,
+    }),
+  });
+  let roadsLoaded = false;
+  async function loadNetwork() {
+    try {
+      const r = await fetch("/network", { headers: { Accept: "application/geo+json" } });
+      if (r.status !== 200) { setText("network-info", "no road network yet"); return false; }
+      const doc = await r.json();
+      roadLayer.clearLayers();
+      roadLayer.addData(doc);
+      roadsLoaded = true;
+      const roads = doc.features.filter((f) => f.properties.feature === "road").length;
+      setText("network-info", `${String(doc.name || "network")}: ${roads} roads, ${Number(doc.road_km).toFixed(1)} km`);
+      if (!fitted && roadLayer.getBounds().isValid()) map.fitBounds(roadLayer.getBounds(), { maxZoom: 15 });
+      return true;
+    } catch (_) { return false; }
+  }
+
+  const tileUrl = document.body.dataset.tileUrl || "";
+  const tiles = tileUrl ? L.tileLayer(tileUrl, {
+    maxZoom: 19,
+    attribution: "&copy; OpenStreetMap contributors",
+    errorTileUrl: "data:image/gif;base64,R0lGODlhAQABAAAAACH5BAEKAAEALAAAAAABAAEAAAICTAEAOw==",
+  }) : null;
+  const heat = L.heatLayer([], { radius: 14, blur: 14, maxZoom: 18, max: 1.0, minOpacity: 0.2 });
   // Trail and markers draw on canvases above the heatmap's.
   map.createPane("trails").style.zIndex = 450;
   map.createPane("vehicles").style.zIndex = 460;
   const trailRenderer = L.canvas({ pane: "trails" });
   const vehicleRenderer = L.canvas({ pane: "vehicles" });
-  const trailLayer = L.layerGroup().addTo(map);
+  const trailLayer = L.layerGroup();
   const markerLayer = L.layerGroup().addTo(map);
 
   // ----------------------------------------------------------------- state
@@ -101,6 +153,16 @@
   let chartDirty = false;
   let pickerDirty = false;
   let statsDirty = false;
+
+  toggle("toggle-roads", "roads", true, showLayer(roadLayer));
+  toggle("toggle-trail", "trail", true, showLayer(trailLayer));
+  toggle("toggle-heat", "heatmap", true, (on) => {
+    if (!on) { map.removeLayer(heat); return; }
+    heat.addTo(map);
+    heat.setLatLngs(heatPoints);
+  });
+  if (tiles) toggle("toggle-tiles", "tiles", navigator.onLine, showLayer(tiles));
+  else $("toggle-tiles-box").hidden = true;
 
   // ----------------------------------------------------------------- chart
   const chart = new Chart($("chart"), {
@@ -263,7 +325,7 @@
       styleMarker(m, e);
     }
     if (dirty.size) {
-      heat.setLatLngs(heatPoints);
+      if (map.hasLayer(heat)) heat.setLatLngs(heatPoints);
       setText("marker-count", String(markers.size));
       if (!fitted && markers.size) {
         const b = L.latLngBounds(Array.from(latest.values(), (e) => [e.location.lat, e.location.lon]));
@@ -369,6 +431,21 @@
         setText("fleet-producer-rate", "—");
       }
     } catch (_) { /* next poll */ }
+    try {  // vehicles silent past the server's timeout leave the map (no ghosts)
+      const v = await getJson("/vehicles");
+      if (v.status === 200) {
+        const active = new Set(v.body.items);
+        for (const [vid, m] of markers) {
+          if (active.has(vid)) continue;
+          markerLayer.removeLayer(m);
+          markers.delete(vid);
+          latest.delete(vid);
+          pickerDirty = true;
+        }
+        setText("marker-count", String(markers.size));
+      }
+    } catch (_) { /* next poll */ }
+    if (!roadsLoaded) loadNetwork();
     try {
       const s = await getJson("/stats");
       if (s.status === 200) {
