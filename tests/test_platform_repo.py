@@ -85,3 +85,37 @@ def test_readme_example_event_is_what_the_producer_writes() -> None:
          "--rate-hz", "1", "--steps", "2", "--start-time", "2026-01-01T08:00:00+00:00"],
         cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
     assert json.loads(out[20]) == example
+
+
+def _lock() -> dict[str, tuple[str, list[str]]]:
+    """requirements.lock: name -> (version, hashes)."""
+    text = (ROOT / "requirements.lock").read_text()
+    out = {}
+    for block in re.split(r"\n(?=[A-Za-z0-9])", text):
+        m = re.match(r"([A-Za-z0-9_.-]+)==(\S+)", block)
+        if m:
+            out[m.group(1).lower().replace("_", "-")] = (
+                m.group(2), re.findall(r"--hash=sha256:([0-9a-f]{64})", block))
+    return out
+
+
+def test_every_dependency_is_locked_with_hashes() -> None:
+    """`make lock` was run after the last change to pyproject's dependencies."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    locked = _lock()
+    assert locked and all(hashes for _, hashes in locked.values())
+    names = {re.match(r"[A-Za-z0-9_.-]+", w).group(0).lower().replace("_", "-")  # type: ignore[union-attr]
+             for w in wanted}
+    assert names <= set(locked), f"not in requirements.lock (make lock): {names - set(locked)}"
+    assert "--find-links" not in (ROOT / "requirements.lock").read_text()
+
+
+def test_the_venv_installs_from_the_lock_only() -> None:
+    rule = re.search(r"^\$\(VENV\)/\.installed: (.*)\n((?:\t.*\n)+)", MAKEFILE, flags=re.M)
+    assert rule and "$(LOCK)" in rule.group(1).split()
+    assert "--require-hashes -r $(LOCK)" in rule.group(2)
+    assert "--no-deps -e ." in rule.group(2)
+    assert "lock" in _make_targets()
