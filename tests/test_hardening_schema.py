@@ -70,10 +70,10 @@ CONTROL = ("--include-path", "/start-sim", "--include-path", "/stop-sim",
 
 
 @pytest.mark.parametrize("selection", [
-    # every operation but the producer's and the WebSocket (its 101 handshake is tested in
-    # test_hardening_http.py and test_webapi_ws.py), every check
+    # every operation but the producer's and the WebSockets (their 101 handshakes are tested
+    # in test_hardening_http.py, test_webapi_ws.py and test_webapi_replay.py), every check
     ("--exclude-path", "/start-sim", "--exclude-path", "/stop-sim", "--exclude-path", "/status",
-     "--exclude-path", "/ws"),
+     "--exclude-path", "/ws", "--exclude-path", "/replay"),
     # the producer's: none runs here, so their documented answer is 503 ("no producer
     # answered", "no producer status"); every other check still runs on them
     (*CONTROL, "--exclude-checks", "not_a_server_error"),

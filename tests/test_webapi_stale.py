@@ -91,9 +91,11 @@ async def test_viewport_and_density(kafka_bootstrap: str, settings: Settings) ->
              "mean_speed_kmh": 20.0},
             {"col": 1, "row": 1, "lon": 20.75, "lat": 10.75, "count": 1,
              "mean_speed_kmh": 50.0}]
+        empty = await (await client.get("/telemetry/density?bbox=21,10,20,11")).json()
+        assert (empty["total"], empty["items"]) == (0, [])
+        assert await ids(client, "/telemetry/latest?bbox=21,10,20,11") == []
         for url, param in [("/telemetry/density", "bbox"),
-                           ("/telemetry/density?bbox=21,10,20,11", "bbox"),
-                           ("/telemetry/density?bbox=0,-91,1,1", "bbox"),
+                           ("/telemetry/density?bbox=0,0,1e2,1", "bbox"),
                            ("/telemetry/density?bbox=0,0,1,nan", "bbox"),
                            ("/telemetry/density?bbox=0,0,1,1&cells=0", "cells"),
                            ("/telemetry/density?bbox=0,0,1,1&cells=257", "cells"),

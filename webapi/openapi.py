@@ -16,7 +16,7 @@ from common.contract import (
     ProducerStatus,
     TelemetryEvent,
 )
-from webapi.params import MAX_VEHICLE_FILTER, MAX_VEHICLE_FILTER_CHARS
+from webapi.params import BBOX_RE, MAX_VEHICLE_FILTER, MAX_VEHICLE_FILTER_CHARS
 from webapi.ws import MAX_WS_HZ, MIN_WS_HZ
 
 REF = "#/components/schemas/{model}"
@@ -83,10 +83,9 @@ INCLUDE_STALE = _q("include_stale", {"type": "string", "enum": ["true", "false",
                                      "default": "false"},
                    "also vehicles silent longer than WEBAPI_VEHICLE_TIMEOUT_S; each item then "
                    "has \"stale\": true|false")
-BBOX = _q("bbox", {"type": "string", "pattern": r"^[-+0-9.eE]+(,[-+0-9.eE]+){3}$",
-                   "maxLength": 200},
-          "minlon,minlat,maxlon,maxlat in WGS84 degrees (-180 <= minlon < maxlon <= 180, "
-          "-90 <= minlat < maxlat <= 90)")
+BBOX = _q("bbox", {"type": "string", "pattern": f"^{BBOX_RE.pattern}$"},
+          "minlon,minlat,maxlon,maxlat in WGS84 degrees, plain decimals; a box whose min is "
+          "not below its max matches nothing (no boxes across the antimeridian)")
 DENSITY = {"type": "object", "required": ["bbox", "cells", "cell_size_deg", "total", "items"],
            "properties": {
                "bbox": {"type": "array", "items": {"type": "number"}},

@@ -21,7 +21,8 @@ MAX_REQUEST_LINE = 65_536
 ``vehicle_id`` filter)."""
 
 
-BBOX_RE = re.compile(r"[-+0-9.eE]+(,[-+0-9.eE]+){3}")
+BBOX_NUMBER = r"-?[0-9]{1,3}(\.[0-9]{1,12})?"
+BBOX_RE = re.compile(f"{BBOX_NUMBER}(,{BBOX_NUMBER}){{3}}")
 FLAGS = {"true": True, "1": True, "false": False, "0": False}
 
 
@@ -139,22 +140,14 @@ def time_range(query: Mapping[str, str]) -> tuple[float | None, float | None]:
 
 def bbox_param(query: Mapping[str, str], name: str = "bbox"
                ) -> tuple[float, float, float, float] | None:
-    """``bbox=minlon,minlat,maxlon,maxlat`` (WGS84 degrees, min < max; a box across the
-    antimeridian is not supported) -> the four numbers; absent -> None."""
+    """``bbox=minlon,minlat,maxlon,maxlat`` (WGS84 degrees as plain decimals) -> the four
+    numbers; absent -> None. A box with a min not below its max matches nothing (like an
+    empty since..until range); one across the antimeridian is not supported."""
     raw = query.get(name)
     if raw is None:
         return None
-    parts = raw.split(",") if len(raw) <= 200 and BBOX_RE.fullmatch(raw) else []
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise bad_param(name, f"must be four finite numbers minlon,minlat,maxlon,maxlat, "
-                              f"got {raw[:80]!r}")
-    minlon, minlat, maxlon, maxlat = values
-    if not (-180 <= minlon < maxlon <= 180):
-        raise bad_param(name, "longitudes must satisfy -180 <= minlon < maxlon <= 180")
-    if not (-90 <= minlat < maxlat <= 90):
-        raise bad_param(name, "latitudes must satisfy -90 <= minlat < maxlat <= 90")
+    if not BBOX_RE.fullmatch(raw):
+        raise bad_param(name, f"must be four decimal numbers minlon,minlat,maxlon,maxlat "
+                              f"(e.g. 20.9,52.1,21.1,52.3), got {raw[:80]!r}")
+    minlon, minlat, maxlon, maxlat = (float(p) for p in raw.split(","))
     return minlon, minlat, maxlon, maxlat

@@ -167,7 +167,8 @@ async def density(request: web.Request) -> web.Response:
     dlon, dlat = (maxlon - minlon) / cells, (maxlat - minlat) / cells
     counts: dict[tuple[int, int], list[float]] = {}
     total = 0
-    for e in request.app[STORE].latest_items():
+    empty = not (dlon > 0 and dlat > 0)
+    for e in [] if empty else request.app[STORE].latest_items():
         if not in_bbox(e, bbox):
             continue
         col = min(int((e.lon - minlon) / dlon), cells - 1)
