@@ -14,6 +14,8 @@ Each sub-step (at most 1 s), for all cars at once:
    two traffic lights: a red light, or an amber one the car can still stop for at
    B_AMBER or less, is a stop line the car brakes for (Gipps-style safe speed) and never
    passes; an amber light the car cannot stop for comfortably is driven through;
+   at a junction without lights, a car gives way to a car from another approach that gets
+   there first (gap acceptance, GAP_S);
 4. the move along the route, crossing intersections; no car leaves an edge whose light is red;
 5. cars closer than S0 to their leader are pushed back (no overlaps);
 6. engine, fuel, faults;
@@ -41,6 +43,7 @@ MAX_SUBSTEP_S = 1.0  # longer steps are integrated in sub-steps of at most this
 B_AMBER = 3.0
 """m/s^2: at amber a driver stops when this deceleration (or less) suffices, else goes."""
 IDM_A = 1.2  # m/s^2, IDM maximum acceleration of an average driver in a car
+GAP_S = 3.0  # s: the gap a driver entering a street needs before a car from another approach
 HEADWAY_S = np.array([1.5, 1.2, 1.0])  # IDM time gap T by driver kind
 
 
@@ -189,7 +192,7 @@ def init_fleet(n: int, rng: np.random.Generator, net: RoadNetwork, *,
     trip_left = np.where(trips, demand.trip_length_m(u[:, 12], u[:, 13]) * u[:, 14], np.inf)
     return FleetState(
         t=t, clock0=clock0, edge=edge, pos=pos, v=v, next_e=next_e, dest=dest, gear=gear,
-        rpm=rpm, fuel=np.round(20.0 + 80.0 * u[:, 7], 2),
+        rpm=rpm, fuel=np.round(10.0 + 90.0 * u[:, 7], 2),
         odo=np.round(1000.0 + 149_000.0 * u[:, 8], 1),
         fault=np.full(n, -1, dtype=np.int16), fault_ttl=np.zeros(n), sprint_ttl=np.zeros(n),
         mood=np.zeros(n),
@@ -245,6 +248,33 @@ def stop_lines(net: RoadNetwork, s: FleetState,
     return edge, dist
 
 
+def _give_way(net: RoadNetwork, s: FleetState, active: np.ndarray, lead: np.ndarray,
+              left: np.ndarray, stop_e: np.ndarray) -> np.ndarray:
+    """Gap acceptance at junctions without lights: of the first cars of the different
+    approaches to a junction arriving within GAP_S of each other, the first to arrive (then
+    the lowest index) goes; the others give way, i.e. stop at their line, when they can at
+    B_AMBER or less. (At lights the signal separates the crossing flows; there two cars
+    heading into the same street are still let in one per sub-step.)"""
+    front = active & ~((lead >= 0) & (s.edge[np.maximum(lead, 0)] == s.edge))
+    eta = left / np.maximum(s.v, 1.0)
+    cand = np.flatnonzero(front & (eta < GAP_S + 3.0) & (stop_e != s.edge) & (s.next_e >= 0)
+                          & ~net.edge_light[s.edge])
+    out = np.zeros(s.size, dtype=bool)
+    if cand.size < 2:
+        return out
+    node = net.edge_to[s.edge[cand]]
+    order = np.lexsort((cand, eta[cand], node))
+    first = np.concatenate([[True], node[order][1:] != node[order][:-1]])
+    best = np.full(net.n_nodes, np.inf)
+    best[node[order][first]] = eta[cand][order][first]
+    loser = np.ones(cand.size, dtype=bool)
+    loser[order[first]] = False
+    c = cand[loser]
+    out[c] = ((eta[c] < best[net.edge_to[s.edge[c]]] + GAP_S)
+              & (s.v[c] ** 2 <= 2 * B_AMBER * left[c]))
+    return out
+
+
 def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork,
              params: FleetParams) -> FleetState:
     n = s.size
@@ -277,6 +307,9 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
     trip_end = s.trip_left < stop_d
     stop_e = np.where(trip_end, -1, stop_e)
     stop_d = np.where(trip_end, s.trip_left, stop_d)
+    give_way = _give_way(net, s, active, lead, left, stop_e)
+    stop_e = np.where(give_way, s.edge, stop_e)
+    stop_d = np.where(give_way, np.minimum(left, stop_d), stop_d)
     b_stop = np.clip(s.v * s.v / (2 * np.maximum(stop_d, 0.01)), B_PLAN, vh.B_MAX)
     v_cap = np.minimum(v_cap, np.where(np.isfinite(stop_d),
                                        safe_speed(2 * b_stop * stop_d, b_stop, s.v, h), np.inf))

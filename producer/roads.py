@@ -14,7 +14,7 @@ plan for is precomputed per (place, edge):
 
 - ``budget[place, edge]``: the squared speed (m^2/s^2) from which, braking at ``B_PLAN``, the
   car meets every static constraint ahead from the *start* of the edge: each turn's curve
-  speed, each lower limit ahead, the best way on at the place. At position ``pos`` the allowed
+  speed, each lower limit ahead, the sharpest way on at the place. At position ``pos`` the allowed
   speed is ``sqrt(budget - 2 * B_PLAN * pos)``. It is the minimum over all points j ahead of
   ``v_j^2 + 2 b d_j``, so it covers the whole route, not one segment.
 - ``light_edge``/``light_dist`` ``[k, place, node]``: the first two traffic lights on the
@@ -48,9 +48,10 @@ ROAD_TYPES: tuple[str, str, str] = ("urban", "rural", "highway")
 URBAN, RURAL, HIGHWAY = 0, 1, 2
 DEFAULT_LIMITS: dict[str, int] = {"urban": 50, "rural": 90, "highway": 130}
 
-LIGHT_CYCLE_S = 60.0
-"""Full cycle of a traffic light: per direction 26 s green, 4 s amber, then 30 s red."""
-LIGHT_GREEN_S = 26.0
+LIGHT_CYCLE_S = 90.0
+"""Full cycle of a traffic light: per direction 41 s green, 4 s amber, then 45 s red (city
+signals run 60-120 s cycles; 4 s amber suits 50 km/h approaches)."""
+LIGHT_GREEN_S = 41.0
 LIGHT_AMBER_S = 4.0
 GREEN, AMBER, RED = 0, 1, 2
 MAX_PLACES = 16
@@ -372,8 +373,9 @@ def _continuations(places: np.ndarray, out_ptr: np.ndarray, out_edges: np.ndarra
                    in_ptr: np.ndarray, in_edges: np.ndarray, edge_rev: np.ndarray,
                    length: np.ndarray, limit: np.ndarray, heading: np.ndarray,
                    junction: np.ndarray, edge_to: np.ndarray) -> np.ndarray:
-    """Per edge ending at a place: the squared speed of the best way on (not a U-turn when
-    there is another), since the next place is only chosen on arrival (``inf`` elsewhere)."""
+    """Per edge ending at a place: the squared speed of the sharpest way on that is not a
+    U-turn (when there is another), since the next place is only chosen on arrival and may
+    lie down any of them (``inf`` elsewhere)."""
     cont2 = np.full(length.size, np.inf)
     for p in places.tolist():
         outs = out_edges[out_ptr[p]:out_ptr[p + 1]]
@@ -385,7 +387,7 @@ def _continuations(places: np.ndarray, out_ptr: np.ndarray, out_edges: np.ndarra
             tc = turn_speed(np.full(ways.size, length[e]), length[ways],
                             np.full(ways.size, heading[e]), heading[ways],
                             np.full(ways.size, junction[edge_to[e]]))
-            cont2[e] = float(np.max(np.minimum(tc, limit[ways]) ** 2))
+            cont2[e] = float(np.min(np.minimum(tc, limit[ways]) ** 2))
     return cont2
 
 

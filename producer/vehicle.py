@@ -119,7 +119,7 @@ def fuel_used_pct(v0: np.ndarray, v1: np.ndarray, dist_m: np.ndarray, dt: float,
     """Share of the tank burnt over one step: speed-dependent per km, plus idling."""
     kmh = 0.5 * (v0 + v1) * 3.6
     accel = np.maximum(v1 - v0, 0.0) / dt
-    l_per_100km = 4.2 + 0.0007 * (kmh - 65.0) ** 2 + 2.5 * accel
+    l_per_100km = 4.8 + 0.0007 * (kmh - 65.0) ** 2 + 3.0 * accel
     litres = l_per_100km * dist_m / 100_000.0 + np.where(v1 < 0.3, IDLE_L_PER_H * dt / 3600, 0.0)
     if vclass is None:
         return np.asarray(litres / TANK_L * 100.0)

@@ -14,7 +14,7 @@ from producer import follow
 from producer import vehicle as vh
 from producer.fleet import FleetState, init_fleet, step
 from producer.geojson import load_roads
-from producer.roads import GREEN, RED, Road, RoadNetwork, build_network
+from producer.roads import GREEN, LIGHT_CYCLE_S, RED, Road, RoadNetwork, build_network
 
 LAT0, LON0 = 52.0, 21.0
 M_LAT = 1 / 111_195.0  # degrees of latitude per metre
@@ -68,7 +68,7 @@ def test_three_cars_queue_behind_a_red_light_then_drain_in_order() -> None:
     net = _crossing()
     light_edge = int(np.flatnonzero(net.edge_light & (np.abs(net.edge_heading - 90) < 1))[0])
     # start as the east-west approach turns red
-    t0 = next(float(t) for t in range(60)
+    t0 = next(float(t) for t in range(int(LIGHT_CYCLE_S))
               if net.light_state(np.array([light_edge]), float(t))[0] == RED
               and net.light_state(np.array([light_edge]), float(t) - 1)[0] != RED)
     s = _place_cars(net, [420.0, 380.0, 340.0], t0)
@@ -76,14 +76,14 @@ def test_three_cars_queue_behind_a_red_light_then_drain_in_order() -> None:
     line = 600.0
     front: list[np.ndarray] = []
     lights: list[int] = []
-    for _ in range(90):
+    for _ in range(120):
         lights.append(int(net.light_state(np.array([light_edge]), s.t)[0]))
         x = (net.node_lon[net.edge_from[s.edge]] - LON0) / M_LON + s.pos
         front.append(np.round(x, 1))
         s = step(s, 1.0, rng, net)
     xs = np.array(front)  # [tick, car]: metres east of the street's start
     red_ticks = [k for k, c in enumerate(lights) if c == RED]
-    green_at = next(k for k in range(red_ticks[0], 90) if lights[k] == GREEN)
+    green_at = next(k for k in range(red_ticks[0], 120) if lights[k] == GREEN)
     # while red: all three stopped in a queue, the first at the line, s0 + a car length apart
     queued = xs[green_at - 1]
     length = vh.CLASS_LENGTH_M[0]
@@ -97,11 +97,11 @@ def test_three_cars_queue_behind_a_red_light_then_drain_in_order() -> None:
     east = xs[: int(np.argmax(xs[:, 0] > 900))]  # until the first nears the street's end
     assert (np.diff(east, axis=1) < 0).all()  # order kept at every tick
     assert (np.diff(east, axis=0) >= -1e-9).all()  # never backwards
-    # exact for this scenario (deterministic): red for 30 s, the queue 600 / 593.5 / 587 m,
+    # exact for this scenario (deterministic): red for 45 s, the queue 600 / 593.5 / 587 m,
     # IDM start-up of 1.2 m/s^2: the cars pass the line 1, 6 and 9 s after green
-    assert (red_ticks[0], green_at) == (0, 30)
+    assert (red_ticks[0], green_at) == (0, 45)
     assert queued.tolist() == [600.0, 593.5, 587.0]
-    assert passed == [31, 36, 39]
+    assert passed == [46, 51, 54]
 
 
 def _grid_geojson(path: Path, seed: int, size: int = 6, spacing: float = 90.0) -> Path:
