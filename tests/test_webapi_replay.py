@@ -79,16 +79,18 @@ async def test_replay_order_and_pacing_match_event_times(settings: Settings) -> 
     assert all(set(f) == {"type", "data"} and f["type"] == "event" for f in data)
     got = [(f["data"]["vehicle_id"], f["data"]["seq"]) for f in data]
     assert got == [(e.vehicle_id, e.seq) for e in expected]
-    # pacing: each receive gap is the event-time gap / SPEED, within a tolerance derived
-    # from the run itself (the first frame's delay stands for the per-frame overhead)
+    # pacing: each frame arrives (its event time - the first's) / SPEED after the first:
+    # never early, and late by no more than a tolerance derived from this run's own median
+    # lateness (2 cores shared with other work), at least 0.25 s
     stamps = [e.timestamp.timestamp() for e in expected]
     wall = [t - arrived[0] for t in arrived[:len(expected)]]
     ideal = [(s - stamps[0]) / SPEED for s in stamps]
-    slack = 0.05 + max(0.0, wall[1] - ideal[1])
+    late = sorted(w - want for w, want in zip(wall, ideal, strict=True))
+    slack = max(0.25, 3 * late[len(late) // 2])
     for i, (w, want) in enumerate(zip(wall, ideal, strict=True)):
-        assert want - 0.01 <= w <= want + slack, (i, w, want)
-    total = stamps[-1] - stamps[0]
-    assert wall[-1] >= total / SPEED - 0.01  # not faster than asked
+        assert want - 0.01 <= w <= want + slack, (i, w, want, slack)
+    total = (stamps[-1] - stamps[0]) / SPEED  # 0.4 s; unpaced it would take a few ms
+    assert total - 0.01 <= wall[-1] <= total + slack
 
 
 async def test_replay_max_speed_batches_and_vehicle_filter(settings: Settings) -> None:
@@ -162,3 +164,23 @@ async def test_bad_parameters_are_named(settings: Settings) -> None:
             resp = await client.get("/replay?" + query)
             assert resp.status == 422, query
             assert (await resp.json())["parameter"] == param, query
+
+
+async def test_concurrent_replays_are_capped_and_a_closed_one_frees_its_slot(
+        settings: Settings) -> None:
+    settings = settings.model_copy(update={"replay_max_clients": 1})
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    slow = [make_event("CAR_A", seq=0, timestamp=t0),
+            make_event("CAR_A", seq=1, timestamp=t0 + timedelta(seconds=60))]
+    await record(settings.kafka_bootstrap_servers, settings.kafka_topic, slow)
+    url = f"/replay?since={q(t0)}&until={q(t0 + timedelta(minutes=2))}&speed=1"
+    async with running_app(settings) as client:
+        async with client.ws_connect(url) as first:
+            frame = await first.receive_json(timeout=30)
+            assert frame["type"] == "event" and frame["data"]["seq"] == 0
+            busy = await client.get(url, headers=HANDSHAKE)
+            assert busy.status == 503, await busy.text()
+            assert "WEBAPI_REPLAY_MAX_CLIENTS" in (await busy.json())["error"]
+        # the first client left mid-replay (its next event was 60 s away): the slot is free
+        async with client.ws_connect(url + "0") as second:  # speed=10
+            assert (await second.receive_json(timeout=30))["type"] == "event"

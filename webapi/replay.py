@@ -41,8 +41,8 @@ from aiokafka.errors import KafkaError
 
 from common.kafka import make_admin, make_consumer
 from webapi.decode import Limits, Malformed, decode
-from webapi.keys import CORS, REPLAYS, SETTINGS
-from webapi.lifecycle import cancel_and_wait
+from webapi.keys import CORS, REPLAYS, SETTINGS, WEBSOCKETS
+from webapi.lifecycle import cancel_and_wait, finish_first
 from webapi.params import ApiError, bad_param, bool_param, time_param, vehicles_param
 from webapi.settings import Settings
 
@@ -224,13 +224,17 @@ async def replay_handler(request: web.Request) -> web.WebSocketResponse:
         except KafkaError as exc:
             raise ApiError(503, f"Kafka: {exc}") from None
         await ws.prepare(request)
+        app[WEBSOCKETS].add(ws)  # closed on shutdown like the live ones
         sender = asyncio.create_task(_stream(ws, replay))
         async for _msg in ws:  # nothing to say; this notices the client's close
             pass
     finally:
         active.discard(token)
-        await cancel_and_wait(sender)
-        await consumer.stop()
+        app[WEBSOCKETS].discard(ws)
+        try:
+            await cancel_and_wait(sender)
+        finally:
+            await finish_first(consumer.stop())
     return ws
 
 
