@@ -253,6 +253,7 @@ def test_report_on_the_builtin_city_has_every_measure() -> None:
     assert run["km"] > 0
     assert math.isnan(run["stopped"]) or 0.0 <= run["stopped"] <= 1.0  # nan: no urban driving
     assert run["events_per_s"] > 0
+    assert run["vsec_per_s"] >= run["events_per_s"]  # at most one event per car and second
 
 
 OSM_XML = """<?xml version='1.0' encoding='UTF-8'?>

@@ -108,7 +108,8 @@ def tank_litres() -> Callable[[np.ndarray], np.ndarray]:
 
 
 def measure(ev: Events, *, net: Any, ways: Ways | None, lines: int, secs: float,
-            startup_s: float = 0.0, sim: dict[str, Any] | None = None) -> dict[str, Any]:
+            startup_s: float = 0.0, sim: dict[str, Any] | None = None,
+            vehicle_s: float = math.nan) -> dict[str, Any]:
     """Every measure of one run, as numbers."""
     proj = Projection(float(np.median(ev.lat)), float(np.median(ev.lon)))
     m: dict[str, Any] = {}
@@ -151,6 +152,8 @@ def measure(ev: Events, *, net: Any, ways: Ways | None, lines: int, secs: float,
     steady = secs - startup_s > 0.25 * secs
     m["startup_s"] = startup_s if steady else 0.0
     m["events_per_s"] = lines / (secs - m["startup_s"]) if secs > 0 else math.nan
+    # parked cars report less often, so also: simulated seconds of car per wall second
+    m["vsec_per_s"] = vehicle_s / (secs - m["startup_s"]) if secs > 0 else math.nan
     m["events"] = lines
     m["vehicles"] = len(ev.ids)
     m["has_ignition"], m["has_vtype"] = ev.has_ignition, ev.has_vtype
@@ -248,6 +251,7 @@ def render(name: str, runs: list[dict[str, Any]], *, roads: Path | None,
         if long["secs"] > 2 * long["startup_s"]:  # the longer run times the rate better
             m["events"], m["startup_s"] = long["events"], long["startup_s"]
             m["events_per_s"] = long["events"] / (long["secs"] - long["startup_s"])
+            m["vsec_per_s"] = long["vehicle_s"] / (long["secs"] - long["startup_s"])
             tp_vehicles = long["vehicles"]
     else:
         span = ""
@@ -264,7 +268,8 @@ def render(name: str, runs: list[dict[str, Any]], *, roads: Path | None,
         rows.append(("distance share per OSM highway class", "",
                      ", ".join(f"{k} {_pct(v)}" for k, v in top), "-"))
     rows.append(("producer --stdout throughput", "",
-                 f"{m['events_per_s']:,.0f} events/s "
+                 f"{m['events_per_s']:,.0f} events/s, "
+                 f"{m['vsec_per_s']:,.0f} simulated vehicle-seconds/s "
                  + (f"after {m['startup_s']:.1f} s start-up " if m["startup_s"] else
                     "start-up included ") +
                  f"({m['events']:.0f} events of {tp_vehicles:.0f} vehicles); Kafka ratio: "
@@ -316,7 +321,8 @@ def report(networks: list[str], *, vehicles: int, minutes: float, seed: int, run
                 with path.open("rb") as fh:
                     ev = parse_events(fh)
                 per_run.append(measure(ev, net=road_net, ways=ways, lines=lines, secs=secs,
-                                       startup_s=startup, sim=counts))
+                                       startup_s=startup, sim=counts,
+                                       vehicle_s=float(vehicles * steps)))
             long = None
             if long_hours > 0:
                 lines, secs, _ = run_producer(net, seed=seed, vehicles=long_vehicles,
@@ -326,6 +332,7 @@ def report(networks: list[str], *, vehicles: int, minutes: float, seed: int, run
                     rf = refuels(parse_events(fh))
                 long = {"hours": long_hours, "vehicles": long_vehicles, "refuels": len(rf),
                         "events": lines, "secs": secs, "startup_s": startup,
+                        "vehicle_s": float(long_vehicles * int(long_hours * 3600)),
                         "refuel_speed": max((r.max_speed_kmh for r in rf), default=math.nan),
                         "refuel_duration": (statistics.median(r.duration_s for r in rf)
                                             if rf else math.nan)}
