@@ -302,3 +302,52 @@ def test_malformed_logging_is_rate_limited(caplog) -> None:
     assert "999 similar suppressed" in caplog.records[-1].getMessage()
 
 
+
+
+# ----------------------------------------------------------------------------- live view
+def test_store_staleness_by_receipt_time_not_event_time() -> None:
+    store = TelemetryStore(recent_size=100, violations_size=10, max_vehicles=2, trail_points=5,
+                           timeout_s=120)
+    store.add(entry("OLD", seconds=0), seen=1000.0)  # event time T0, long ago: irrelevant
+    store.add(entry("NEW", seconds=0), seen=1100.0)
+    assert store.active_ids(now=1119.0) == ["NEW", "OLD"]
+    assert store.active_ids(now=1121.0) == ["NEW"]
+    assert store.stale_ids(now=1121.0) == ["OLD"] and store.active_count(now=1121.0) == 1
+    assert [e.vehicle_id for e in store.latest_items(now=1121.0)] == ["NEW"]
+    assert [e.vehicle_id for e in store.latest_items(include_stale=True, now=1121.0)] == [
+        "NEW", "OLD"]
+    store.add(entry("OLD", seconds=1), seen=1125.0)  # heard from again: back
+    assert store.active_ids(now=1126.0) == ["NEW", "OLD"]
+    store.add(entry("THIRD"), seen=1130.0)  # max_vehicles=2: the least recent goes, seen too
+    assert set(store.seen) == set(store.latest) == {"OLD", "THIRD"}
+
+
+def test_bbox_and_flag_parameters() -> None:
+    from webapi.params import bbox_param, flag_param
+
+    assert bbox_param({"bbox": "20.9,52.1,-21.1,52.3"}) == (20.9, 52.1, -21.1, 52.3)
+    assert bbox_param({}) is None
+    for bad in ("1,2,3", "1,2,3,4,5", "1e3,0,1,1", "nan,0,1,1", " 1,2,3,4", "1,2,3,4 ", ""):
+        with pytest.raises(ApiError) as err:
+            bbox_param({"bbox": bad})
+        assert err.value.status == 422 and err.value.body["parameter"] == "bbox"
+    assert flag_param({"x": "true"}, "x") and flag_param({"x": "1"}, "x")
+    assert not flag_param({"x": "0"}, "x") and not flag_param({}, "x")
+    with pytest.raises(ApiError):
+        flag_param({"x": "yes"}, "x")
+
+
+def test_replay_speed_and_network_headers() -> None:
+    from webapi.network import _matches, accepts_gzip
+    from webapi.replay import speed_param
+
+    assert speed_param(None) == 1.0 and speed_param("max") is None
+    assert speed_param("1") == 1.0 and speed_param("100") == 100.0
+    for bad in ("0.99", "101", "inf", "nan", "fast", ""):
+        with pytest.raises(ApiError) as err:
+            speed_param(bad)
+        assert err.value.body["parameter"] == "speed"
+    assert accepts_gzip("gzip, deflate, br") and accepts_gzip("br;q=1, gzip;q=0.5")
+    assert not accepts_gzip("identity") and not accepts_gzip("gzip;q=0") and not accepts_gzip("")
+    assert _matches('"abc"', '"abc"') and _matches('W/"abc", "x"', '"abc"') and _matches("*", '"a"')
+    assert not _matches('"abcd"', '"abc"') and not _matches("", '"abc"')
