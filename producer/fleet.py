@@ -316,7 +316,8 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
     v_new = np.minimum(s.v + np.minimum(acc, a_max) * h, v_cap)
     v_new = np.maximum(v_new, np.maximum(s.v - vh.B_MAX * h, 0.0))
     v_new[s.parked] = 0.0
-    ds = 0.5 * (s.v + v_new) * h
+    ds = follow.no_passing(s.edge, s.pos, 0.5 * (s.v + v_new) * h, length, active)
+    v_new = np.minimum(v_new, np.maximum(2 * ds / h - s.v, 0.0))
     stop_here = active & (ds >= stop_d)
     ds = np.where(stop_here, stop_d, ds)
     v_new = np.where(stop_here, 0.0, v_new)

@@ -34,8 +34,9 @@ MAX_HOPS = 48
 
 
 def sort_cars(edge: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """Car indices ordered by (edge, position)."""
-    return np.lexsort((pos, edge))
+    """Car indices ordered by (edge, position): one float key (edges are shorter than
+    1000 km, positions are >= 0), one stable sort."""
+    return np.argsort(edge.astype(np.float64) * 1e6 + pos, kind="stable")
 
 
 def leaders(net: RoadNetwork, edge: np.ndarray, pos: np.ndarray, next_e: np.ndarray,
@@ -114,6 +115,8 @@ def separate(net: RoadNetwork, edge: np.ndarray, pos: np.ndarray, v: np.ndarray,
         bad = np.flatnonzero(gap < S0 - 1e-9)
         if bad.size == 0:
             return
+        bad0 = bad
+        before = (edge[bad0].copy(), pos[bad0].copy())
         ld = lead[bad]
         came = prev_edge[ld]  # the leader came from an edge not on the follower's way: a merge
         merged = (came >= 0) & (came != edge[bad]) & (came != next_e[bad])
@@ -146,6 +149,8 @@ def separate(net: RoadNetwork, edge: np.ndarray, pos: np.ndarray, v: np.ndarray,
             if start_edge is not None and start_pos is not None:
                 same = edge[b] == start_edge[b]
                 pos[b[same]] = np.maximum(pos[b[same]], start_pos[b[same]])
+        if (edge[bad0] == before[0]).all() and (pos[bad0] == before[1]).all():
+            return  # nothing more can move (held at where they started)
 
 
 def spot_free(net: RoadNetwork, edge: np.ndarray, pos: np.ndarray, length: np.ndarray,
@@ -168,4 +173,28 @@ def spot_free(net: RoadNetwork, edge: np.ndarray, pos: np.ndarray, length: np.nd
     ok_behind = (j == 0) | (edge[behind] != edge[idx]) | (
         pos[idx] - length[idx] - pos[behind] >= S0 + 10.0)
     out[idx] = ok_ahead & ok_behind
+    return out
+
+
+def no_passing(edge: np.ndarray, pos: np.ndarray, ds: np.ndarray, length: np.ndarray,
+               active: np.ndarray) -> np.ndarray:
+    """Planned moves ``ds`` clipped so that no car ends a step closer than S0 behind where
+    the car ahead of it on its edge ends it (a chain, resolved from the front), and none
+    moves backwards. Vectorised: a reverse running minimum over the cars sorted by
+    (edge, position)."""
+    out = ds.copy()
+    cars = np.flatnonzero(active)
+    if cars.size < 2:
+        return out
+    order = cars[sort_cars(edge[cars], pos[cars])]
+    e = edge[order]
+    group = np.concatenate([[0], np.cumsum(e[1:] != e[:-1])]).astype(np.float64)
+    need = length[order] + S0  # room a car needs behind its own front
+    c = np.cumsum(need)  # c[j] - c[i]: room from car i's front to car j's, j ahead of i
+    end = pos[order] + ds[order]
+    key = end - c + group * 1e7  # later edges never win the running minimum
+    run = np.minimum.accumulate(key[::-1])[::-1] - group * 1e7
+    target = run + c  # the farthest each car may get, given every car ahead on its edge
+    clipped = np.maximum(np.minimum(end, target), pos[order])
+    out[order] = clipped - pos[order]
     return out
