@@ -16,6 +16,7 @@ from webapi import csvexport
 from webapi.control import ControlUnavailable
 from webapi.dashboard import dashboard
 from webapi.decode import Entry
+from webapi.density import DENSITY_CAP, DENSITY_DEFAULT, grid, in_bbox
 from webapi.keys import (
     CONSUMER,
     CONTROL,
@@ -49,8 +50,6 @@ WINDOWS_DEFAULT, WINDOWS_CAP = 100, 2000
 LATEST_DEFAULT = LATEST_CAP = 10_000
 """GET /telemetry/latest: vehicles per answer (by id), streamed in chunks of LATEST_CHUNK."""
 LATEST_CHUNK = 500
-DENSITY_DEFAULT, DENSITY_CAP = 64, 256
-"""GET /telemetry/density: cells per side of the grid."""
 STALE_TRUE, STALE_FALSE = b',"stale":true}', b',"stale":false}'
 
 
@@ -121,11 +120,6 @@ async def stop_sim(request: web.Request) -> web.Response:
 
 
 # ---------------------------------------------------------------------------- telemetry
-def in_bbox(entry: Entry, bbox: tuple[float, float, float, float]) -> bool:
-    minlon, minlat, maxlon, maxlat = bbox
-    return minlon <= entry.lon <= maxlon and minlat <= entry.lat <= maxlat
-
-
 async def latest(request: web.Request) -> web.StreamResponse:
     """Streamed: the body is written LATEST_CHUNK events at a time, never held whole, so
     parallel calls cost little memory and /health stays responsive. Active vehicles only,
@@ -163,31 +157,7 @@ async def density(request: web.Request) -> web.Response:
     if bbox is None:
         raise ApiError(422, "bbox: required: minlon,minlat,maxlon,maxlat", parameter="bbox")
     cells = int_param(q, "cells", DENSITY_DEFAULT, minimum=1, maximum=DENSITY_CAP)
-    minlon, minlat, maxlon, maxlat = bbox
-    dlon, dlat = (maxlon - minlon) / cells, (maxlat - minlat) / cells
-    counts: dict[tuple[int, int], list[float]] = {}
-    total = 0
-    empty = not (dlon > 0 and dlat > 0)
-    for e in [] if empty else request.app[STORE].latest_items():
-        if not in_bbox(e, bbox):
-            continue
-        col = min(int((e.lon - minlon) / dlon), cells - 1)
-        row = min(int((e.lat - minlat) / dlat), cells - 1)
-        cell = counts.get((col, row))
-        if cell is None:
-            counts[(col, row)] = [1, e.speed_kmh]
-        else:
-            cell[0] += 1
-            cell[1] += e.speed_kmh
-        total += 1
-    items = [{"col": col, "row": row,
-              "lon": round(minlon + (col + 0.5) * dlon, 6),
-              "lat": round(minlat + (row + 0.5) * dlat, 6),
-              "count": int(n), "mean_speed_kmh": round(speed / n, 2)}
-             for (col, row), (n, speed) in sorted(counts.items())]
-    return json_obj({"bbox": list(bbox), "cells": cells,
-                     "cell_size_deg": [round(dlon, 9), round(dlat, 9)],
-                     "total": total, "items": items})
+    return json_obj(grid(request.app[STORE].latest_items(), bbox, cells))
 
 
 async def recent(request: web.Request) -> web.Response:
