@@ -5,6 +5,8 @@ viewport and density reads the Streamlit map uses at fleet scale."""
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,27 @@ async def test_viewport_and_density(kafka_bootstrap: str, settings: Settings) ->
             bad = await client.get(url)
             assert bad.status == 422, url
             assert (await bad.json())["parameter"] == param, url
+
+
+async def test_backfilled_cars_of_an_old_run_are_not_live(settings: Settings) -> None:
+    """A web API (re)started after a run: cars Kafka recorded long ago are backfilled as
+    stale, cars of the run going on now are live."""
+    from aiokafka import AIOKafkaProducer
+
+    settings = settings.model_copy(update={"vehicle_timeout_s": 120.0,
+                                           "backfill_seconds": 3600.0})
+    now_ms = int(time.time() * 1000)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for vid, ts_ms in (("OLDRUN", now_ms - 600_000), ("NOWRUN", now_ms)):
+            ev = make_event(vid, timestamp=datetime.fromtimestamp(ts_ms / 1000, UTC))
+            await producer.send_and_wait(settings.kafka_topic, key=vid.encode(),
+                                         value=ev.model_dump_json().encode(), timestamp_ms=ts_ms)
+    finally:
+        await producer.stop()
+    async with running_app(settings) as client:
+        await wait_for(lambda: client.app[STORE].consumed_total == 2)
+        assert await ids(client, "/telemetry/latest") == ["NOWRUN"]
+        assert (await (await client.get("/vehicles?include_stale=1")).json()) == {
+            "items": ["NOWRUN", "OLDRUN"], "stale": ["OLDRUN"]}
