@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.partitioner import DefaultPartitioner
 
 from common.contract import TelemetryEvent
-from tests.support.webapi import make_event, running_app
+from tests.support.webapi import make_event, publish, running_app
 from webapi.settings import Settings
 
 pytestmark = pytest.mark.kafka
@@ -184,3 +184,23 @@ async def test_concurrent_replays_are_capped_and_a_closed_one_frees_its_slot(
         # the first client left mid-replay (its next event was 60 s away): the slot is free
         async with client.ws_connect(url + "0") as second:  # speed=10
             assert (await second.receive_json(timeout=30))["type"] == "event"
+
+
+async def test_an_imported_recording_replays_by_event_time(settings: Settings) -> None:
+    """Events published long after their own time (Kafka's record time = now) still replay:
+    Kafka time only positions the read, event time selects and orders."""
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    events = recording(t0)
+    await publish(settings.kafka_bootstrap_servers, settings.kafka_topic, events)
+    url = f"/replay?since={q(t0)}&until={q(t0 + timedelta(seconds=5))}&speed=max"
+    async with running_app(settings) as client, client.ws_connect(url) as ws:
+        frames = []
+        while True:
+            msg = await ws.receive(timeout=30)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            frames.append(msg.json())
+    expected = sorted(events, key=lambda e: e.timestamp)
+    assert frames[-1] == {"type": "end", "count": len(expected), "skipped": 0}
+    assert [(f["data"]["vehicle_id"], f["data"]["seq"]) for f in frames[:-1]] == [
+        (e.vehicle_id, e.seq) for e in expected]
