@@ -7,13 +7,18 @@ with the API's own ``{"error": ...}`` message). Caching of the client lives in u
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+import aiohttp
 import requests
 
 JSON = dict[str, Any]
+BBox = tuple[float, float, float, float]
+"""(minlon, minlat, maxlon, maxlat), WGS84 degrees."""
 CONTROL_READ_TIMEOUT_S = 15.0
 
 
@@ -29,11 +34,13 @@ class ApiUnavailable(RuntimeError):
 class ApiError(RuntimeError):
     """The web API answered with an HTTP error."""
 
-    def __init__(self, status: int, message: str, path: str) -> None:
+    def __init__(self, status: int, message: str, path: str,
+                 body: JSON | None = None) -> None:
         super().__init__(f"{path}: HTTP {status}: {message}")
         self.status = status
         self.message = message
         self.path = path
+        self.body = body or {}  # the API's JSON error, e.g. {"error", "earliest_available"}
 
 
 def _ids(vehicle_ids: Iterable[str] | None) -> str | None:
@@ -44,6 +51,13 @@ def _ids(vehicle_ids: Iterable[str] | None) -> str | None:
 
 def _iso(ts: datetime | None) -> str | None:
     return ts.isoformat() if ts is not None else None
+
+
+def _bbox(bbox: BBox | None) -> str | None:
+    """(minlon, minlat, maxlon, maxlat) as the API's plain decimals (no exponent)."""
+    if bbox is None:
+        return None
+    return ",".join(f"{v:.6f}" for v in bbox)
 
 
 class ApiClient:
@@ -82,7 +96,7 @@ class ApiClient:
         except requests.RequestException as exc:
             raise ApiUnavailable(self.base_url, exc) from exc
         if resp.status_code >= 400:
-            raise ApiError(resp.status_code, _error_message(resp), path)
+            raise ApiError(resp.status_code, _error_message(resp), path, _error_body(resp))
         if resp.is_redirect:  # only control calls get here: their token stays home
             raise ApiError(resp.status_code, "redirected elsewhere; not followed", path)
         try:
@@ -113,8 +127,84 @@ class ApiClient:
     def vehicles(self) -> list[str]:
         return [str(v) for v in self._items("/vehicles")]
 
-    def latest(self, vehicle_ids: Iterable[str] | None = None) -> list[JSON]:
-        return self._items("/telemetry/latest", vehicle_id=_ids(vehicle_ids))
+    def latest(self, vehicle_ids: Iterable[str] | None = None, *, bbox: BBox | None = None,
+               limit: int | None = None, include_stale: bool = False) -> list[JSON]:
+        """The latest event per active vehicle (with ``include_stale``, silent ones too, each
+        item with ``"stale": true|false``); ``bbox`` keeps those in a viewport."""
+        return self._items("/telemetry/latest", vehicle_id=_ids(vehicle_ids),
+                           bbox=_bbox(bbox), limit=limit,
+                           include_stale="true" if include_stale else None)
+
+    def density(self, bbox: BBox, cells: int = 64) -> JSON:
+        """Active vehicles counted on a cells x cells grid over bbox (GET /telemetry/density)."""
+        return self._get("/telemetry/density", bbox=_bbox(bbox), cells=cells)
+
+    def network(self, etag: str | None = None) -> tuple[str, JSON] | None:
+        """GET /network: (ETag, GeoJSON), or None when ``etag`` is still current (304).
+
+        404 (no network published yet) raises ApiError like any other error."""
+        headers = {"If-None-Match": etag} if etag else None
+        url = f"{self.base_url}/network"
+        try:
+            resp = self._session.get(url, headers=headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ApiUnavailable(self.base_url, exc) from exc
+        if resp.status_code == 304:
+            return None
+        if resp.status_code >= 400:
+            raise ApiError(resp.status_code, _error_message(resp), "/network", _error_body(resp))
+        try:
+            doc = resp.json()
+        except ValueError as exc:
+            raise ApiError(resp.status_code, "the answer is not JSON", "/network") from exc
+        if not isinstance(doc, dict):
+            raise ApiError(resp.status_code, "the answer is not a JSON object", "/network")
+        return resp.headers.get("ETag", ""), doc
+
+    def replay(self, since: datetime, until: datetime,
+               vehicle_ids: Iterable[str] | None = None, *,
+               max_events: int = 200_000) -> tuple[list[JSON], bool]:
+        """The recorded events of [since, until] from WS /replay, read as fast as the API
+        sends them (``speed=max&batch=1``): (events in event-time order, truncated).
+
+        At most ``max_events`` are kept (then the socket is closed and truncated is True), so
+        memory stays bounded. A refused range (410 past retention, 422...) raises ApiError
+        with the API's own message and body (``earliest_available``)."""
+        params = {"since": _iso(since), "until": _iso(until), "speed": "max", "batch": "1",
+                  "vehicle_id": _ids(vehicle_ids)}
+        clean = {k: v for k, v in params.items() if v is not None}
+        return asyncio.run(self._replay(clean, max_events))
+
+    async def _replay(self, params: JSON, max_events: int) -> tuple[list[JSON], bool]:
+        url = f"{self.base_url}/replay"
+        timeout = aiohttp.ClientWSTimeout(ws_receive=max(self.timeout[1], 30.0))
+        out: list[JSON] = []
+        try:
+            async with aiohttp.ClientSession() as session, session.ws_connect(
+                    url, params=params, timeout=timeout, max_msg_size=64 * 2**20,
+                    autoping=True) as ws:
+                async for msg in ws:
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        break
+                    frame = json.loads(msg.data)
+                    kind = frame.get("type") if isinstance(frame, dict) else None
+                    if kind == "batch":
+                        out.extend(i for i in frame.get("items", []) if isinstance(i, dict))
+                    elif kind == "event" and isinstance(frame.get("data"), dict):
+                        out.append(frame["data"])
+                    elif kind == "error":
+                        raise ApiError(500, str(frame.get("error", "replay failed")), "/replay")
+                    elif kind == "end":
+                        return out, False
+                    if len(out) >= max_events:
+                        return out[:max_events], True
+        except aiohttp.WSServerHandshakeError:
+            # the API refused before the handshake; ask again over plain HTTP for its message
+            self._request("GET", "/replay", params)
+            raise ApiError(400, "the replay was refused", "/replay") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ApiUnavailable(self.base_url, exc) from exc
+        return out, False
 
     def recent(self, limit: int = 500, vehicle_ids: Iterable[str] | None = None,
                since: datetime | None = None, until: datetime | None = None) -> list[JSON]:
@@ -152,3 +242,11 @@ def _error_message(resp: requests.Response) -> str:
     if isinstance(body, dict) and body.get("error"):
         return str(body["error"])
     return str(body)[:200]
+
+
+def _error_body(resp: requests.Response) -> JSON:
+    try:
+        body = resp.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

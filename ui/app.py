@@ -18,11 +18,13 @@ if str(ROOT) not in sys.path:  # `streamlit run ui/app.py` puts ui/, not the rep
 import streamlit as st  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
-from ui import charts, maps, sidebar  # noqa: E402
+from ui import charts, maps, replay_view, sidebar  # noqa: E402
 from ui.api import ApiClient, ApiError, ApiUnavailable  # noqa: E402
+from ui.basemap import Basemap, parse_network, road_layers  # noqa: E402
 from ui.frames import windows_frame  # noqa: E402
 from ui.guard import guarded  # noqa: E402
 from ui.panels import Panels, build_panels, csv_bytes, kpi_deltas, page  # noqa: E402
+from ui.selection import clear_selection, picked_vehicle  # noqa: E402
 from ui.settings import Settings  # noqa: E402
 from ui.snapshot import ViewOptions, fetch_snapshot  # noqa: E402
 from ui.text import code, md  # noqa: E402
@@ -48,6 +50,27 @@ VIOLATION_WINDOW_MIN = 5
 @st.cache_resource(max_entries=8, on_release=ApiClient.close)
 def client_for(url: str, token: str, timeout_s: float) -> ApiClient:
     return ApiClient(url, token=token, timeout_s=timeout_s)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def basemap_for(network_id: str, _doc: dict) -> Basemap:
+    """Parsed once per network id (the ETag), whichever session fetched it."""
+    return parse_network(_doc)
+
+
+def current_basemap(client: ApiClient) -> Basemap | None:
+    """The road network, fetched once per session and again only when its ETag changes
+    (the API answers 304 with no body otherwise); None until a producer published one."""
+    held: tuple[str, Basemap] | None = st.session_state.get("basemap")
+    try:
+        got = client.network(held[0] if held else None)
+    except (ApiError, ApiUnavailable):
+        return held[1] if held else None
+    if got is not None:
+        etag, doc = got
+        held = (etag, basemap_for(str(doc.get("network_id") or etag), doc))
+        st.session_state["basemap"] = held
+    return held[1] if held else None
 
 
 def load_settings() -> Settings:
@@ -133,9 +156,13 @@ def render_tables(panels: Panels, page_size: int) -> None:
 
 
 def live_panels(client: ApiClient, controls: sidebar.Controls, settings: Settings) -> None:
-    opts = ViewOptions(vehicle_filter=controls.vehicle_filter, follow=controls.follow,
-                       max_trails=settings.max_trails,
-                       violation_window_min=VIOLATION_WINDOW_MIN)
+    selected = st.session_state.get("selected")
+    follow = selected or controls.follow
+    base = current_basemap(client)
+    opts = ViewOptions(vehicle_filter=controls.vehicle_filter, follow=follow,
+                       max_trails=settings.max_trails, violation_window_min=VIOLATION_WINDOW_MIN,
+                       include_stale=controls.show_stale,
+                       area=base.bounds if base is not None else None)
     try:
         snap = fetch_snapshot(client, opts, datetime.now(UTC))
     except (ApiUnavailable, ApiError) as exc:
@@ -146,26 +173,36 @@ def live_panels(client: ApiClient, controls: sidebar.Controls, settings: Setting
                 "whole stack (Kafka, producer, web API) with `make run`.",
                 icon=":material/directions_car:")
         return
-    panels = build_panels(snap, controls.layers, controls.follow, settings.redline_rpm,
-                          VIOLATION_WINDOW_MIN)
+    roads = road_layers(base) if base is not None and controls.layers.roads else []
+    panels = build_panels(snap, controls.layers, follow, settings.redline_rpm,
+                          VIOLATION_WINDOW_MIN, roads)
     render_kpis(panels)
     map_col, chart_col = st.columns([3, 2], gap="medium")
     with map_col:
-        where = f"following {code(controls.follow)}" if controls.follow else "fitting the fleet"
-        st.markdown(f"##### Live map · {where} · trails for {len(snap.trail_ids)} vehicles")
-        if controls.follow:
-            followed = snap.latest.loc[snap.latest["vehicle_id"] == controls.follow]
+        where = f"following {code(follow)}" if follow else "fitting the fleet"
+        drawn = ("density of the whole fleet" if snap.density is not None else
+                 f"{len(snap.latest):,} vehicles in view" if snap.sampled else
+                 f"trails for {len(snap.trail_ids)} vehicles")
+        st.markdown(f"##### Live map · {where} · {drawn}")
+        if selected:
+            st.button("Clear selection", key="clear_selection", on_click=clear_selection,
+                      icon=":material/close:")
+        if follow:
+            followed = snap.latest.loc[snap.latest["vehicle_id"] == follow]
             if followed.empty:
-                st.caption(f"{code(controls.follow)} is not reporting.")
+                st.caption(f"{code(follow)} is not reporting.")
             else:
                 r = followed.iloc[0]
                 st.caption(f"{r['state']} · {r['speed_kmh']:.0f} km/h (limit "
                            f"{r['speed_limit_kmh']}) · {r['engine_rpm']:,} rpm · gear {r['gear']}"
                            f" · fuel {r['fuel_level_pct']:.0f}% · {md(r['road_type'])} · faults: "
                            f"{', '.join(map(code, r['fault_codes'])) or 'none'}")
-        st.pydeck_chart(panels.deck, height=600)
+        st.pydeck_chart(panels.deck, height=600, key="live_map", on_select=picked_vehicle,
+                        selection_mode="single-object")
         st.markdown(maps.legend_html(controls.layers.trails, controls.layers.heatmap),
                     unsafe_allow_html=True)
+        if base is not None:
+            st.caption(f"Roads: {md(base.name)} (from the producer) · click a car to follow it")
     with chart_col:
         st.markdown(f"##### {', '.join(map(code, snap.chart_ids))}")
         render_chart(panels.charts["speed"], "No speed data yet.")
@@ -223,6 +260,13 @@ def main() -> None:
     st.set_page_config(page_title="FleetStream", layout="wide")
     settings = load_settings()
     controls, client, _ = sidebar.render(settings, client_for)
+    if controls.mode == "Replay":
+        st.title("FleetStream · replay")
+        replay_view.sidebar(client, controls.vehicle_filter)
+        base = current_basemap(client)
+        guarded(replay_view.render)(controls.layers, road_layers(base) if base else [],
+                                    settings.max_trails)
+        return
     st.title("FleetStream · live fleet")
     every = controls.refresh_s
     st.fragment(run_every=every)(guarded(live_panels))(client, controls, settings)

@@ -2,7 +2,8 @@
 
 Event frames have one row per event with the contract's fields, ``location`` flattened to
 ``lat``/``lon``, ``timestamp`` as a UTC datetime, plus derived columns: ``faults`` (codes
-joined by ", "), ``state`` (see ui/palette.py VEHICLE_STATES) and ``speed_band``.
+joined by ", "), ``stale`` (the API's ``include_stale`` mark; False when absent), ``state``
+(see ui/palette.py VEHICLE_STATES) and ``speed_band``.
 
 Whatever the API serves, framing never raises: a timestamp pandas cannot hold (before 1677
 or after 2262), a missing or non-numeric position, speed or fuel level, or a missing vehicle
@@ -55,7 +56,7 @@ def events_frame(items: Sequence[dict[str, Any]]) -> pd.DataFrame:
             df[col] = pd.Series(dtype="float64")
         for col in ("engine_rpm", "gear", "speed_limit_kmh", "seq"):
             df[col] = pd.Series(dtype="int64")
-        for col in ("speeding", "rpm_over_redline"):
+        for col in ("speeding", "rpm_over_redline", "stale"):
             df[col] = pd.Series(dtype="bool")
         return _derive(df)
     rows = {c: [it.get(c) for it in items] for c in EVENT_COLUMNS if c not in ("lat", "lon")}
@@ -76,6 +77,7 @@ def events_frame(items: Sequence[dict[str, Any]]) -> pd.DataFrame:
     df["fault_codes"] = [[str(c) for c in v] if isinstance(v, list) else []
                          for v in df["fault_codes"]]
     df["road_type"] = [v if isinstance(v, str) else "" for v in df["road_type"]]
+    df["stale"] = np.array([it.get("stale") is True for it in items], dtype=bool)
     ok = (df["timestamp"].notna() & df["lat"].between(-90, 90) & df["lon"].between(-180, 180)
           & df["vehicle_id"].notna() & df["speed_kmh"].notna() & df["fuel_level_pct"].notna())
     df = _keep(df, ok)

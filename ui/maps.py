@@ -41,6 +41,14 @@ VEHICLE_RADIUS_M = 40.0
 TRAIL_WIDTH_M = 12.0
 DETAILED_TIPS_MAX = 2000
 DEFAULT_VIEW = pdk.ViewState(latitude=48.137, longitude=11.575, zoom=11.0, pitch=0)
+STALE_COLOR = (100, 116, 139, 150)
+"""Silent vehicles (``include_stale``): greyed, half transparent."""
+DENSITY_COLORS = ((30, 64, 175), (59, 130, 246), (34, 211, 238), (250, 204, 21),
+                  (249, 115, 22), (239, 68, 68))
+"""Density cells, few -> many vehicles."""
+MAP_PX = (900, 600)
+"""The map's size in CSS pixels, roughly (width x height), for the viewport's box."""
+M_PER_DEG = 111_320.0
 
 
 def _tip_vehicle(df: pd.DataFrame) -> list[str]:
@@ -60,13 +68,18 @@ def vehicle_layer(latest: pd.DataFrame, follow: str | None = None) -> pdk.Layer:
     per-vehicle text is the largest part of what a big fleet sends to the browser.
     """
     data = latest[["vehicle_id", "lat", "lon"]].copy()
-    data["color"] = [list(STATE_COLORS[s]) + [235] for s in latest["state"]]
+    stale = latest["stale"].to_numpy(bool) if "stale" in latest else np.zeros(len(latest), bool)
+    data["color"] = [list(STALE_COLOR) if old else list(STATE_COLORS[s]) + [235]
+                     for s, old in zip(latest["state"], stale, strict=True)]
     data["radius"] = np.where(latest["vehicle_id"] == follow, 2.0, 1.0) if follow else 1.0
     if len(latest) <= DETAILED_TIPS_MAX:
         data["tip"] = _tip_vehicle(latest)
     else:
         data["tip"] = [f"{v} ({s}) {sp:.0f} km/h" for v, s, sp in zip(
             latest["vehicle_id"], latest["state"], latest["speed_kmh"], strict=True)]
+    if stale.any():
+        data["tip"] = [f"{t}\nSILENT: no report for a while" if old else t
+                       for t, old in zip(data["tip"], stale, strict=True)]
     return pdk.Layer(
         "ScatterplotLayer", data=data, id="vehicles", pickable=True, stroked=True,
         filled=True, get_position="[lon, lat]", get_fill_color="color",
@@ -145,6 +158,50 @@ def violation_layer(violations: pd.DataFrame) -> pdk.Layer:
         get_line_color=list(VIOLATION_COLOR) + [230], get_radius=VEHICLE_RADIUS_M,
         radius_min_pixels=4, radius_max_pixels=12, line_width_min_pixels=1.5,
     )
+
+
+def density_layer(grid: dict) -> pdk.Layer:
+    """GET /telemetry/density cells as flat squares coloured by vehicle count (log scale)."""
+    items = [c for c in grid.get("items", []) if isinstance(c, dict)]
+    data = pd.DataFrame({
+        "lon": [float(c.get("lon", 0)) for c in items],
+        "lat": [float(c.get("lat", 0)) for c in items],
+        "count": [int(c.get("count", 0)) for c in items],
+        "speed": [float(c.get("mean_speed_kmh", 0)) for c in items],
+    })
+    top = max(1, int(data["count"].max())) if len(data) else 1
+    levels = len(DENSITY_COLORS) - 1
+    idx = np.round(np.log1p(data["count"].to_numpy(float)) / math.log1p(top) * levels)
+    data["color"] = [list(DENSITY_COLORS[int(i)]) + [200] for i in idx]
+    data["tip"] = [f"{n:,} vehicles\nmean {sp:.0f} km/h"
+                   for n, sp in zip(data["count"], data["speed"], strict=True)]
+    dlon, dlat = (grid.get("cell_size_deg") or [0.01, 0.01])[:2]
+    lat0 = float(data["lat"].mean()) if len(data) else 0.0
+    half = 0.5 * min(float(dlat) * M_PER_DEG,
+                     float(dlon) * M_PER_DEG * math.cos(math.radians(lat0)))
+    return pdk.Layer(
+        "ColumnLayer", data=data[["lon", "lat", "color", "tip", "count"]], id="density",
+        pickable=True, extruded=False, disk_resolution=4, angle=45,
+        radius=max(1.0, half * math.sqrt(2)), coverage=0.92, get_position="[lon, lat]",
+        get_fill_color="color",
+    )
+
+
+def view_bbox(view: pdk.ViewState, size_px: tuple[int, int] = MAP_PX) -> tuple[
+        float, float, float, float]:
+    """The (minlon, minlat, maxlon, maxlat) a map of ``size_px`` shows at ``view``."""
+    deg_per_px = 360.0 / (512.0 * 2 ** float(view.zoom))
+    half_lon = size_px[0] / 2 * deg_per_px
+    half_lat = size_px[1] / 2 * deg_per_px * math.cos(math.radians(float(view.latitude)))
+    lon, lat = float(view.longitude), float(view.latitude)
+    return (max(-180.0, lon - half_lon), max(-90.0, lat - half_lat),
+            min(180.0, lon + half_lon), min(90.0, lat + half_lat))
+
+
+def fit_view(bounds: tuple[float, float, float, float]) -> pdk.ViewState:
+    """A view that fits (minlon, minlat, maxlon, maxlat)."""
+    return view_state(pd.DataFrame({"lat": [bounds[1], bounds[3]],
+                                    "lon": [bounds[0], bounds[2]]}))
 
 
 def view_state(latest: pd.DataFrame, follow: str | None = None) -> pdk.ViewState:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import altair as alt
@@ -27,6 +28,7 @@ MAX_HEAT_POINTS = 2000
 
 @dataclass(frozen=True)
 class Layers:
+    roads: bool = True
     vehicles: bool = True
     trails: bool = True
     heatmap: bool = True
@@ -62,24 +64,27 @@ class Panels:
 
 
 def compute_kpis(snap: Snapshot, window_min: int) -> list[Kpi]:
-    latest = snap.latest
+    """Over the active vehicles only: silent ones (shown greyed on request) count nowhere."""
+    latest = snap.latest.loc[~snap.latest["stale"]]
+    about = f" (of the {len(latest):,} fetched)" if snap.sampled else ""
     moving = latest.loc[latest["speed_kmh"] >= 1.0, "speed_kmh"]
     faults = int(sum(len(v) for v in latest["fault_codes"]))
     n_viol = len(snap.violations)
     return [
         Kpi("Vehicles reporting", float(snap.stats.get("vehicles_reporting", len(latest))),
-            help="vehicles with an event in the web API's store"),
+            help="vehicles heard from within the web API's WEBAPI_VEHICLE_TIMEOUT_S"),
         Kpi("Events / s", float(snap.stats.get("events_per_s", 0.0)), "{:,.1f}",
             help="consumed by the web API over the last 10 s"),
         Kpi("Avg speed (km/h)", float(moving.mean()) if len(moving) else 0.0, "{:,.1f}",
-            help="mean of the latest speed of each moving vehicle"),
+            help="mean of the latest speed of each moving vehicle" + about),
         Kpi(f"Violations ({window_min} min)", float(n_viol),
             "{:,.0f}+" if snap.violations_capped else "{:,.0f}",
             help="speeding or over-redline events in the window", inverse=True),
         Kpi("Low fuel", float((latest["fuel_level_pct"] <= LOW_FUEL_PCT).sum()),
-            help=f"vehicles at or below {LOW_FUEL_PCT:.0f}% fuel", inverse=True),
+            help=f"vehicles at or below {LOW_FUEL_PCT:.0f}% fuel" + about, inverse=True),
         Kpi("Active fault codes", float(faults),
-            help="OBD-II codes currently reported, summed over vehicles", inverse=True),
+            help="OBD-II codes currently reported, summed over vehicles" + about,
+            inverse=True),
     ]
 
 
@@ -114,17 +119,24 @@ def page(df: pd.DataFrame, sort_by: str, ascending: bool, page_no: int,
     return df.iloc[start:start + page_size].reset_index(drop=True)
 
 
-def build_deck(snap: Snapshot, layers: Layers, follow: str | None) -> pdk.Deck:
-    out = []
+def build_deck(snap: Snapshot, layers: Layers, follow: str | None,
+               base: Sequence[pdk.Layer] = ()) -> pdk.Deck:
+    """The live map: the road network (``base``) under the live layers. Above the point
+    budget and zoomed out, density cells replace the vehicle points."""
+    out = list(base)
+    if snap.density is not None:
+        out.append(maps.density_layer(snap.density))
     if layers.heatmap and not snap.recent.empty:
         out.append(maps.heatmap_layer(snap.recent.tail(MAX_HEAT_POINTS)))
     if layers.trails and not snap.trails.empty:
         out.append(maps.trail_layer(snap.trails))
     if layers.violations and not snap.violations.empty:
         out.append(maps.violation_layer(snap.violations.head(MAX_MAP_VIOLATIONS)))
-    if layers.vehicles and not snap.latest.empty:
+    if layers.vehicles and not snap.latest.empty and snap.density is None:
         out.append(maps.vehicle_layer(snap.latest, follow))
-    return maps.fleet_deck(out, maps.view_state(snap.latest, follow))
+    view = snap.view or maps.view_state(snap.latest.loc[~snap.latest["stale"]]
+                                        if snap.latest["stale"].any() else snap.latest, follow)
+    return maps.fleet_deck(out, view)
 
 
 def build_charts(snap: Snapshot, redline_rpm: int) -> dict[str, alt.TopLevelMixin | None]:
@@ -141,10 +153,10 @@ def build_charts(snap: Snapshot, redline_rpm: int) -> dict[str, alt.TopLevelMixi
 
 
 def build_panels(snap: Snapshot, layers: Layers, follow: str | None, redline_rpm: int,
-                 window_min: int) -> Panels:
+                 window_min: int, base: Sequence[pdk.Layer] = ()) -> Panels:
     return Panels(
         kpis=compute_kpis(snap, window_min),
-        deck=build_deck(snap, layers, follow),
+        deck=build_deck(snap, layers, follow, base),
         charts=build_charts(snap, redline_rpm),
         fleet=fleet_table(snap.latest),
         violations=violations_table(snap.violations),

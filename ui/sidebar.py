@@ -19,6 +19,7 @@ from ui.settings import Settings
 from ui.text import md
 
 FIT_FLEET = "(fit the whole fleet)"
+MODES = ("Live", "Replay")
 REFRESH_CHOICES = (1.0, 2.0, 5.0, 10.0, 30.0)
 MAX_FILTER = 200
 
@@ -30,6 +31,8 @@ class Controls:
     vehicle_filter: tuple[str, ...]
     follow: str | None
     layers: Layers
+    mode: str = "Live"
+    show_stale: bool = False
 
 
 def control_error(exc: Exception) -> str:
@@ -128,11 +131,17 @@ def render(settings: Settings, client_for) -> tuple[Controls, ApiClient, list[st
     if msg := st.session_state.get("control_msg"):
         (sb.success if msg[0] == "success" else sb.error)(msg[1])
 
+    mode = sb.segmented_control("Mode", MODES, default=MODES[0], key="mode",
+                                help="Live: the fleet now. Replay: a recorded time range, "
+                                     "from the Kafka log") or MODES[0]
     sb.subheader("Live view")
     default = min(REFRESH_CHOICES, key=lambda c: abs(c - settings.refresh_s))
     refresh = sb.select_slider("Refresh every (s)", options=REFRESH_CHOICES, value=default,
                                key="refresh_s")
     paused = sb.toggle("Pause live updates", key="paused")
+    show_stale = sb.toggle("Show silent vehicles", key="show_stale",
+                           help="also draw vehicles that stopped reporting (greyed); they "
+                                "never count in the KPIs")
 
     try:
         vehicles = client.vehicles()
@@ -146,14 +155,15 @@ def render(settings: Settings, client_for) -> tuple[Controls, ApiClient, list[st
     sb.subheader("Map layers")
     l1, l2 = sb.columns(2)
     layers = Layers(
-        vehicles=l1.toggle("Vehicles", value=True, key="layer_vehicles"),
-        trails=l2.toggle("Trails", value=True, key="layer_trails"),
-        heatmap=l1.toggle("Heatmap", value=True, key="layer_heatmap"),
-        violations=l2.toggle("Violations", value=True, key="layer_violations"),
+        roads=l1.toggle("Roads", value=True, key="layer_roads"),
+        vehicles=l2.toggle("Vehicles", value=True, key="layer_vehicles"),
+        trails=l1.toggle("Trails", value=True, key="layer_trails"),
+        heatmap=l2.toggle("Heatmap", value=True, key="layer_heatmap"),
+        violations=l1.toggle("Violations", value=True, key="layer_violations"),
     )
     controls = Controls(
         api_url=client.base_url, refresh_s=None if paused else float(refresh),
         vehicle_filter=tuple(chosen), follow=None if follow in (None, FIT_FLEET) else follow,
-        layers=layers,
+        layers=layers, mode=str(mode), show_stale=bool(show_stale),
     )
     return controls, client, vehicles

@@ -3,6 +3,12 @@
 Pure of Streamlit, so the benchmark and tests call it directly. What is fetched is capped
 for large fleets: trails only for a few vehicles, time series only for the chart vehicles,
 recent events and violations by the API's limits.
+
+Scale: up to ``point_budget`` vehicles the map gets every vehicle as a point. Above it, the
+map is either zoomed out over the whole area (the network's bounds), drawn from the API's
+``/telemetry/density`` grid, or zoomed in on a followed vehicle, drawn from
+``/telemetry/latest?bbox=`` of that viewport only; the per-vehicle KPIs and the fleet table
+then cover at most ``point_budget`` vehicles (``Snapshot.sampled``).
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
+import pydeck as pdk
 
-from ui.api import ApiClient
+from ui import maps
+from ui.api import ApiClient, BBox
 from ui.frames import events_frame, trails_frame
 
 
@@ -30,6 +38,10 @@ class ViewOptions:
     series_limit: int = 1500
     violations_limit: int = 2000
     violation_window_min: int = 5
+    include_stale: bool = False
+    point_budget: int = 5000
+    density_cells: int = 64
+    area: BBox | None = None  # what "zoomed out" shows: the road network's bounds
 
 
 @dataclass
@@ -46,6 +58,41 @@ class Snapshot:
     chart_ids: list[str] = field(default_factory=list)
     trail_ids: list[str] = field(default_factory=list)
     violations_capped: bool = False
+    density: dict[str, Any] | None = None  # the /telemetry/density grid, when zoomed out
+    view: pdk.ViewState | None = None  # set when the fleet is above the point budget
+    sampled: bool = False  # latest holds at most point_budget of a larger fleet
+
+
+def _bounds(df: pd.DataFrame) -> BBox | None:
+    if df.empty:
+        return None
+    return (float(df["lon"].min()), float(df["lat"].min()),
+            float(df["lon"].max()), float(df["lat"].max()))
+
+
+def fetch_latest(client: ApiClient, opts: ViewOptions, reporting: int) -> tuple[
+        pd.DataFrame, dict[str, Any] | None, pdk.ViewState | None, bool]:
+    """The map's vehicles: (latest, density grid or None, view or None, sampled)."""
+    scope = list(opts.vehicle_filter) or None
+    if scope or reporting <= opts.point_budget:
+        return events_frame(client.latest(scope, include_stale=opts.include_stale)), \
+            None, None, False
+    budget = opts.point_budget
+    if opts.follow:  # zoomed in: the followed car's viewport only
+        followed = events_frame(client.latest([opts.follow], include_stale=opts.include_stale))
+        if not followed.empty:
+            view = maps.view_state(followed, opts.follow)
+            latest = events_frame(client.latest(bbox=maps.view_bbox(view), limit=budget,
+                                                include_stale=opts.include_stale))
+            if opts.follow not in set(latest["vehicle_id"]):
+                latest = pd.concat([followed, latest], ignore_index=True)
+            return latest, None, view, True
+    latest = events_frame(client.latest(limit=budget, include_stale=opts.include_stale))
+    area = opts.area or _bounds(latest)
+    if area is None:
+        return latest, None, None, True
+    grid = client.density(area, opts.density_cells)
+    return latest, grid, maps.fit_view(area), True
 
 
 def pick_vehicles(all_ids: list[str], opts: ViewOptions, n: int) -> list[str]:
@@ -63,9 +110,12 @@ def fetch_snapshot(client: ApiClient, opts: ViewOptions, now: datetime) -> Snaps
     """Fetch and frame everything the live panels show. Raises the client's errors."""
     scope = list(opts.vehicle_filter) or None
     stats = client.stats()
-    latest = events_frame(client.latest(scope))
+    reporting = stats.get("vehicles_reporting", 0)
+    reporting = reporting if isinstance(reporting, int) and not isinstance(reporting, bool) \
+        else 0
+    latest, grid, view, sampled = fetch_latest(client, opts, reporting)
     latest = latest.sort_values("vehicle_id", kind="stable").reset_index(drop=True)
-    ids = latest["vehicle_id"].tolist()
+    ids = latest.loc[~latest["stale"], "vehicle_id"].tolist()
     if latest.empty:
         empty = events_frame([])
         return Snapshot(now, stats, latest, empty, empty, empty, trails_frame([]))
@@ -78,4 +128,5 @@ def fetch_snapshot(client: ApiClient, opts: ViewOptions, now: datetime) -> Snaps
     violations = events_frame(viol_items)
     trails = trails_frame(client.trails(trail_ids, opts.trail_points))
     return Snapshot(now, stats, latest, recent, series, violations, trails, chart_ids,
-                    trail_ids, violations_capped=len(viol_items) >= opts.violations_limit)
+                    trail_ids, violations_capped=len(viol_items) >= opts.violations_limit,
+                    density=grid, view=view, sampled=sampled)
