@@ -8,7 +8,9 @@ with the API's own ``{"error": ...}`` message). Caching of the client lives in u
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -198,10 +200,8 @@ class ApiClient:
                         return out, False
                     if len(out) >= max_events:
                         return out[:max_events], True
-        except aiohttp.WSServerHandshakeError:
-            # the API refused before the handshake; ask again over plain HTTP for its message
-            self._request("GET", "/replay", params)
-            raise ApiError(400, "the replay was refused", "/replay") from None
+        except aiohttp.WSServerHandshakeError as exc:
+            raise self._refusal(params, exc.status) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ApiUnavailable(self.base_url, exc) from exc
         return out, False
@@ -232,6 +232,25 @@ class ApiClient:
 
     def stop_sim(self) -> JSON:
         return self._request("POST", "/stop-sim", auth=True)
+
+
+    def _refusal(self, params: JSON, status: int) -> ApiError:
+        """Why the API refused a replay: aiohttp keeps no body of a failed handshake, so ask
+        again with the same handshake headers and read the API's JSON error (410 has
+        ``earliest_available``)."""
+        headers = {"Connection": "Upgrade", "Upgrade": "websocket",
+                   "Sec-WebSocket-Version": "13",
+                   "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()}
+        try:
+            resp = self._session.get(f"{self.base_url}/replay", params=params, headers=headers,
+                                     timeout=self.timeout, stream=True, allow_redirects=False)
+        except requests.RequestException:
+            return ApiError(status, "the replay was refused", "/replay")
+        with resp:
+            if resp.status_code >= 400:
+                return ApiError(resp.status_code, _error_message(resp), "/replay",
+                                _error_body(resp))
+        return ApiError(status, "the replay was refused", "/replay")
 
 
 def _error_message(resp: requests.Response) -> str:
