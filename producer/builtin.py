@@ -1,6 +1,6 @@
 """The built-in road network: a schematic Warsaw, generated deterministically.
 
-- an urban grid in the centre (9 x 9 streets, 500 m apart, 50 km/h, lights at crossings),
+- an urban grid in the centre (17 x 17 streets, 250 m apart, 50 km/h, lights at crossings),
 - an inner ring road (3.5 km radius, urban) joined to the grid by 8 avenues,
 - an outer ring road (9 km radius, rural, 90 km/h) joined to the inner one by 8 radial roads,
 - 4 highways (130 km/h) leaving the outer ring for 35 km out of town.
@@ -17,7 +17,7 @@ from producer.geo import WARSAW, offset_m
 from producer.roads import DEFAULT_LIMITS, HIGHWAY, RURAL, URBAN, Road, RoadNetwork, build_network
 
 GRID_HALF_M = 2000.0
-GRID_STEP_M = 500.0
+GRID_STEP_M = 250.0
 INNER_RING_M = 3500.0
 INNER_RING_POINTS = 32
 OUTER_RING_M = 9000.0

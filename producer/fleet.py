@@ -43,7 +43,10 @@ MAX_SUBSTEP_S = 1.0  # longer steps are integrated in sub-steps of at most this
 B_AMBER = 3.0
 """m/s^2: at amber a driver stops when this deceleration (or less) suffices, else goes."""
 IDM_A = 1.2  # m/s^2, IDM maximum acceleration of an average driver in a car
-GAP_S = 3.0  # s: the gap a driver entering a street needs before a car from another approach
+GAP_S = 3.5  # s: the gap a driver entering a street needs before a car from another approach
+SETBACK_M = 3.5
+"""A car stopping at a junction (red light, giving way) stops this far before the junction's
+node, clear of the cars crossing it."""
 HEADWAY_S = np.array([1.5, 1.2, 1.0])  # IDM time gap T by driver kind
 
 
@@ -192,7 +195,7 @@ def init_fleet(n: int, rng: np.random.Generator, net: RoadNetwork, *,
     trip_left = np.where(trips, demand.trip_length_m(u[:, 12], u[:, 13]) * u[:, 14], np.inf)
     return FleetState(
         t=t, clock0=clock0, edge=edge, pos=pos, v=v, next_e=next_e, dest=dest, gear=gear,
-        rpm=rpm, fuel=np.round(10.0 + 90.0 * u[:, 7], 2),
+        rpm=rpm, fuel=np.round(5.0 + 95.0 * u[:, 7], 2),
         odo=np.round(1000.0 + 149_000.0 * u[:, 8], 1),
         fault=np.full(n, -1, dtype=np.int16), fault_ttl=np.zeros(n), sprint_ttl=np.zeros(n),
         mood=np.zeros(n),
@@ -232,10 +235,10 @@ def stop_lines(net: RoadNetwork, s: FleetState,
     node = net.edge_to[s.edge]
     on = net.edge_light[s.edge]
     e1 = np.where(on, s.edge, net.light_edge[0, s.dest, node])
-    d1 = np.where(on, left, left + net.light_dist[0, s.dest, node])
+    d1 = np.where(on, left, left + net.light_dist[0, s.dest, node]) - SETBACK_M
     e2 = np.where(on, net.light_edge[0, s.dest, node], net.light_edge[1, s.dest, node])
     d2 = np.where(on, left + net.light_dist[0, s.dest, node],
-                  left + net.light_dist[1, s.dest, node])
+                  left + net.light_dist[1, s.dest, node]) - SETBACK_M
     v2 = s.v * s.v
 
     def must_stop(e: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -309,7 +312,8 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
     stop_d = np.where(trip_end, s.trip_left, stop_d)
     give_way = _give_way(net, s, active, lead, left, stop_e)
     stop_e = np.where(give_way, s.edge, stop_e)
-    stop_d = np.where(give_way, np.minimum(left, stop_d), stop_d)
+    stop_d = np.where(give_way, np.minimum(left - SETBACK_M, stop_d), stop_d)
+    stop_d = np.maximum(stop_d, 0.0)  # a line closer than the setback: stop where it is
     b_stop = np.clip(s.v * s.v / (2 * np.maximum(stop_d, 0.01)), B_PLAN, vh.B_MAX)
     v_cap = np.minimum(v_cap, np.where(np.isfinite(stop_d),
                                        safe_speed(2 * b_stop * stop_d, b_stop, s.v, h), np.inf))
@@ -340,7 +344,8 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
         if not win.all():
             lose, winner_v = idx[~win], np.zeros(net.n_edges)
             winner_v[target[win]] = v_new[idx[win]]
-            pos[lose] = net.edge_len[edge[lose]]
+            pos[lose] = np.maximum(np.minimum(pos[lose], net.edge_len[edge[lose]] - SETBACK_M),
+                                   np.where(edge[lose] == s.edge[lose], s.pos[lose], 0.0))
             v_new[lose] = np.minimum(v_new[lose], winner_v[target[~win]])
             held[lose] = True
             idx = idx[win]

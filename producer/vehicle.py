@@ -49,7 +49,7 @@ CLASS_TANK_L = np.array([50.0, 70.0, 200.0])
 
 # --- fuel and faults ----------------------------------------------------------------------
 TANK_L = 50.0
-IDLE_L_PER_H = 0.8
+IDLE_L_PER_H = 0.7
 REFUEL_MIN_PCT, REFUEL_MAX_PCT = 6.0, 15.0
 FAULT_RATE_PER_S = 1 / 30000  # a new DTC about every eight hours of driving
 FAULT_MIN_S, FAULT_MAX_S = 120.0, 1800.0
@@ -119,7 +119,7 @@ def fuel_used_pct(v0: np.ndarray, v1: np.ndarray, dist_m: np.ndarray, dt: float,
     """Share of the tank burnt over one step: speed-dependent per km, plus idling."""
     kmh = 0.5 * (v0 + v1) * 3.6
     accel = np.maximum(v1 - v0, 0.0) / dt
-    l_per_100km = 4.8 + 0.0007 * (kmh - 65.0) ** 2 + 3.0 * accel
+    l_per_100km = 4.8 + 0.0007 * (kmh - 65.0) ** 2 + 2.5 * accel
     litres = l_per_100km * dist_m / 100_000.0 + np.where(v1 < 0.3, IDLE_L_PER_H * dt / 3600, 0.0)
     if vclass is None:
         return np.asarray(litres / TANK_L * 100.0)

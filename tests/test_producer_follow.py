@@ -12,7 +12,7 @@ import pytest
 
 from producer import follow
 from producer import vehicle as vh
-from producer.fleet import FleetState, init_fleet, step
+from producer.fleet import SETBACK_M, FleetState, init_fleet, step
 from producer.geojson import load_roads
 from producer.roads import GREEN, LIGHT_CYCLE_S, RED, Road, RoadNetwork, build_network
 
@@ -87,7 +87,7 @@ def test_three_cars_queue_behind_a_red_light_then_drain_in_order() -> None:
     # while red: all three stopped in a queue, the first at the line, s0 + a car length apart
     queued = xs[green_at - 1]
     length = vh.CLASS_LENGTH_M[0]
-    assert queued[0] == pytest.approx(line, abs=0.05)
+    assert queued[0] == pytest.approx(line - SETBACK_M, abs=0.05)  # just before the junction
     assert queued[0] - queued[1] == pytest.approx(length + follow.S0, abs=0.3)
     assert queued[1] - queued[2] == pytest.approx(length + follow.S0, abs=0.3)
     assert (xs[:green_at] <= line + 1e-6).all()  # nobody across on red or amber
@@ -97,11 +97,11 @@ def test_three_cars_queue_behind_a_red_light_then_drain_in_order() -> None:
     east = xs[: int(np.argmax(xs[:, 0] > 900))]  # until the first nears the street's end
     assert (np.diff(east, axis=1) < 0).all()  # order kept at every tick
     assert (np.diff(east, axis=0) >= -1e-9).all()  # never backwards
-    # exact for this scenario (deterministic): red for 45 s, the queue 600 / 593.5 / 587 m,
-    # IDM start-up of 1.2 m/s^2: the cars pass the line 1, 6 and 9 s after green
+    # exact for this scenario (deterministic): red for 45 s, the queue 596.5 / 590 / 583.5 m,
+    # IDM start-up of 1.2 m/s^2: the cars pass the junction in order after green
     assert (red_ticks[0], green_at) == (0, 45)
-    assert queued.tolist() == [600.0, 593.5, 587.0]
-    assert passed == [46, 51, 54]
+    assert queued.tolist() == [596.5, 590.0, 583.5]
+    assert passed == [48, 52, 55]
 
 
 def _grid_geojson(path: Path, seed: int, size: int = 6, spacing: float = 90.0) -> Path:

@@ -49,7 +49,7 @@ def test_builtin_network_shape() -> None:
     centre = haversine_m(net.node_lat, net.node_lon, *WARSAW)
     assert centre.min() < 1 and centre.max() < 40_000
     lights = np.flatnonzero(net.node_light)
-    assert 40 < lights.size < 100
+    assert 200 < lights.size < 300  # the 15 x 15 inner crossings of the 250 m grid and more
     assert (centre[lights] < 4000).all()  # lights are in town
     assert (net.edge_rev[net.edge_rev] == np.arange(net.n_edges)).all()
     assert (net.edge_from[net.edge_rev] == net.edge_to).all()

@@ -15,7 +15,7 @@ from producer import follow
 from producer import vehicle as vh
 from producer.builtin import warsaw
 from producer.events import vehicle_id
-from producer.fleet import init_fleet, step
+from producer.fleet import SETBACK_M, init_fleet, step
 from producer.geo import bearing_deg, haversine_m
 from producer.roads import RED, URBAN
 from producer.sim import Simulation
@@ -37,19 +37,19 @@ def _run(sim: Simulation, ticks: int) -> list[list[dict]]:
 
 
 GOLDEN = {  # seed 42, two cars, 1 Hz, built-in network: (tick, car) -> fields
-    (0, 0): dict(location={"lat": 52.205585, "lon": 21.052716}, speed_kmh=107.6,
-                 engine_rpm=3336, gear=5, fuel_level_pct=80.75, road_type="rural",
-                 speed_limit_kmh=90, speeding=True, heading_deg=135.0, odometer_km=20088.9),
-    (1, 0): dict(location={"lat": 52.205394, "lon": 21.053026}, speed_kmh=107.9,
-                 engine_rpm=3339, gear=5, odometer_km=20088.93),
-    (2, 1): dict(location={"lat": 52.288224, "lon": 21.104541}, speed_kmh=50.0,
-                 engine_rpm=3595, gear=2, fuel_level_pct=90.38, heading_deg=311.3,
-                 odometer_km=116979.125, speeding=False),
-    (30, 1): dict(location={"lat": 52.292573, "lon": 21.096444}, speed_kmh=108.7,
-                  engine_rpm=3383, gear=5, heading_deg=311.3, odometer_km=116979.858),
-    (60, 0): dict(location={"lat": 52.207053, "lon": 21.050319}, speed_kmh=106.7,
-                  engine_rpm=3300, gear=5, fuel_level_pct=80.58, heading_deg=315.0,
-                  odometer_km=20090.16, seq=60),
+    (0, 0): dict(location={"lat": 52.259903, "lon": 21.0122}, speed_kmh=59.8, engine_rpm=2989,
+                 gear=3, fuel_level_pct=79.68, road_type="urban", speed_limit_kmh=50,
+                 speeding=True, heading_deg=180.0, odometer_km=20088.9),
+    (1, 0): dict(location={"lat": 52.259753, "lon": 21.0122}, speed_kmh=60.1, engine_rpm=3002,
+                 gear=3, odometer_km=20088.917),
+    (2, 1): dict(location={"lat": 52.248386, "lon": 21.038351}, speed_kmh=32.7,
+                 engine_rpm=2350, gear=2, fuel_level_pct=89.85, heading_deg=90.0,
+                 odometer_km=116979.115, speeding=False),
+    (30, 1): dict(location={"lat": 52.247193, "lon": 21.041566}, speed_kmh=59.6,
+                  engine_rpm=2983, gear=3, heading_deg=180.0, odometer_km=116979.467),
+    (60, 0): dict(location={"lat": 52.251148, "lon": 21.0122}, speed_kmh=58.6, engine_rpm=2907,
+                  gear=3, fuel_level_pct=79.58, heading_deg=180.0, odometer_km=20089.874,
+                  seq=60),
 }
 
 
@@ -225,7 +225,7 @@ def test_urban_cars_stop_on_red_then_pull_away(long_run: dict[str, np.ndarray]) 
     net = warsaw()
     edge, v, pos, gap = long_run["edge"], long_run["v"], long_run["pos"], long_run["gap"]
     light = net.edge_light[edge]
-    at_line = light & (v == 0) & (np.abs(pos - net.edge_len[edge]) < 1e-6)
+    at_line = light & (v == 0) & (np.abs(pos - (net.edge_len[edge] - SETBACK_M)) < 1e-6)
     assert at_line.sum() > 1000
     assert (net.edge_type[edge][at_line] == URBAN).all()
     red = long_run["red"]
