@@ -235,15 +235,17 @@ def backoff(attempt: int, *, first_delay_s: float = 0.5, max_delay_s: float = 5.
 _JITTER = random.Random()  # jitter, not secrets
 
 
-async def retry(coro_factory: Callable[[], Awaitable[T]], what: str, stop_event: asyncio.Event,
-                *, first_delay_s: float = 0.5, max_delay_s: float = 5.0, jitter: float = 0.2,
+async def retry(coro_factory: Callable[[], Awaitable[T]], what: str,
+                stop_event: asyncio.Event | None, *, first_delay_s: float = 0.5,
+                max_delay_s: float = 5.0, jitter: float = 0.2,
                 retry_on: tuple[type[Exception], ...] = (Exception,),
                 rng: random.Random | None = None) -> T:
     """Await ``coro_factory()`` until it succeeds and return its result, waiting
     :func:`backoff` between attempts. Raises :class:`Stopped` once ``stop_event`` is set
-    (a wait in progress ends at once); cancellation passes through."""
+    (a wait in progress ends at once); with ``stop_event=None`` it tries until it succeeds or
+    is cancelled. Cancellation passes through."""
     attempt = 0
-    while not stop_event.is_set():
+    while stop_event is None or not stop_event.is_set():
         attempt += 1
         try:
             return await coro_factory()
@@ -252,6 +254,9 @@ async def retry(coro_factory: Callable[[], Awaitable[T]], what: str, stop_event:
                            jitter=jitter, rng=rng)
             log.warning("%s: Kafka not reachable (attempt %d: %s); retrying in %.1fs",
                         what, attempt, exc, wait)
+            if stop_event is None:
+                await asyncio.sleep(wait)
+                continue
             try:
                 await asyncio.wait_for(stop_event.wait(), wait)
             except TimeoutError:

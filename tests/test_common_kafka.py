@@ -95,6 +95,19 @@ async def test_retry_stops_on_the_stop_event_even_mid_wait() -> None:
         await retry(down, "never tried", already)
 
 
+async def test_retry_without_a_stop_event_tries_until_it_succeeds() -> None:
+    calls = 0
+
+    async def flaky() -> int:
+        nonlocal calls
+        calls += 1
+        if calls < 4:
+            raise ConnectionError("refused")
+        return calls
+
+    assert await asyncio.wait_for(retry(flaky, "x", None, first_delay_s=0.001), 10) == 4
+
+
 async def test_retry_lets_other_errors_and_cancellation_through() -> None:
     async def bug() -> None:
         raise KeyError("not a connection problem")
