@@ -32,8 +32,9 @@ import numpy as np
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
+from common.kafka import TopicSpec, ensure_topics
 from producer.builtin import warsaw
-from producer.control import ControlChannel, ensure_topics
+from producer.control import ControlChannel
 from producer.daemon import Daemon
 from producer.fleet import init_fleet, step
 from producer.publisher import Publisher
@@ -152,7 +153,8 @@ async def daemon_path(bootstrap: str, topic: str, fleet: int, events: int) -> fl
     pub = Publisher(bootstrap, topic, linger_ms=s.kafka_linger_ms,
                     batch_bytes=s.kafka_batch_bytes, max_in_flight=s.kafka_max_in_flight_events)
     channel = ControlChannel(bootstrap, s.kafka_control_topic, s.kafka_status_topic)
-    await ensure_topics(bootstrap, {s.kafka_control_topic: 1, s.kafka_status_topic: 1})
+    await ensure_topics(bootstrap, [TopicSpec(s.kafka_control_topic),
+                                    TopicSpec(s.kafka_status_topic)])
     await pub.start()
     await channel.start()
     steps = max(1, events // fleet)

@@ -1,4 +1,4 @@
-"""The Kafka edge for remote control: topics, the command reader and the status writer.
+"""The Kafka edge for remote control: the command reader and the status writer.
 
 Every producer reads every command (no consumer group), starting at the end of the
 control topic, and answers on the status topic (key = producer id).
@@ -11,40 +11,18 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from common.contract import ProducerStatus
+from common.kafka import Target, make_consumer, make_producer
 
 log = logging.getLogger(__name__)
-TOPIC_ALREADY_EXISTS = 36
-
-
-async def ensure_topics(bootstrap: str, partitions: dict[str, int],
-                        timeout_s: float = 15.0) -> None:
-    """Create the topics that do not exist yet (raises if the broker cannot be reached)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
-                                request_timeout_ms=int(timeout_s * 1000))
-    try:
-        await asyncio.wait_for(admin.start(), timeout_s)
-        existing = set(await asyncio.wait_for(admin.list_topics(), timeout_s))
-        missing = [NewTopic(name, n, 1) for name, n in partitions.items() if name not in existing]
-        if missing:
-            resp = await asyncio.wait_for(admin.create_topics(missing), timeout_s)
-            for topic_error in getattr(resp, "topic_errors", []) or []:
-                name, code = topic_error[0], topic_error[1]
-                if code not in (0, TOPIC_ALREADY_EXISTS):
-                    raise RuntimeError(f"creating topic {name!r} failed with Kafka error {code}")
-                if code == 0:
-                    log.info("created topic %s (%d partitions)", name, partitions[name])
-    finally:
-        await admin.close()
 
 
 class ControlChannel:
     """Commands in from the control topic, statuses out to the status topic."""
 
-    def __init__(self, bootstrap: str, control_topic: str, status_topic: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, target: Target, control_topic: str, status_topic: str) -> None:
+        self.target = target  # the producer's settings (or bootstrap servers)
         self.control_topic = control_topic
         self.status_topic = status_topic
         self._consumer: AIOKafkaConsumer | None = None
@@ -53,11 +31,10 @@ class ControlChannel:
 
     async def start(self) -> None:
         """Connect; once this returns, every command published afterwards is seen."""
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks=1, linger_ms=0,
-                                    request_timeout_ms=10_000, client_id="fleetstream-status")
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="latest",
-                                    client_id="fleetstream-control")
+        producer = make_producer(self.target, "fleetstream-status", acks=1, linger_ms=0,
+                                 request_timeout_ms=10_000)
+        consumer = make_consumer(self.target, client_id="fleetstream-control", group_id=None,
+                                 enable_auto_commit=False, auto_offset_reset="latest")
         try:
             await producer.start()
             await consumer.start()

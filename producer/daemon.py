@@ -1,5 +1,8 @@
 """The producer daemon: clock and pacing, commands, status, signals, graceful shutdown.
 
+    daemon = build_daemon(settings)      # the pieces, from settings
+    await daemon.run()                   # the one lifecycle; run_daemon does both
+
 One asyncio task runs the simulation at wall-clock pace (tick k is due ``k * dt`` after the
 schedule's anchor), one reads commands, one publishes the status every second. Control
 changes (rate, fleet size) are applied between ticks. SIGTERM/SIGINT: finish the tick,
@@ -17,6 +20,7 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pydantic_core
@@ -29,7 +33,9 @@ from common.contract import (
     TelemetryEvent,
     verify_command,
 )
-from producer.control import ControlChannel, ensure_topics
+from common.kafka import Stopped, TopicSpec, ensure_topics, retry
+from common.lifecycle import background
+from producer.control import ControlChannel
 from producer.network import publish_network
 from producer.publisher import Publisher
 from producer.settings import Settings
@@ -37,6 +43,8 @@ from producer.sim import Simulation, load_network, sim_options
 
 log = logging.getLogger(__name__)
 FLUSH_TIMEOUT_S = 30.0
+TOPIC_TIMEOUT_S = 15.0
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
 THREAD_TICK_WORK = 20_000
 """Ticks with more car sub-steps than this run in a worker thread, so signals, commands and
 statuses are served while a big fleet advances."""
@@ -255,95 +263,106 @@ class Daemon:
             log.error("shutdown: %d records not acknowledged after %.0fs",
                       self.publisher.stats.in_flight, FLUSH_TIMEOUT_S)
 
+    # ---- the lifecycle ------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """SIGTERM, SIGINT or the caller's stop event: finish the tick, flush, exit."""
+        if not self.stop_event.is_set():
+            log.info("signal received: finishing the tick, flushing, exiting")
+        self.stop_event.set()
+        self.wake.set()
 
-async def _retry(what: str, stop: asyncio.Event, coro_fn: object) -> bool:
-    """Call ``coro_fn()`` until it succeeds (True) or ``stop`` is set (False)."""
-    delay = 0.5
-    while not stop.is_set():
+    async def run(self, stop_event: asyncio.Event | None = None) -> int:
+        """Connect (waiting for Kafka with back-off), drive until stopped, flush, say so on the
+        status topic; returns 0. Each resource is entered once and closed in reverse order."""
+        async with contextlib.AsyncExitStack() as stack:
+            stack.enter_context(self._stop_on_signals())
+            if stop_event is not None:
+                await stack.enter_async_context(
+                    background(self._stop_when(stop_event), "stop-event"))
+            try:
+                await self._connect(stack)
+            except Stopped:
+                return 0
+            await self._publish_network()
+            log.info("connected to %s; %s", self.settings.kafka_bootstrap_servers,
+                     "running" if self.running else "waiting for a start command")
+            await stack.enter_async_context(background(self.control_loop(), "control"))
+            await stack.enter_async_context(background(self.status_loop(), "status"))
+            await self._drive()
+            await self.shutdown_flush()
+            self.running = False
+            await self.channel.publish(self.status(message="shutting down"))
+        return 0
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in SIGNALS:
+            loop.add_signal_handler(sig, self.request_stop)
         try:
-            await coro_fn()  # type: ignore[operator]
-            return True
+            yield
+        finally:
+            for sig in SIGNALS:
+                loop.remove_signal_handler(sig)
+
+    async def _stop_when(self, event: asyncio.Event) -> None:
+        await event.wait()
+        self.request_stop()
+
+    async def _connect(self, stack: contextlib.AsyncExitStack) -> None:
+        """Topics, then the telemetry publisher, then the control channel, each retried until
+        it works (:class:`Stopped` if a stop comes first); each one started is stopped when
+        ``stack`` closes."""
+        s = self.settings
+        specs = [TopicSpec(s.kafka_topic, s.kafka_partitions), TopicSpec(s.kafka_control_topic),
+                 TopicSpec(s.kafka_status_topic)]
+        await retry(lambda: ensure_topics(s, specs, timeout_s=TOPIC_TIMEOUT_S),
+                    "creating topics", self.stop_event)
+        for edge, what in ((self.publisher, "telemetry producer"),
+                           (self.channel, "control channel")):
+            await retry(edge.start, what, self.stop_event)
+            stack.push_async_callback(edge.stop)
+
+    async def _publish_network(self) -> None:
+        """The basemap of the live maps; never a reason not to drive."""
+        topic = self.settings.kafka_network_topic
+        try:
+            await publish_network(self.settings, topic, self.sim.net)
         except Exception as exc:
-            log.warning("%s: Kafka not reachable yet (%s); retrying in %.1fs", what, exc, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, 5.0)
-    return False
+            log.error("road network not published to %s: %s", topic, exc)
+
+    async def _drive(self) -> None:
+        """The simulation until its steps are done or a stop is asked for; a tick in progress
+        then gets up to FLUSH_TIMEOUT_S to finish. An error of the simulation is raised."""
+        async with (background(self.sim_loop(), "simulation") as sim,
+                    background(self.stop_event.wait(), "stopping") as stopping):
+            await asyncio.wait([sim, stopping], return_when=asyncio.FIRST_COMPLETED)
+            if not sim.done():
+                await asyncio.wait([sim], timeout=FLUSH_TIMEOUT_S)
+
+
+def build_daemon(settings: Settings, *, steps: int | None = None,
+                 unpaced: bool = False) -> Daemon:
+    """The daemon and its pieces from settings: a seeded simulation (the seed logged), the
+    telemetry publisher and the control channel. Nothing connects yet."""
+    s = settings
+    seed = s.sim_seed if s.sim_seed is not None else secrets.randbits(32)
+    producer_id = s.producer_id or f"producer-{socket.gethostname()}-{os.getpid()}"
+    log.info("producer %s: seed %d, %d vehicles at %.2f Hz, roads %s", producer_id, seed,
+             s.fleet_size, s.sim_rate_hz, s.sim_roads_file or "built-in")
+    sim = Simulation(
+        load_network(s.sim_roads_file), seed=seed, fleet_size=s.fleet_size,
+        rate_hz=s.sim_rate_hz, first_vehicle_id=s.vehicle_id, run_key=uuid.uuid4().hex,
+        **sim_options(s))
+    publisher = Publisher(s, s.kafka_topic, linger_ms=s.kafka_linger_ms,
+                          batch_bytes=s.kafka_batch_bytes,
+                          max_in_flight=s.kafka_max_in_flight_events)
+    channel = ControlChannel(s, s.kafka_control_topic, s.kafka_status_topic)
+    return Daemon(s, sim, publisher, channel, producer_id=producer_id, unpaced=unpaced,
+                  steps=steps)
 
 
 async def run_daemon(settings: Settings, *, steps: int | None = None, unpaced: bool = False,
                      stop_event: asyncio.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or ``stop_event``, or ``steps`` ticks); returns 0."""
-    seed = settings.sim_seed if settings.sim_seed is not None else secrets.randbits(32)
-    producer_id = settings.producer_id or f"producer-{socket.gethostname()}-{os.getpid()}"
-    log.info("producer %s: seed %d, %d vehicles at %.2f Hz, roads %s", producer_id, seed,
-             settings.fleet_size, settings.sim_rate_hz, settings.sim_roads_file or "built-in")
-    sim = Simulation(
-        load_network(settings.sim_roads_file), seed=seed, fleet_size=settings.fleet_size,
-        rate_hz=settings.sim_rate_hz, first_vehicle_id=settings.vehicle_id,
-        run_key=uuid.uuid4().hex, **sim_options(settings))
-    s = settings
-    publisher = Publisher(s.kafka_bootstrap_servers, s.kafka_topic, linger_ms=s.kafka_linger_ms,
-                          batch_bytes=s.kafka_batch_bytes,
-                          max_in_flight=s.kafka_max_in_flight_events)
-    channel = ControlChannel(s.kafka_bootstrap_servers, s.kafka_control_topic,
-                             s.kafka_status_topic)
-    daemon = Daemon(settings, sim, publisher, channel, producer_id=producer_id,
-                    unpaced=unpaced, steps=steps)
-    stop = daemon.stop_event
-    loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        log.info("signal received: finishing the tick, flushing, exiting")
-        stop.set()
-        daemon.wake.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
-    external = asyncio.ensure_future(stop_event.wait()) if stop_event else None
-    if external is not None:
-        external.add_done_callback(lambda _f: on_signal())
-    tasks: list[asyncio.Task[None]] = []
-    try:
-        topics = {s.kafka_topic: s.kafka_partitions, s.kafka_control_topic: 1,
-                  s.kafka_status_topic: 1}
-        if not (await _retry("creating topics", stop,
-                             lambda: ensure_topics(s.kafka_bootstrap_servers, topics))
-                and await _retry("telemetry producer", stop, publisher.start)
-                and await _retry("control channel", stop, channel.start)):
-            return 0
-        try:  # the basemap of the live maps; never a reason not to drive
-            await publish_network(s, s.kafka_network_topic, sim.net)
-        except Exception as exc:
-            log.error("road network not published to %s: %s", s.kafka_network_topic, exc)
-        log.info("connected to %s; %s", s.kafka_bootstrap_servers,
-                 "running" if daemon.running else "waiting for a start command")
-        tasks = [asyncio.create_task(daemon.control_loop(), name="control"),
-                 asyncio.create_task(daemon.status_loop(), name="status")]
-        sim_task = asyncio.create_task(daemon.sim_loop(), name="simulation")
-        tasks.append(sim_task)
-        stopping = asyncio.ensure_future(stop.wait())
-        tasks.append(stopping)  # type: ignore[arg-type]
-        await asyncio.wait([sim_task, stopping], return_when=asyncio.FIRST_COMPLETED)
-        if not sim_task.done():  # signalled: let the current tick finish, within reason
-            await asyncio.wait([sim_task], timeout=FLUSH_TIMEOUT_S)
-        if sim_task.done() and not sim_task.cancelled() and sim_task.exception():
-            raise sim_task.exception()  # type: ignore[misc]
-        await daemon.shutdown_flush()
-        daemon.running = False
-        await channel.publish(daemon.status(message="shutting down"))
-        return 0
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if external is not None:
-            external.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await external
-        await channel.stop()
-        await publisher.stop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+    return await build_daemon(settings, steps=steps, unpaced=unpaced).run(stop_event)

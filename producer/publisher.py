@@ -23,6 +23,8 @@ import numpy as np
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
+from common.kafka import Target, backoff, client_options, retry
+
 log = logging.getLogger(__name__)
 
 ProducerFactory = Callable[..., Any]
@@ -60,11 +62,11 @@ class _Plan:
 
 
 class Publisher:
-    def __init__(self, bootstrap: str, topic: str, *, linger_ms: int = 5,
+    def __init__(self, target: Target, topic: str, *, linger_ms: int = 5,
                  batch_bytes: int = 256 * 1024, max_in_flight: int = 100_000,
                  request_timeout_ms: int = 60_000,
                  producer_factory: ProducerFactory = AIOKafkaProducer) -> None:
-        self.bootstrap = bootstrap
+        self.target = target  # the producer's settings (or bootstrap servers)
         self.topic = topic
         self.linger_ms = linger_ms
         self.batch_bytes = batch_bytes
@@ -82,10 +84,9 @@ class Publisher:
 
     def _new_producer(self) -> Any:
         return self._factory(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
-            linger_ms=self.linger_ms, max_batch_size=self.batch_bytes,
-            request_timeout_ms=self.request_timeout_ms, retry_backoff_ms=200,
-            client_id="fleetstream-producer")
+            **client_options(self.target, "fleetstream-producer"), acks="all",
+            enable_idempotence=True, linger_ms=self.linger_ms, max_batch_size=self.batch_bytes,
+            request_timeout_ms=self.request_timeout_ms, retry_backoff_ms=200)
 
     async def start(self) -> None:
         """Connect and learn the topic's partitions (raises if the broker is unreachable)."""
@@ -222,7 +223,7 @@ class Publisher:
 
     async def _resend_failed(self) -> None:
         """Hold new records until every failed batch went through, oldest first."""
-        backoff = 0.2
+        attempt = 0
         while self._failed:
             while self.stats.in_flight:  # let everything older settle first
                 await self._wait_settled()
@@ -240,8 +241,8 @@ class Publisher:
                 await self._submit(batch)
             await self._drain()
             if self._failed:
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                attempt += 1
+                await asyncio.sleep(backoff(attempt, first_delay_s=0.2))
 
     def _broken(self) -> bool:
         """The client's sender stopped for good (e.g. a fatal sequence error)."""
@@ -257,15 +258,7 @@ class Publisher:
                 await asyncio.wait_for(old.stop(), 10)
             except Exception as exc:  # it is being replaced anyway
                 log.debug("stopping the old producer: %s", exc)
-        delay = 0.5
-        while True:
-            try:
-                await self.start()
-                return
-            except Exception as exc:
-                log.warning("Kafka not reachable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await retry(self.start, "telemetry producer", None)  # until connected, or cancelled
 
     async def _drain(self) -> None:
         while self.stats.in_flight:

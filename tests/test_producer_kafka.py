@@ -17,8 +17,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from common.contract import EVENT_FIELDS, ProducerStatus, TelemetryEvent
-from producer.daemon import run_daemon
+from producer.daemon import build_daemon, run_daemon
 from producer.settings import Settings
+from tools.kafka import free_port
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +31,9 @@ def _settings(bootstrap: str, **kw: object) -> Settings:
         kafka_bootstrap_servers=bootstrap, kafka_topic=f"telemetry-{tag}",
         kafka_control_topic=f"control-{tag}", kafka_status_topic=f"status-{tag}",
         kafka_partitions=3, sim_seed=7, fleet_size=3, sim_rate_hz=10.0,
-        producer_id=f"test-{tag}", status_interval_s=0.5)
+        producer_id=f"test-{tag}", status_interval_s=0.5,
+        # every car drives and reports every tick, in fleet order: exact counts, last car last
+        sim_trips=False, sim_phase_jitter=False)
     base.update(kw)
     return Settings(**base)  # type: ignore[arg-type]
 
@@ -105,6 +108,30 @@ async def test_round_trip_events_match_the_contract(kafka_bootstrap: str) -> Non
     seqs = _check_sequences(records)
     assert sorted(seqs) == ["TESTCAR01", "TESTCAR02", "TESTCAR03", "TESTCAR04"]
     assert all(len(v) == 25 for v in seqs.values())
+
+
+async def test_the_lifecycle_closes_every_resource_it_opened(kafka_bootstrap: str) -> None:
+    s = _settings(kafka_bootstrap, sim_autostart=True, fleet_size=2, sim_rate_hz=20.0)
+    daemon = build_daemon(s, steps=5)
+    before = {t.get_name() for t in asyncio.all_tasks()}
+    assert await daemon.run() == 0
+    assert daemon.publisher._producer is None  # stopped
+    assert (daemon.channel._consumer, daemon.channel._producer) == (None, None)
+    assert {t.get_name() for t in asyncio.all_tasks()} == before  # no loop left running
+    loop = asyncio.get_running_loop()
+    assert not loop.remove_signal_handler(signal.SIGTERM)  # the handlers are gone too
+    assert not loop.remove_signal_handler(signal.SIGINT)
+    assert daemon.publisher.stats.sent == 10 and not daemon.running
+
+
+async def test_a_stop_while_kafka_is_away_exits_0_at_once() -> None:
+    s = _settings(f"127.0.0.1:{free_port()}")
+    stop = asyncio.Event()
+    daemon = asyncio.create_task(run_daemon(s, stop_event=stop))
+    await asyncio.sleep(1.5)
+    assert not daemon.done()  # retrying with back-off
+    stop.set()
+    assert await asyncio.wait_for(daemon, 10) == 0
 
 
 async def test_control_commands_end_to_end(kafka_bootstrap: str) -> None:
