@@ -1,10 +1,10 @@
 """Benchmark of the Streamlit app's live refresh: ``python -m bench.ui``.
 
-For fleets of 100, 1,000 and 10,000 vehicles it measures, over several repetitions
+For fleets of 1,000, 10,000 and 50,000 vehicles it measures, over several repetitions
 (medians reported):
 
-* baseline  - the raw API fetch of the same data: the HTTP GETs one refresh makes, with
-              ``json`` parsing, nothing else;
+* baseline  - the raw API fetch of the same data: exactly the HTTP GETs one refresh made
+              (recorded by the server), with ``json`` parsing, nothing else;
 * refresh   - one refresh of the live panels as the app does it: the same GETs through
               ui.api, frames, KPIs, the deck and charts built, and everything serialised the
               way it goes to the browser (deck JSON, Vega-Lite JSON, Arrow tables);
@@ -13,8 +13,12 @@ For fleets of 100, 1,000 and 10,000 vehicles it measures, over several repetitio
 * bytes     - the size of what is sent to the browser per refresh, by part.
 
 The API is a local HTTP server answering with pre-serialised JSON in the web API's shapes
-(the same bodies the real API returns for such a fleet), so the numbers are the app's own
-cost, not the broker's. The machine is shared and has 2 cores: figures are noisy.
+(the same bodies the real API returns for such a fleet; ``/telemetry/latest`` honours
+``limit`` and ``bbox``, ``/telemetry/density`` counts the fleet on the grid, ``/network`` is
+the producer's built-in network with its ETag and 304), so the numbers are the app's own
+cost, not the broker's. The fleet is placed over the network. Above the app's point budget
+(5,000) the refresh draws the density grid, not every car. The machine is shared and has 2
+cores: figures are noisy.
 """
 
 from __future__ import annotations
@@ -31,15 +35,19 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import requests
 from streamlit.testing.v1 import AppTest
 
-from tests.support.synthetic import as_items, fleet_events, trail_items
+from producer.network import network_geojson
+from producer.sim import load_network
+from tests.support.synthetic import CENTRE, as_items, fleet_events, trail_items
 from ui.api import ApiClient
+from ui.basemap import parse_network, road_layers
 from ui.panels import Layers, build_panels, page
 from ui.snapshot import ViewOptions, fetch_snapshot
 
@@ -47,6 +55,58 @@ NOW = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 OPTS = ViewOptions()
 PAGE_SIZE = 50
 APP = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+
+
+NETWORK = network_geojson(load_network(None))
+BASE = parse_network(NETWORK)
+
+
+def _over_network(items: list[dict]) -> list[dict]:
+    """Move synthetic events (centred on synthetic.CENTRE) to the network's centre."""
+    minlon, minlat, maxlon, maxlat = BASE.bounds or (CENTRE[1], CENTRE[0]) * 2
+    dlat, dlon = (minlat + maxlat) / 2 - CENTRE[0], (minlon + maxlon) / 2 - CENTRE[1]
+    for it in items:
+        if loc := it.get("location"):
+            loc["lat"] = round(loc["lat"] + dlat, 6)
+            loc["lon"] = round(loc["lon"] + dlon, 6)
+        for p in it.get("points", []):
+            p["lat"], p["lon"] = round(p["lat"] + dlat, 6), round(p["lon"] + dlon, 6)
+    return items
+
+
+class Latest:
+    """/telemetry/latest and /telemetry/density over one fleet, as the web API answers."""
+
+    def __init__(self, items: list[dict]) -> None:
+        self.raws = [json.dumps(i).encode() for i in items]
+        self.lon = np.array([i["location"]["lon"] for i in items])
+        self.lat = np.array([i["location"]["lat"] for i in items])
+        self.speed = np.array([i["speed_kmh"] for i in items])
+
+    def latest(self, q: dict[str, list[str]]) -> bytes:
+        idx = np.arange(len(self.raws))
+        if "bbox" in q:
+            minlon, minlat, maxlon, maxlat = map(float, q["bbox"][0].split(","))
+            idx = idx[(self.lon >= minlon) & (self.lon <= maxlon) & (self.lat >= minlat)
+                      & (self.lat <= maxlat)]
+        idx = idx[: min(int(q.get("limit", ["10000"])[0]), 10_000)]
+        return b'{"items":[' + b",".join(self.raws[i] for i in idx) + b"]}"
+
+    def density(self, q: dict[str, list[str]]) -> bytes:
+        minlon, minlat, maxlon, maxlat = map(float, q["bbox"][0].split(","))
+        cells = int(q.get("cells", ["64"])[0])
+        counts, _, _ = np.histogram2d(self.lon, self.lat, bins=cells,
+                                      range=[[minlon, maxlon], [minlat, maxlat]])
+        speeds, _, _ = np.histogram2d(self.lon, self.lat, bins=cells, weights=self.speed,
+                                      range=[[minlon, maxlon], [minlat, maxlat]])
+        dlon, dlat = (maxlon - minlon) / cells, (maxlat - minlat) / cells
+        items = [{"col": int(c), "row": int(r), "lon": round(minlon + (c + 0.5) * dlon, 6),
+                  "lat": round(minlat + (r + 0.5) * dlat, 6), "count": int(counts[c, r]),
+                  "mean_speed_kmh": round(float(speeds[c, r] / counts[c, r]), 2)}
+                 for c, r in zip(*np.nonzero(counts), strict=True)]
+        return json.dumps({"bbox": [minlon, minlat, maxlon, maxlat], "cells": cells,
+                           "cell_size_deg": [dlon, dlat], "total": int(counts.sum()),
+                           "items": items}).encode()
 
 
 def fleet_bodies(vehicles: int) -> dict[str, bytes]:
@@ -62,11 +122,12 @@ def fleet_bodies(vehicles: int) -> dict[str, bytes]:
     body = {
         "/stats": {"vehicles_reporting": vehicles, "events_per_s": vehicles * 1.0,
                    "consumed_total": 0, "malformed_total": 0, "violations_total": len(viol)},
-        "/telemetry/latest": {"items": as_items(latest_events)},
-        "/telemetry/recent?all": {"items": recent[-OPTS.recent_limit:]},
-        "/telemetry/recent?series": {"items": series[-OPTS.series_limit:]},
-        "/telemetry/violations": {"items": viol[::-1]},
-        "/telemetry/trails": {"items": trails},
+        "/telemetry/latest": {"items": _over_network(as_items(latest_events))},
+        "/telemetry/recent?all": {"items": _over_network(recent[-OPTS.recent_limit:])},
+        "/telemetry/recent?series": {"items": _over_network(series[-OPTS.series_limit:])},
+        "/telemetry/violations": {"items": _over_network(viol[::-1])},
+        "/telemetry/trails": {"items": _over_network(trails)},
+        "/network": NETWORK,
     }
     extra = {
         "/health": {"status": "ok"},
@@ -78,23 +139,45 @@ def fleet_bodies(vehicles: int) -> dict[str, bytes]:
     return {k: json.dumps(v).encode() for k, v in {**body, **extra}.items()}
 
 
-REFRESH_PATHS = ("/stats", "/telemetry/latest", "/telemetry/recent?all",
-                 "/telemetry/recent?series", "/telemetry/violations", "/telemetry/trails")
+class Server:
+    """The stand-in API; ``log`` holds every path asked for (so the baseline repeats them)."""
+
+    def __init__(self, bodies: dict[str, bytes]) -> None:
+        self.bodies = bodies
+        self.fleet = Latest(json.loads(bodies["/telemetry/latest"])["items"])
+        self.etag = f'"{NETWORK["network_id"]}"'
+        self.log: list[str] = []
+        self.sent = 0
+        self.url = ""
 
 
 @contextmanager
-def serve(bodies: dict[str, bytes]) -> Iterator[str]:
+def serve(bodies: dict[str, bytes]) -> Iterator[Server]:
+    state = Server(bodies)
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:  # noqa: N802
+            state.log.append(self.path)
             url = urlsplit(self.path)
-            key = url.path
+            key, q = url.path, parse_qs(url.query)
+            status, data = 200, b""
             if key == "/telemetry/recent":
                 key += "?series" if "vehicle_id=" in url.query else "?all"
-            data = bodies.get(key, b'{"items": []}')
-            self.send_response(200)
+            if key == "/telemetry/latest":
+                data = state.fleet.latest(q)
+            elif key == "/telemetry/density":
+                data = state.fleet.density(q)
+            elif key == "/network" and self.headers.get("If-None-Match") == state.etag:
+                status = 304
+            else:
+                data = bodies.get(key, b'{"items": []}')
+            state.sent += len(data)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
+            if key == "/network":
+                self.send_header("ETag", state.etag)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -105,22 +188,22 @@ def serve(bodies: dict[str, bytes]) -> Iterator[str]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        yield state
     finally:
         httpd.shutdown()
         httpd.server_close()
         thread.join()
 
 
-def raw_fetch(session: requests.Session, url: str) -> int:
-    """Baseline: the same GETs, JSON-parsed, nothing built."""
-    paths = ["/stats", "/telemetry/latest", "/telemetry/recent?limit=2000",
-             "/telemetry/recent?limit=1500&vehicle_id=A", "/telemetry/violations?limit=2000",
-             "/telemetry/trails?points=60"]
+def raw_fetch(session: requests.Session, url: str, paths: list[str], etag: str) -> int:
+    """Baseline: the GETs a refresh made, JSON-parsed, nothing built."""
     n = 0
     for p in paths:
-        n += len(session.get(url + p, timeout=30).json())
+        headers = {"If-None-Match": etag} if p.startswith("/network") else None
+        resp = session.get(url + p, timeout=30, headers=headers)
+        n += len(resp.json()) if resp.content else 0
     return n
 
 
@@ -142,10 +225,14 @@ def vega_bytes(chart) -> int:
                                        for rows in datasets.values())
 
 
-def refresh(client: ApiClient) -> dict[str, int]:
-    """One refresh of the live panels, serialised; returns bytes by part."""
-    snap = fetch_snapshot(client, OPTS, NOW)
-    panels = build_panels(snap, Layers(), None, 6200, OPTS.violation_window_min)
+def refresh(client: ApiClient, etag: str) -> dict[str, int]:
+    """One refresh of the live panels, as the app makes it (the network revalidated by ETag,
+    its layers built from the cached parse), serialised; returns bytes by part."""
+    client.network(etag)
+    opts = ViewOptions(area=BASE.bounds)
+    snap = fetch_snapshot(client, opts, NOW)
+    panels = build_panels(snap, Layers(), None, 6200, OPTS.violation_window_min,
+                          road_layers(BASE))
     deck = len(panels.deck.to_json())
     charts = sum(vega_bytes(c) for c in panels.charts.values() if c is not None)
     tables = (arrow_bytes(page(panels.fleet, "vehicle_id", True, 1, PAGE_SIZE))
@@ -155,17 +242,23 @@ def refresh(client: ApiClient) -> dict[str, int]:
 
 def measure(vehicles: int, reps: int) -> dict[str, float]:
     bodies = fleet_bodies(vehicles)
-    with serve(bodies) as url, requests.Session() as session, ApiClient(url, timeout_s=60) as c:
-        raw_fetch(session, url)  # warm-up
-        refresh(c)
-        base, full, sizes = [], [], {}
+    with serve(bodies) as srv, requests.Session() as session, \
+            ApiClient(srv.url, timeout_s=60) as c:
+        url = srv.url
+        srv.log.clear()
+        refresh(c, srv.etag)  # warm-up, and the list of GETs one refresh makes
+        paths, srv.log[:] = list(srv.log), []
+        raw_fetch(session, url, paths, srv.etag)
+        base, full, sizes, api_bytes = [], [], {}, 0
         for _ in range(reps):
             t0 = time.perf_counter()
-            raw_fetch(session, url)
+            raw_fetch(session, url, paths, srv.etag)
             base.append(time.perf_counter() - t0)
+            srv.sent = 0
             t0 = time.perf_counter()
-            sizes = refresh(c)
+            sizes = refresh(c, srv.etag)
             full.append(time.perf_counter() - t0)
+            api_bytes = srv.sent
         app_runs = []
         os.environ["FLEETSTREAM_API_URL"] = url
         at = AppTest.from_file(str(APP), default_timeout=120)
@@ -175,7 +268,7 @@ def measure(vehicles: int, reps: int) -> dict[str, float]:
             at.run()
             app_runs.append(time.perf_counter() - t0)
         assert not at.exception, at.exception
-    return {"vehicles": vehicles, "api_bytes": sum(len(bodies[p]) for p in REFRESH_PATHS),
+    return {"vehicles": vehicles, "api_bytes": api_bytes,
             "app_run_s": statistics.median(app_runs),
             "baseline_s": statistics.median(base), "refresh_s": statistics.median(full),
             **{f"{k}_bytes": v for k, v in sizes.items()}}
@@ -183,7 +276,7 @@ def measure(vehicles: int, reps: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ui", description=__doc__.split("\n")[0])
-    parser.add_argument("--fleets", default="100,1000,10000")
+    parser.add_argument("--fleets", default="1000,10000,50000")
     parser.add_argument("--reps", type=int, default=7)
     args = parser.parse_args(argv)
     print(f"FleetStream UI refresh benchmark (medians of {args.reps} runs; "

@@ -196,7 +196,7 @@ class FakeClient:
         self.calls.append(("stats",))
         return {"vehicles_reporting": 12, "events_per_s": 3.0}
 
-    def latest(self, ids):
+    def latest(self, ids=None, *, bbox=None, limit=None, include_stale=False):
         self.calls.append(("latest", ids))
         last: dict[str, dict] = {}
         for it in self.items:

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
+import orjson
 import requests
 
 JSON = dict[str, Any]
@@ -102,9 +103,12 @@ class ApiClient:
         if resp.is_redirect:  # only control calls get here: their token stays home
             raise ApiError(resp.status_code, "redirected elsewhere; not followed", path)
         try:
-            body = resp.json()
-        except ValueError as exc:
-            raise ApiError(resp.status_code, "the answer is not JSON", path) from exc
+            body = orjson.loads(resp.content)  # 3-5x faster than json for a big fleet
+        except orjson.JSONDecodeError:
+            try:  # NaN / Infinity literals: only the standard library reads them
+                body = resp.json()
+            except ValueError as exc:
+                raise ApiError(resp.status_code, "the answer is not JSON", path) from exc
         if not isinstance(body, dict):
             raise ApiError(resp.status_code, "the answer is not a JSON object", path)
         return body

@@ -8,7 +8,8 @@ Scale: up to ``point_budget`` vehicles the map gets every vehicle as a point. Ab
 map is either zoomed out over the whole area (the network's bounds), drawn from the API's
 ``/telemetry/density`` grid, or zoomed in on a followed vehicle, drawn from
 ``/telemetry/latest?bbox=`` of that viewport only; the per-vehicle KPIs and the fleet table
-then cover at most ``point_budget`` vehicles (``Snapshot.sampled``).
+then cover the vehicles fetched: ``density_sample`` zoomed out, at most ``point_budget``
+in view zoomed in (``Snapshot.sampled``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class ViewOptions:
     include_stale: bool = False
     point_budget: int = 5000
     density_cells: int = 64
+    density_sample: int = 1000  # zoomed out over a big fleet: vehicles fetched for KPIs/table
     area: BBox | None = None  # what "zoomed out" shows: the road network's bounds
 
 
@@ -87,7 +89,8 @@ def fetch_latest(client: ApiClient, opts: ViewOptions, reporting: int) -> tuple[
             if opts.follow not in set(latest["vehicle_id"]):
                 latest = pd.concat([followed, latest], ignore_index=True)
             return latest, None, view, True
-    latest = events_frame(client.latest(limit=budget, include_stale=opts.include_stale))
+    latest = events_frame(client.latest(limit=min(budget, opts.density_sample),
+                                        include_stale=opts.include_stale))
     area = opts.area or _bounds(latest)
     if area is None:
         return latest, None, None, True
