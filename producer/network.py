@@ -136,8 +136,8 @@ async def publish_network(settings: KafkaSettings, topic: str, net: RoadNetwork)
     if len(value) > MAX_NETWORK_BYTES:
         raise ValueError(f"road network {net.name!r} is {len(value)} bytes gzipped, more than "
                          f"{MAX_NETWORK_BYTES}; not published")
-    await ensure_topics(settings, [TopicSpec(topic, 1, config={
-        "cleanup.policy": "compact", "max.message.bytes": str(MAX_NETWORK_BYTES + 65_536)})])
+    await ensure_topics(settings, [TopicSpec.compacted(
+        topic, 1, **{"max.message.bytes": str(MAX_NETWORK_BYTES + 65_536)})])
     producer = make_producer(settings, "fleetstream-network", acks="all",
                              max_request_size=MAX_NETWORK_BYTES + 65_536)
     await producer.start()

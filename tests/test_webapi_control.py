@@ -17,6 +17,8 @@ from tests.support.webapi import (
     stop_producer,
     wait_for,
 )
+from tools.kafka import free_port
+from webapi.control import ControlChannel, ControlUnavailable
 from webapi.keys import STORE
 from webapi.settings import Settings
 
@@ -85,3 +87,14 @@ async def _running(client) -> dict | None:
     resp = await client.get("/status")
     body = await resp.json()
     return body if resp.status == 200 and body["running"] else None
+
+
+async def test_without_kafka_commands_fail_clearly_and_close_ends_the_channel() -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    channel = ControlChannel(Settings(kafka_bootstrap_servers=dead, control_timeout_s=1.0))
+    channel.start()
+    with pytest.raises(ControlUnavailable, match=f"not connected \\({dead}\\)"):
+        await channel.command("status")
+    assert channel.task is not None and not channel.task.done()  # still retrying, with back-off
+    await channel.close()
+    assert channel.task.done() and channel.stopped and not channel.ready.is_set()

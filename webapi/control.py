@@ -17,12 +17,19 @@ import time
 import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from common.contract import ControlCommand, ProducerStatus, sign_command
-from webapi.lifecycle import cancel_and_wait, finish_first
+from common.kafka import (
+    KafkaEdgeError,
+    TopicSpec,
+    backoff,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+)
+from common.lifecycle import cancel_and_wait, finish_first
 from webapi.ratelog import RateLimitedLog
 from webapi.settings import Settings
 
@@ -61,12 +68,10 @@ class ControlChannel:
         attempt = 0
         try:
             while True:
-                producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap_servers,
-                                            client_id="fleetstream-webapi-control", acks="all")
-                consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap_servers,
-                                            group_id=None, enable_auto_commit=False,
-                                            auto_offset_reset="latest", fetch_max_wait_ms=100,
-                                            client_id="fleetstream-webapi-status")
+                producer = make_producer(s, "fleetstream-webapi-control", acks="all")
+                consumer = make_consumer(s, client_id="fleetstream-webapi-status",
+                                         group_id=None, enable_auto_commit=False,
+                                         auto_offset_reset="latest", fetch_max_wait_ms=100)
                 self.producer, self.consumer = producer, consumer
                 try:
                     await finish_first(self._connect(producer, consumer))
@@ -77,42 +82,25 @@ class ControlChannel:
                         for records in batch.values():
                             for rec in records:
                                 self._on_status(rec.value)
-                except KafkaError as exc:
+                except (KafkaError, KafkaEdgeError) as exc:
                     self._log.warning("kafka", "control channel: %s; retrying", exc)
                 finally:
                     self.ready.clear()
                     await finish_first(asyncio.gather(consumer.stop(), producer.stop()))
-                await asyncio.sleep((0.5, 1, 2, 5)[min(attempt, 3)])
                 attempt += 1
+                await asyncio.sleep(backoff(attempt))
         finally:
             self.stopped = True
 
     async def _connect(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
-        await self._ensure_topics()
+        s = self.settings  # whoever starts first creates the control and status topics
+        await ensure_topics(s, [TopicSpec(s.kafka_control_topic), TopicSpec(s.kafka_status_topic)])
         await producer.start()
         await consumer.start()
         tp = TopicPartition(self.settings.kafka_status_topic, 0)
         consumer.assign([tp])
         await consumer.seek_to_end(tp)
         await consumer.position(tp)  # resolve now: no reply can slip past us
-
-    async def _ensure_topics(self) -> None:
-        """Whoever starts first creates the single-partition control and status topics."""
-        s = self.settings
-        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap_servers,
-                                    client_id="fleetstream-webapi-admin")
-        try:
-            await admin.start()
-            existing = set(await admin.list_topics())
-            missing = [NewTopic(t, 1, 1) for t in (s.kafka_control_topic, s.kafka_status_topic)
-                       if t not in existing]
-            if missing:
-                try:
-                    await admin.create_topics(missing)
-                except TopicAlreadyExistsError:
-                    pass
-        finally:
-            await admin.close()
 
     def _on_status(self, value: bytes | None) -> None:
         if value is None:
