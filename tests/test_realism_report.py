@@ -180,13 +180,15 @@ def test_matching_in_blocks_gives_the_same_answer(tmp_path: Path,
 
 
 class LightNet(SimpleNamespace):
-    """A stand-in network: nodes 0 -> 1 -> 2 eastwards, 100 m apart, a light at node 1
-    that is red for the first 30 s of each minute and green after."""
+    """A stand-in network eastwards: nodes at x = 0, 97, 100 and 200 m, a light at the node at
+    100 m ending a short 3 m edge, red for the first 30 s of each minute and green after."""
 
     def __init__(self) -> None:
-        super().__init__(node_lat=np.full(3, LAT0), node_lon=LON0 + np.array([0, 100, 200]) * M_LON,
-                         edge_from=np.array([0, 1]), edge_to=np.array([1, 2]),
-                         edge_heading=np.array([90.0, 90.0]), edge_light=np.array([True, False]))
+        super().__init__(node_lat=np.full(4, LAT0),
+                         node_lon=LON0 + np.array([0, 97, 100, 200]) * M_LON,
+                         edge_from=np.array([0, 1, 2]), edge_to=np.array([1, 2, 3]),
+                         edge_heading=np.array([90.0, 90.0, 90.0]),
+                         edge_light=np.array([False, True, False]))
 
     def light_state(self, edges: np.ndarray, t: float) -> np.ndarray:
         from producer.roads import GREEN, RED
@@ -194,15 +196,30 @@ class LightNet(SimpleNamespace):
         return np.where(self.edge_light[edges] & (t % 60 < 30), RED, GREEN)
 
 
-def test_a_red_crossing_is_counted_and_a_green_one_is_not() -> None:
+@pytest.mark.parametrize("setback", [0.0, 3.5])
+def test_a_red_crossing_is_counted_and_a_green_one_is_not(setback: float) -> None:
     net = LightNet()
-    red = [event("A", 0, x=90, kmh=54), event("A", 1, x=105, kmh=54)]  # passes at t=0.67
+    red = [event("A", 0, x=90, kmh=54), event("A", 1, x=105, kmh=54)]  # over the short edge
     green = [event("B", 40, x=92, kmh=36), event("B", 41, x=102, kmh=36)]
-    stopped = [event("C", 0, x=98), event("C", 1, x=98)]  # waits at the line
-    creeps = [event("D", 0, x=99.7, kmh=3), event("D", 1, x=100.1)]  # stops on it (rounding)
-    ev = rz.parse_events(red + green + stopped + creeps)
-    got = rz.light_crossings(ev, net, rz.edge_index(net, PROJ))
+    line = 100 - setback
+    waits = [event("C", 0, x=line), event("C", 1, x=line)]  # waits at the line
+    creeps = [event("D", 0, x=line - 0.3, kmh=3), event("D", 1, x=line + 0.1)]  # stops on it
+    ev = rz.parse_events(red + green + waits + creeps)
+    got = rz.light_crossings(ev, net, rz.edge_index(net, PROJ), setback=setback)
     assert got == rz.Crossings(total=2, red=1, amber=0, separable=True)
+
+
+def test_the_stop_line_before_the_node_is_what_counts() -> None:
+    net = LightNet()
+    # past a line 3.5 m before the node during red, still short of the node at the next event
+    ev = rz.parse_events([event("A", 0, x=91, kmh=20), event("A", 1, x=98, kmh=10)])
+    assert rz.light_crossings(ev, net, rz.edge_index(net, PROJ), setback=3.5).red == 1
+    assert rz.light_crossings(ev, net, rz.edge_index(net, PROJ), setback=0.0).total == 0
+    # entered at green one second before red: passes the node after red began, not counted
+    ev = rz.parse_events([event("Z", 0, x=-500), event("B", 59, x=95, kmh=18),
+                          event("B", 60, x=100.5, kmh=18)])  # Z: the run starts at t = 0
+    got = rz.light_crossings(ev, net, rz.edge_index(net, PROJ), setback=3.5)
+    assert (got.total, got.red) == (1, 0)
 
 
 def test_the_simulators_own_red_count_is_read_from_its_log() -> None:

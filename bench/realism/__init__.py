@@ -25,9 +25,10 @@ What each measure is, and where its real-world figure comes from (``REAL`` below
 - hard brakes: a car's speed falling faster than 4 m/s^2 between consecutive events <= 2 s
   apart; consecutive hard intervals are one event; per 100 km driven (distance = speeds
   integrated over time, not the odometer);
-- light crossings: a car whose matched edge ends at a light node and which passes that node
-  before its next event; the light's state at the (interpolated) moment of passing comes from
-  the producer's own phase function (``RoadNetwork.light_state``, or ``red_for`` in older
+- light crossings: a car passing a light's stop line between two events (the line stands
+  ``SETBACK_M`` before the light's node when the producer's fleet module defines it, else at
+  the node); the light's state at the (interpolated) moment of crossing comes from the
+  producer's own phase function (``RoadNetwork.light_state``, or ``red_for`` in older
   producers, which cannot tell amber from red); beside it, the simulator's own count when
   the producer logs one on stderr: a JSON object with ``red_crossings`` (and
   ``light_crossings``), e.g. ``{"light_crossings": 812, "red_crossings": 0}``;

@@ -211,44 +211,75 @@ class Crossings:
     separable: bool  # False: the phase function says only "red or amber" (counted in red)
 
 
-def light_crossings(ev: Events, net: Any, index: SegmentIndex) -> Crossings:
-    """Crossings of the producer network's lights and the light's state as the car passes.
+def stop_line_setback() -> float:
+    """Metres before a light's node where the producer's cars stop (``SETBACK_M`` in
+    producer/fleet.py; 0 for producers that stop at the node itself)."""
+    try:
+        fleet = importlib.import_module("producer.fleet")
+    except ImportError:
+        return 0.0
+    return float(getattr(fleet, "SETBACK_M", 0.0))
 
-    ``index`` is built over ``net``'s directed edges (see ``edge_index``)."""
+
+def light_crossings(ev: Events, net: Any, index: SegmentIndex,
+                    setback: float | None = None) -> Crossings:
+    """Crossings of the stop lines of the producer network's lights, and the light's state
+    at the (interpolated) moment each is crossed.
+
+    A light's stop line stands ``setback`` metres before its node on the edge that ends
+    there (default: the producer's own, ``stop_line_setback()``). A car crosses it between two
+    events when it is before the line at the first (along the edge's direction) and past it by
+    more than PASSED_M at the second; the light is the one ahead of the first event's edge, or
+    of the second's when the first was still on the way before it. ``index`` is built over
+    ``net``'s directed edges (see ``edge_index``)."""
+    back = stop_line_setback() if setback is None else setback
     a, b = pairs(ev)
     moving = (ev.v[a] + ev.v[b]) > 0
     a, b = a[moving], b[moving]
-    edge, _, _ = index.match(ev.lat[a], ev.lon[a], _headings(ev)[a], directed=True)
-    ok = edge >= 0
-    a, b, edge = a[ok], b[ok], edge[ok]
-    lit = np.asarray(net.edge_light)[edge]
-    a, b, edge = a[lit], b[lit], edge[lit]
-    node = np.asarray(net.edge_to)[edge]
-    proj = index.proj
-    xa, ya = proj.xy(ev.lat[a], ev.lon[a])
-    xb, yb = proj.xy(ev.lat[b], ev.lon[b])
-    xn, yn = proj.xy(np.asarray(net.node_lat)[node], np.asarray(net.node_lon)[node])
-    travelled = 0.5 * (ev.v[a] + ev.v[b]) * (ev.t[b] - ev.t[a])
-    to_node = np.hypot(xn - xa, yn - ya)
-    # passed: the node was reached within this interval and the car ends up beyond it
-    heading = np.radians(np.asarray(net.edge_heading)[edge])
-    beyond = (xb - xn) * np.sin(heading) + (yb - yn) * np.cos(heading)
-    passed = (to_node <= travelled + 1.0) & (beyond > PASSED_M)
-    a, b, edge, to_node, travelled = a[passed], b[passed], edge[passed], to_node[passed], \
-        travelled[passed]
-    frac = np.clip(to_node / np.maximum(travelled, 1e-6), 0.0, 1.0)
-    t_cross = ev.t[a] + frac * (ev.t[b] - ev.t[a])
+    heads = _headings(ev)
+    edge_a, _, _ = index.match(ev.lat[a], ev.lon[a], heads[a], directed=True)
+    edge_b, _, _ = index.match(ev.lat[b], ev.lon[b], heads[b], directed=True)
+    light = np.asarray(net.edge_light)
+    # third candidate: a light edge into the node the second event's edge starts from (the
+    # car drove the whole, short, light edge between the two events)
+    into: dict[int, list[int]] = {}
+    for e in np.flatnonzero(light).tolist():
+        into.setdefault(int(net.edge_to[e]), []).append(e)
+    edge_c = np.full(a.size, -1, dtype=np.int64)
+    heading = np.asarray(net.edge_heading)
+    for i, eb in enumerate(edge_b.tolist()):
+        cands = into.get(int(net.edge_from[eb])) if eb >= 0 else None
+        if cands:
+            diff = angle_diff(heading[cands], heads[a[i]])
+            edge_c[i] = cands[int(np.argmin(np.nan_to_num(diff)))]
+    found: dict[tuple[int, int], tuple[int, float]] = {}  # (pair, node) -> (edge, time)
+    for edge in (edge_a, edge_b, edge_c):
+        ok = (edge >= 0) & light[np.maximum(edge, 0)]
+        pa, pb, e = a[ok], b[ok], edge[ok]
+        node = np.asarray(net.edge_to)[e]
+        proj = index.proj
+        xa, ya = proj.xy(ev.lat[pa], ev.lon[pa])
+        xb, yb = proj.xy(ev.lat[pb], ev.lon[pb])
+        xn, yn = proj.xy(np.asarray(net.node_lat)[node], np.asarray(net.node_lon)[node])
+        h = np.radians(np.asarray(net.edge_heading)[e])
+        # metres still to go to the stop line, along the edge's direction
+        ahead_a = (xn - xa) * np.sin(h) + (yn - ya) * np.cos(h) - back
+        ahead_b = (xn - xb) * np.sin(h) + (yn - yb) * np.cos(h) - back
+        crossed = (ahead_a >= -PASSED_M / 5) & (ahead_b < -PASSED_M)
+        frac = np.clip(ahead_a / np.maximum(ahead_a - ahead_b, 1e-6), 0.0, 1.0)
+        t = ev.t[pa] + frac * (ev.t[pb] - ev.t[pa])
+        for i in np.flatnonzero(crossed).tolist():
+            found.setdefault((int(pa[i]), int(node[i])), (int(e[i]), float(t[i])))
     if hasattr(net, "light_state"):
-        states = np.array([int(net.light_state(np.array([e]), float(t))[0])
-                           for e, t in zip(edge.tolist(), t_cross.tolist(), strict=True)],
-                          dtype=np.int64)
+        states = np.array([int(net.light_state(np.array([e]), t)[0])
+                           for e, t in found.values()], dtype=np.int64)
         roads = importlib.import_module("producer.roads")
         red_code, amber_code = getattr(roads, "RED", 2), getattr(roads, "AMBER", 1)
-        return Crossings(int(edge.size), int((states == red_code).sum()),
+        return Crossings(len(found), int((states == red_code).sum()),
                          int((states == amber_code).sum()), True)
-    red = np.array([bool(net.red_for(np.array([e]), float(t))[0])
-                    for e, t in zip(edge.tolist(), t_cross.tolist(), strict=True)], dtype=bool)
-    return Crossings(int(edge.size), int(red.sum()), 0, False)
+    red = np.array([bool(net.red_for(np.array([e]), t)[0]) for e, t in found.values()],
+                   dtype=bool)
+    return Crossings(len(found), int(red.sum()), 0, False)
 
 
 def edge_index(net: Any, proj: Projection) -> SegmentIndex:
