@@ -83,13 +83,16 @@ class FleetState:
     to_depot: np.ndarray  # bool: the last trip of the day, to the depot
     report_t: np.ndarray  # simulated time of the car's next event (see sim.py)
     clock0: float = 8 * 3600.0  # seconds since midnight UTC at t = 0 (for the time of day)
+    light_crossings: int = 0  # cars that drove past a traffic light so far (all of them)
+    red_crossings: int = 0  # ... of which on red: the simulator's own count, 0 by design
 
     @property
     def size(self) -> int:
         return int(self.edge.size)
 
 
-_ARRAYS = tuple(f.name for f in fields(FleetState) if f.name not in ("t", "clock0"))
+_SCALARS = ("t", "clock0", "light_crossings", "red_crossings")
+_ARRAYS = tuple(f.name for f in fields(FleetState) if f.name not in _SCALARS)
 N_DEPOTS = 3
 
 
@@ -103,12 +106,13 @@ class FleetParams:
 
 def concat(a: FleetState, b: FleetState) -> FleetState:
     """Cars of ``a`` then cars of ``b`` (time from ``a``)."""
-    return FleetState(t=a.t, clock0=a.clock0,
+    return FleetState(**{k: getattr(a, k) for k in _SCALARS},
                       **{k: np.concatenate([getattr(a, k), getattr(b, k)]) for k in _ARRAYS})
 
 
 def take(s: FleetState, sl: slice) -> FleetState:
-    return FleetState(t=s.t, clock0=s.clock0, **{k: getattr(s, k)[sl].copy() for k in _ARRAYS})
+    return FleetState(**{k: getattr(s, k) for k in _SCALARS},
+                      **{k: getattr(s, k)[sl].copy() for k in _ARRAYS})
 
 
 def mean_lon(net: RoadNetwork) -> float:
@@ -330,6 +334,7 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
     edge, next_e, dest = s.edge.copy(), s.next_e.copy(), s.dest.copy()
     prev = np.full(n, -1, dtype=np.int32)
     passed = np.zeros(n)  # length of the edges left behind in this sub-step
+    crossed_lights = crossed_red = 0
     red_now = net.light_state(edge, s.t) == RED
     held = (edge == stop_e) | red_now
     cross = (pos > net.edge_len[edge]) & ~held
@@ -349,6 +354,9 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
             v_new[lose] = np.minimum(v_new[lose], winner_v[target[~win]])
             held[lose] = True
             idx = idx[win]
+        lit = net.edge_light[edge[idx]]
+        crossed_lights += int(lit.sum())
+        crossed_red += int((lit & (net.light_state(edge[idx], s.t) == RED)).sum())
         pos[idx] -= net.edge_len[edge[idx]]
         passed[idx] += net.edge_len[edge[idx]]
         prev[idx] = edge[idx]
@@ -443,4 +451,6 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
                    gear=gear.astype(np.int8), rpm=rpm, fuel=fuel, odo=s.odo + ds / 1000.0,
                    fault=fault.astype(np.int16), fault_ttl=fault_ttl, sprint_ttl=sprint_ttl,
                    mood=mood, refuel_at=refuel_at, parked=parked, dwell_ttl=dwell_ttl,
-                   trip=trip, trip_left=trip_left, refuel_due=refuel_due, to_depot=to_depot)
+                   trip=trip, trip_left=trip_left, refuel_due=refuel_due, to_depot=to_depot,
+                   light_crossings=s.light_crossings + crossed_lights,
+                   red_crossings=s.red_crossings + crossed_red)

@@ -200,4 +200,5 @@ def test_properties_over_a_random_osm_like_grid(tmp_path: Path, seed: int) -> No
         assert not (left_light & (net.light_state(old.edge, old.t) == RED)).any()
         assert (s.pos <= net.edge_len[s.edge] + 1e-9).all() and (s.v >= 0).all()
     assert crossed_lights > 20
+    assert s.red_crossings == 0 and s.light_crossings >= crossed_lights  # its own count
     assert (s.odo - odo0).mean() > 0.3  # km each in 400 s: they get around, no gridlock

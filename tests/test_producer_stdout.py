@@ -50,6 +50,8 @@ def test_same_arguments_give_byte_identical_output() -> None:
     for t in stamps.values():  # each car on its own fixed phase of the second
         assert all(b > a for a, b in zip(t, t[1:], strict=False))
         assert len({(x - start).microseconds for x in t}) == 1
+    counts = orjson.loads(a.stderr.strip().splitlines()[-1])  # the simulator's own count
+    assert counts["light_crossings"] > 20 and counts["red_crossings"] == 0
     other = _run(*DESIGN_ARGS[:2], "43", *DESIGN_ARGS[3:])
     assert other.stdout != a.stdout and len(other.stdout.splitlines()) > 300
 
