@@ -21,7 +21,7 @@ from streamlit.testing.v1 import AppTest
 from tests.support.webapi import make_event
 from tests.test_ui_app import ApiServer, wait_for
 from ui.api import ApiClient, ApiError
-from ui.replay import SILENT_S, Clip, advance, at_offset, load_clip, moment
+from ui.replay import SILENT_S, Clip, advance, at_offset, first_offset, load_clip, moment
 from ui.replay_view import replay_error
 
 APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
@@ -58,6 +58,8 @@ def test_moment_is_each_cars_latest_position_at_that_time() -> None:
     late, _, _ = moment(clip, t0 + timedelta(seconds=19 + SILENT_S + 1))
     assert late.empty
     assert at_offset(clip, 1e9) == clip.until and at_offset(clip, -5) == clip.since
+    later = Clip(t0 - timedelta(minutes=10), clip.until, (), clip.events)
+    assert first_offset(later) == 600.0 and first_offset(clip) == 0.0
 
 
 def test_playback_advances_at_speed_and_stops_at_the_end() -> None:
@@ -136,7 +138,8 @@ def test_replay_mode_loads_a_recorded_range_and_plays_it(
     (deck,) = decks(at)
     assert deck["mapStyle"].startswith("data:")
     layers = {la["id"]: la for la in deck["layers"]}
-    assert "vehicles" not in layers  # the range starts a second before the first event
+    assert at.session_state["replay_pos"] == 1.0  # playback starts at the first event
+    assert {p["vehicle_id"] for p in layers["vehicles"]["data"]} == {"CAR_0", "CAR_1", "CAR_2"}
     # the slider moves replay time: the cars are where the recording had them
     at.slider(key="replay_slider").set_value(11.0).run()
     (deck,) = decks(at)

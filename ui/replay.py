@@ -51,6 +51,14 @@ def load_clip(client: ApiClient, since: datetime, until: datetime,
     return Clip(since, until, tuple(vehicle_ids), events, truncated)
 
 
+def first_offset(clip: Clip) -> float:
+    """Where playback starts: at the first recorded event (a range often starts before it)."""
+    if clip.events.empty:
+        return 0.0
+    first = clip.events["timestamp"].iloc[0].to_pydatetime()
+    return min(max(0.0, (first - clip.since).total_seconds()), clip.duration_s)
+
+
 def at_offset(clip: Clip, offset_s: float) -> datetime:
     return clip.since + timedelta(seconds=min(max(0.0, offset_s), clip.duration_s))
 

@@ -17,7 +17,15 @@ import streamlit as st
 from ui import maps
 from ui.api import ApiClient, ApiError, ApiUnavailable
 from ui.panels import Layers
-from ui.replay import DEFAULT_RANGE, Clip, advance, at_offset, load_clip, moment
+from ui.replay import (
+    DEFAULT_RANGE,
+    Clip,
+    advance,
+    at_offset,
+    first_offset,
+    load_clip,
+    moment,
+)
 from ui.text import code, md
 
 TICK_S = 0.5
@@ -63,7 +71,7 @@ def sidebar(client: ApiClient, vehicle_filter: Sequence[str]) -> None:
             return
         st.session_state.pop("replay_error", None)
         st.session_state["replay_clip"] = clip  # one clip per session: the old one is freed
-        st.session_state["replay_pos"] = 0.0
+        st.session_state["replay_pos"] = first_offset(clip)
         st.session_state["replay_playing"] = False
         st.session_state.pop("replay_view", None)
 
