@@ -211,13 +211,22 @@ def test_a_red_crossing_is_counted_and_a_green_one_is_not(setback: float) -> Non
 
 def test_the_stop_line_before_the_node_is_what_counts() -> None:
     net = LightNet()
-    # past a line 3.5 m before the node during red, still short of the node at the next event
-    ev = rz.parse_events([event("A", 0, x=91, kmh=20), event("A", 1, x=98, kmh=10)])
-    assert rz.light_crossings(ev, net, rz.edge_index(net, PROJ), setback=3.5).red == 1
-    assert rz.light_crossings(ev, net, rz.edge_index(net, PROJ), setback=0.0).total == 0
+    # stops a metre over a line 3.5 m before the node: has not run the light
+    ev = rz.parse_events([event("A", 0, x=91, kmh=20), event("A", 1, x=97.5)])
+    assert rz.light_crossings(ev, net, rz.edge_index(net, PROJ), setback=3.5).total == 0
+    # crossed the line at 30.7 s (green), reached the node at 31.4 s: green
+    ev = rz.parse_events([event("Z", 0, x=-500), event("C", 30, x=93, kmh=18),
+                          event("C", 31, x=98, kmh=18), event("C", 32, x=103, kmh=18)])
+    got = rz.light_crossings(ev, net, rz.edge_index(net, PROJ), setback=3.5)
+    assert (got.total, got.red) == (1, 0)
+    # crossed the line at 29.5 s (red), reached the node at 30.2 s (green): red
+    ev = rz.parse_events([event("Z", 0, x=-500), event("D", 30, x=99, kmh=18),
+                          event("D", 31, x=104, kmh=18)])
+    got = rz.light_crossings(ev, net, rz.edge_index(net, PROJ), setback=3.5)
+    assert (got.total, got.red) == (1, 1)
     # entered at green one second before red: passes the node after red began, not counted
     ev = rz.parse_events([event("Z", 0, x=-500), event("B", 59, x=95, kmh=18),
-                          event("B", 60, x=100.5, kmh=18)])  # Z: the run starts at t = 0
+                          event("B", 60, x=101, kmh=18)])  # Z: the run starts at t = 0
     got = rz.light_crossings(ev, net, rz.edge_index(net, PROJ), setback=3.5)
     assert (got.total, got.red) == (1, 0)
 

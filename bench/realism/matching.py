@@ -223,15 +223,17 @@ def stop_line_setback() -> float:
 
 def light_crossings(ev: Events, net: Any, index: SegmentIndex,
                     setback: float | None = None) -> Crossings:
-    """Crossings of the stop lines of the producer network's lights, and the light's state
-    at the (interpolated) moment each is crossed.
+    """Cars entering the junctions of the producer network's lights, and the light's state
+    when each crossed the stop line.
 
-    A light's stop line stands ``setback`` metres before its node on the edge that ends
-    there (default: the producer's own, ``stop_line_setback()``). A car crosses it between two
-    events when it is before the line at the first (along the edge's direction) and past it by
-    more than PASSED_M at the second; the light is the one ahead of the first event's edge, or
-    of the second's when the first was still on the way before it. ``index`` is built over
-    ``net``'s directed edges (see ``edge_index``)."""
+    A car enters a junction between two events when it is short of the light's node at the
+    first (along the edge's direction) and past it by more than PASSED_M at the second: a car
+    that stops on or a little over its stop line has not run the light. The light is the one
+    ahead of the first event's edge, or of the second's, or ending where the second's edge
+    starts. The stop line stands ``setback`` metres before the node (default: the producer's
+    own, ``stop_line_setback()``); the moment the car crossed it is the interpolated moment
+    it passed the node less ``setback`` at its speed over that interval (at least 1 m/s).
+    ``index`` is built over ``net``'s directed edges (see ``edge_index``)."""
     back = stop_line_setback() if setback is None else setback
     a, b = pairs(ev)
     moving = (ev.v[a] + ev.v[b]) > 0
@@ -262,12 +264,15 @@ def light_crossings(ev: Events, net: Any, index: SegmentIndex,
         xb, yb = proj.xy(ev.lat[pb], ev.lon[pb])
         xn, yn = proj.xy(np.asarray(net.node_lat)[node], np.asarray(net.node_lon)[node])
         h = np.radians(np.asarray(net.edge_heading)[e])
-        # metres still to go to the stop line, along the edge's direction
-        ahead_a = (xn - xa) * np.sin(h) + (yn - ya) * np.cos(h) - back
-        ahead_b = (xn - xb) * np.sin(h) + (yn - yb) * np.cos(h) - back
+        # metres still to go to the junction's node, along the edge's direction
+        ahead_a = (xn - xa) * np.sin(h) + (yn - ya) * np.cos(h)
+        ahead_b = (xn - xb) * np.sin(h) + (yn - yb) * np.cos(h)
         crossed = (ahead_a >= -PASSED_M / 5) & (ahead_b < -PASSED_M)
         frac = np.clip(ahead_a / np.maximum(ahead_a - ahead_b, 1e-6), 0.0, 1.0)
-        t = ev.t[pa] + frac * (ev.t[pb] - ev.t[pa])
+        at_node = ev.t[pa] + frac * (ev.t[pb] - ev.t[pa])
+        # ... and back to when it crossed the stop line, at its speed entering the junction
+        v_in = np.maximum((ahead_a - ahead_b) / np.maximum(ev.t[pb] - ev.t[pa], 1e-6), 1.0)
+        t = at_node - back / v_in
         for i in np.flatnonzero(crossed).tolist():
             found.setdefault((int(pa[i]), int(node[i])), (int(e[i]), float(t[i])))
     if hasattr(net, "light_state"):
