@@ -106,12 +106,14 @@ class FleetParams:
 
 def concat(a: FleetState, b: FleetState) -> FleetState:
     """Cars of ``a`` then cars of ``b`` (time from ``a``)."""
-    return FleetState(**{k: getattr(a, k) for k in _SCALARS},
+    return FleetState(t=a.t, clock0=a.clock0, light_crossings=a.light_crossings,
+                      red_crossings=a.red_crossings,
                       **{k: np.concatenate([getattr(a, k), getattr(b, k)]) for k in _ARRAYS})
 
 
 def take(s: FleetState, sl: slice) -> FleetState:
-    return FleetState(**{k: getattr(s, k) for k in _SCALARS},
+    return FleetState(t=s.t, clock0=s.clock0, light_crossings=s.light_crossings,
+                      red_crossings=s.red_crossings,
                       **{k: getattr(s, k)[sl].copy() for k in _ARRAYS})
 
 
