@@ -1,4 +1,5 @@
-"""The sidebar: API address and status, Start/Stop, refresh, vehicle filter and follow.
+"""The sidebar: API address and status, mode (Live / Replay), Start/Stop, refresh, silent
+vehicles, vehicle filter and follow, map layers.
 
 The web API's address and token come from the app's settings (FLEETSTREAM_API_URL,
 FLEETSTREAM_API_TOKEN), server side. The token never reaches the page, and the address is
@@ -112,6 +113,9 @@ def render(settings: Settings, client_for) -> tuple[Controls, ApiClient, list[st
     with sb:
         status = producer_status(client) or {}
 
+    mode = sb.segmented_control("Mode", MODES, default=MODES[0], key="mode",
+                                help="Live: the fleet now. Replay: a recorded time range, "
+                                     "from the Kafka log") or MODES[0]
     sb.subheader("Simulation")
     # The inputs start at what the producer runs now (once; then they are the user's).
     st.session_state.setdefault(
@@ -131,9 +135,6 @@ def render(settings: Settings, client_for) -> tuple[Controls, ApiClient, list[st
     if msg := st.session_state.get("control_msg"):
         (sb.success if msg[0] == "success" else sb.error)(msg[1])
 
-    mode = sb.segmented_control("Mode", MODES, default=MODES[0], key="mode",
-                                help="Live: the fleet now. Replay: a recorded time range, "
-                                     "from the Kafka log") or MODES[0]
     sb.subheader("Live view")
     default = min(REFRESH_CHOICES, key=lambda c: abs(c - settings.refresh_s))
     refresh = sb.select_slider("Refresh every (s)", options=REFRESH_CHOICES, value=default,
