@@ -192,6 +192,11 @@ async def test_no_server_header_names_aiohttp(settings) -> None:
             resp = await client.get(url)
             server = resp.headers.get("Server", "")
             assert "aiohttp" not in server.lower() and "python" not in server.lower(), server
+        answer = await raw_request(client, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                           b"Content-Length: nope\r\n\r\n")
+        assert answer.split(b" ", 2)[1] == b"400", answer[:100]  # aiohttp's own answer
+        head = answer.split(b"\r\n\r\n", 1)[0].lower()
+        assert b"aiohttp" not in head and b"python/" not in head, head
 
 
 # ------------------------------------------------------------------------------ finding 10

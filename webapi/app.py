@@ -31,7 +31,14 @@ from webapi.keys import (
     WEBSOCKETS,
 )
 from webapi.metrics import Metrics
-from webapi.middleware import Cors, HostGuard, error_middleware, metrics_middleware, server_header
+from webapi.middleware import (
+    Cors,
+    HostGuard,
+    error_middleware,
+    hide_server_version,
+    metrics_middleware,
+    server_header,
+)
 from webapi.network import NetworkReader
 from webapi.params import MAX_REQUEST_LINE
 from webapi.ratelog import install_malformed_request_filter
@@ -82,6 +89,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_close_websockets)
     app.on_response_prepare.append(cors.on_prepare)
     app.on_response_prepare.append(server_header)
+    hide_server_version()
     add_routes(app)
     app.router.add_static("/static", STATIC_DIR, append_version=False)
     return app

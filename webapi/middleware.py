@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
-from aiohttp import web
+from aiohttp import web, web_response
 from aiohttp.typedefs import Middleware
 
 from webapi.metrics import Metrics
@@ -74,6 +74,13 @@ class HostGuard:
 async def server_header(request: web.Request, response: web.StreamResponse) -> None:
     """An ``on_response_prepare`` signal: replace aiohttp's ``Server: Python/… aiohttp/…``."""
     response.headers["Server"] = SERVER_NAME
+
+
+def hide_server_version() -> None:
+    """Also for the answers aiohttp's protocol writes itself (a malformed request's 400), which
+    skip the application's signals: aiohttp takes their default ``Server`` value from this
+    module global of ``aiohttp.web_response``."""
+    web_response.SERVER_SOFTWARE = SERVER_NAME
 
 
 def error_middleware() -> Middleware:
