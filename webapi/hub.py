@@ -1,9 +1,19 @@
-"""WebSocket fan-out: every client has its own bounded queue, so a slow one hurts no one.
+"""WebSocket fan-out: frames are serialised once and shared; every client has its own
+bounded queue of them, so a slow one hurts no one.
 
-The consumer calls :meth:`Hub.publish` with each batch it stores; that only appends to the
-matching clients' queues (a ``deque`` with ``maxlen``: when a client falls behind, its
-oldest events are dropped and counted) and wakes their sender tasks. Sending happens in
-each client's own task, so a stalled socket only ever blocks itself.
+The consumer calls :meth:`Hub.publish` with each batch it stores.
+
+* Per-event clients: each event's frame (``{"type":"event","data":<event>}``) is built once
+  per event, by joining the validated event's ready-made JSON bytes, and the same ``bytes``
+  object is appended to the queue of every per-event client it fits (a ``deque`` with
+  ``maxlen``: when a client falls behind, its oldest frames are dropped and counted).
+* Batch clients (``?batch=1``) are grouped by what they see: their vehicle filter and their
+  tick. A group collects its events and, once per tick, one task of the group builds one
+  ``{"type":"batch","items":[...]}`` frame and hands the same object to every member. A
+  member's queue is bounded in events (WEBAPI_WS_QUEUE_SIZE): whole frames, oldest first,
+  are dropped and their events counted.
+
+Sending happens in each client's own task, so a stalled socket only ever blocks itself.
 """
 
 from __future__ import annotations
@@ -15,20 +25,71 @@ from collections.abc import Collection, Sequence
 from webapi.decode import Entry
 from webapi.metrics import Metrics
 
+EVENT_PREFIX = b'{"type":"event","data":'
+GroupKey = tuple[frozenset[str] | None, float]
+
+
+def event_frame(entry: Entry) -> bytes:
+    """The per-event frame of one event."""
+    return EVENT_PREFIX + entry.raw + b"}"
+
+
+def items_frame(kind: bytes, entries: Sequence[Entry]) -> bytes:
+    """A ``{"type":kind,"items":[...]}`` frame (snapshot, batch)."""
+    return b'{"type":"' + kind + b'","items":[' + b",".join(e.raw for e in entries) + b"]}"
+
 
 class Subscriber:
+    """One client: a queue of ready-made frames (shared ``bytes`` objects)."""
+
     def __init__(self, vehicles: Collection[str] | None, queue_size: int,
-                 address: str = "") -> None:
+                 address: str = "", group: BatchGroup | None = None) -> None:
         self.vehicles = vehicles
         self.address = address
-        self.queue: deque[Entry] = deque(maxlen=queue_size)
+        self.group = group
+        self.queue_size = queue_size
+        # per-event: one event per frame, so maxlen bounds the events; batch: see push_batch
+        self.queue: deque[bytes] = deque(maxlen=None if group else queue_size)
+        self.sizes: deque[int] = deque()  # events in each queued batch frame
+        self.queued = 0  # events in the queued batch frames
+        self.since = 0  # batch: the group's event count when this client joined
         self.wake = asyncio.Event()
         self.dropped = 0
 
-    def drain(self, limit: int | None = None) -> list[Entry]:
-        q = self.queue
-        n = len(q) if limit is None else min(limit, len(q))
-        return [q.popleft() for _ in range(n)]
+    def push_batch(self, frame: bytes, events: int) -> int:
+        """Queue a batch frame of ``events`` events, dropping the oldest frames while the
+        queue would hold more than ``queue_size`` events; return the events dropped."""
+        dropped = 0
+        while self.queue and self.queued + events > self.queue_size:
+            self.queue.popleft()
+            n = self.sizes.popleft()
+            self.queued -= n
+            dropped += n
+        self.queue.append(frame)
+        self.sizes.append(events)
+        self.queued += events
+        self.dropped += dropped
+        self.wake.set()
+        return dropped
+
+    def pop(self) -> bytes:
+        frame = self.queue.popleft()
+        if self.sizes:
+            self.queued -= self.sizes.popleft()
+        return frame
+
+
+class BatchGroup:
+    """The batch clients with the same vehicle filter and tick: one frame per tick for all."""
+
+    def __init__(self, vehicles: frozenset[str] | None, tick: float, cap: int) -> None:
+        self.vehicles = vehicles
+        self.tick = tick
+        self.pending: deque[Entry] = deque(maxlen=cap)
+        self.total = 0  # events ever added to pending
+        self.members: set[Subscriber] = set()
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
 
 
 class Hub:
@@ -39,8 +100,11 @@ class Hub:
         self.max_clients = max_clients
         self.max_per_address = max_per_address or max_clients
         self.subscribers: set[Subscriber] = set()
+        self.per_event: set[Subscriber] = set()
+        self.groups: dict[GroupKey, BatchGroup] = {}
         self.per_address: dict[str, int] = {}
         self.dropped_total = 0
+        self.frames_built = {"event": 0, "batch": 0}  # serialisations, not sends
 
     def full(self, address: str | None = None) -> bool:
         """No room for another client (from ``address``: WEBAPI_WS_MAX_PER_ADDRESS)."""
@@ -48,8 +112,23 @@ class Hub:
             return True
         return address is not None and self.per_address.get(address, 0) >= self.max_per_address
 
-    def subscribe(self, vehicles: Collection[str] | None, address: str = "") -> Subscriber:
-        sub = Subscriber(vehicles, self.queue_size, address)
+    def subscribe(self, vehicles: Collection[str] | None, address: str = "",
+                  batch_tick: float | None = None) -> Subscriber:
+        """A per-event client, or with ``batch_tick`` (seconds) a member of the batch group of
+        its filter and tick (started here: call it from a running event loop)."""
+        group = None
+        if batch_tick is not None:
+            key: GroupKey = (None if vehicles is None else frozenset(vehicles), batch_tick)
+            group = self.groups.get(key)
+            if group is None:
+                group = self.groups[key] = BatchGroup(key[0], batch_tick, self.queue_size)
+                group.task = asyncio.create_task(self._tick(group), name="webapi-ws-batch")
+        sub = Subscriber(vehicles, self.queue_size, address, group)
+        if group is not None:
+            sub.since = group.total
+            group.members.add(sub)
+        else:
+            self.per_event.add(sub)
         self.subscribers.add(sub)
         self.per_address[address] = self.per_address.get(address, 0) + 1
         self.metrics.ws_clients.set(len(self.subscribers))
@@ -58,6 +137,14 @@ class Hub:
     def unsubscribe(self, sub: Subscriber) -> None:
         if sub in self.subscribers:
             self.subscribers.discard(sub)
+            self.per_event.discard(sub)
+            group = sub.group
+            if group is not None:
+                group.members.discard(sub)
+                if not group.members:
+                    self.groups.pop((group.vehicles, group.tick), None)
+                    if group.task is not None:
+                        group.task.cancel()
             left = self.per_address.get(sub.address, 1) - 1
             if left > 0:
                 self.per_address[sub.address] = left
@@ -69,26 +156,74 @@ class Hub:
         if not entries:
             return
         dropped = 0
-        for sub in self.subscribers:
-            q = sub.queue
-            maxlen = q.maxlen or 0
-            vehicles = sub.vehicles
-            if vehicles is None:
-                overflow = len(q) + len(entries) - maxlen
-                if overflow > 0:
+        if self.per_event:
+            frames = [EVENT_PREFIX + e.raw + b"}" for e in entries]  # once per event
+            self.frames_built["event"] += len(frames)
+            for sub in self.per_event:
+                dropped += self._queue_events(sub, entries, frames)
+        for group in self.groups.values():
+            vehicles = group.vehicles
+            fit = entries if vehicles is None else [e for e in entries if e.vehicle_id in vehicles]
+            if not fit:
+                continue
+            pending = group.pending
+            overflow = len(pending) + len(fit) - (pending.maxlen or 0)
+            if overflow > 0:  # more than a queue's worth in one tick: every member loses them
+                for sub in group.members:
                     sub.dropped += overflow
-                    dropped += overflow
-                q.extend(entries)
-            else:
-                before = sub.dropped
-                for e in entries:
-                    if e.vehicle_id in vehicles:
-                        if len(q) == maxlen:
-                            sub.dropped += 1
-                        q.append(e)
-                dropped += sub.dropped - before
-            if q:
-                sub.wake.set()
+                dropped += overflow * len(group.members)
+            pending.extend(fit)
+            group.total += len(fit)
+            group.wake.set()
+        self._count_dropped(dropped)
+
+    @staticmethod
+    def _queue_events(sub: Subscriber, entries: Sequence[Entry], frames: list[bytes]) -> int:
+        q = sub.queue
+        maxlen = q.maxlen or 0
+        vehicles = sub.vehicles
+        before = sub.dropped
+        if vehicles is None:
+            overflow = len(q) + len(frames) - maxlen
+            if overflow > 0:
+                sub.dropped += overflow
+            q.extend(frames)
+        else:
+            for e, frame in zip(entries, frames, strict=True):
+                if e.vehicle_id in vehicles:
+                    if len(q) == maxlen:
+                        sub.dropped += 1
+                    q.append(frame)
+        if q:
+            sub.wake.set()
+        return sub.dropped - before
+
+    async def _tick(self, group: BatchGroup) -> None:
+        """Once per tick with news: one frame for every member of the group."""
+        while True:
+            await group.wake.wait()
+            group.wake.clear()
+            pending = group.pending
+            if pending:
+                entries = list(pending)
+                pending.clear()
+                start = group.total - len(entries)
+                frame = items_frame(b"batch", entries)
+                self.frames_built["batch"] += 1
+                dropped = 0
+                for sub in group.members:
+                    if sub.since > start:  # joined mid-tick: its snapshot has the older ones
+                        late = entries[sub.since - start:]
+                        sub.since = 0
+                        if late:
+                            dropped += sub.push_batch(items_frame(b"batch", late), len(late))
+                            self.frames_built["batch"] += 1
+                        continue
+                    dropped += sub.push_batch(frame, len(entries))
+                self._count_dropped(dropped)
+            await asyncio.sleep(group.tick)
+
+    def _count_dropped(self, dropped: int) -> None:
         if dropped:
             self.dropped_total += dropped
             self.metrics.ws_dropped.inc(dropped)
@@ -96,3 +231,6 @@ class Hub:
     def close_all(self) -> None:
         for sub in self.subscribers:
             sub.wake.set()
+        for group in self.groups.values():
+            if group.task is not None:
+                group.task.cancel()

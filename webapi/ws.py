@@ -1,5 +1,8 @@
 """WS /ws: a snapshot frame, then one frame per event (or per tick with ?batch=1).
 
+Frames are serialised once and shared between clients (see :mod:`webapi.hub`); this module
+only sends what is queued for its client.
+
 The snapshot is the latest event of each active vehicle (as in the original FleetStream;
 silent longer than WEBAPI_VEHICLE_TIMEOUT_S: not included); ``snapshot=recent`` gives the
 WEBAPI_WS_SNAPSHOT_SIZE most recent events instead, oldest first.
@@ -18,20 +21,15 @@ import time
 from aiohttp import WSMsgType, web
 
 from webapi.decode import Entry
-from webapi.hub import Subscriber
+from webapi.hub import Subscriber, items_frame
 from webapi.keys import CORS, HUB, METRICS, SETTINGS, STORE, WEBSOCKETS
 from webapi.lifecycle import cancel_and_wait
 from webapi.metrics import Metrics
 from webapi.params import ApiError, bad_param, bool_param, float_param, vehicles_param
 
-EVENT_PREFIX = b'{"type":"event","data":'
 MIN_WS_HZ, MAX_WS_HZ = 0.01, 10_000.0
 """Bounds of ``max_hz`` (frames per second)."""
 SNAPSHOT_KINDS = ("latest", "recent")
-
-
-def items_frame(kind: bytes, entries: list[Entry]) -> bytes:
-    return b'{"type":"' + kind + b'","items":[' + b",".join(e.raw for e in entries) + b"]}"
 
 
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
@@ -55,7 +53,9 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
                             f"(WEBAPI_WS_MAX_PER_ADDRESS={hub.max_per_address})")
     # Subscribing and taking the snapshot in one synchronous step: no gap, no duplicate.
     # (Before the handshake, so concurrent connects cannot overshoot WEBAPI_WS_MAX_CLIENTS.)
-    sub = hub.subscribe(vehicles, address)
+    min_gap = 1.0 / max_hz if max_hz else 0.0
+    tick = max(settings.ws_batch_ms / 1000.0, min_gap)
+    sub = hub.subscribe(vehicles, address, batch_tick=tick if batch else None)
     if kind == "recent":
         snapshot = store.recent_items(settings.ws_snapshot_size, vehicles)
     else:
@@ -65,10 +65,8 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     try:
         await ws.prepare(request)
         app[WEBSOCKETS].add(ws)
-        min_gap = 1.0 / max_hz if max_hz else 0.0
-        tick = max(settings.ws_batch_ms / 1000.0, min_gap)
-        sender = asyncio.create_task(_send(ws, sub, snapshot, batch=batch, tick=tick,
-                                           min_gap=min_gap, metrics=app[METRICS]))
+        sender = asyncio.create_task(_send(ws, sub, snapshot, batch=batch, min_gap=min_gap,
+                                           metrics=app[METRICS]))
         async for _msg in ws:  # the client has nothing to say; this loop notices its close
             pass
     finally:
@@ -79,36 +77,30 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
 
 
 async def _send(ws: web.WebSocketResponse, sub: Subscriber, snapshot: list[Entry], *,
-                batch: bool, tick: float, min_gap: float, metrics: Metrics) -> None:
+                batch: bool, min_gap: float, metrics: Metrics) -> None:
     text = WSMsgType.TEXT
     frames = metrics.ws_frames
     try:
         await ws.send_frame(items_frame(b"snapshot", snapshot), text)
         frames.labels("snapshot").inc()
         next_at = 0.0
+        kind = "batch" if batch else "event"
+        q = sub.queue
         while not ws.closed:
             await sub.wake.wait()
             sub.wake.clear()
-            if batch:
-                items = sub.drain()
-                if items:
-                    await ws.send_frame(items_frame(b"batch", items), text)
-                    frames.labels("batch").inc()
-                await asyncio.sleep(tick)
-                continue
             sent = 0
-            q = sub.queue
             while q:
-                if min_gap:
+                if min_gap and not batch:  # a batch group already ticks at most at max_hz
                     now = time.monotonic()
                     next_at = max(next_at + min_gap, now)
                     if next_at > now:
                         await asyncio.sleep(next_at - now)
                     if not q:
                         break
-                await ws.send_frame(EVENT_PREFIX + q.popleft().raw + b"}", text)
+                await ws.send_frame(sub.pop(), text)  # the shared frame, as built once
                 sent += 1
             if sent:
-                frames.labels("event").inc(sent)
+                frames.labels(kind).inc(sent)
     except (ConnectionError, RuntimeError):
         return  # the client went away; the handler's receive loop ends too
