@@ -3,9 +3,10 @@
 No consumer group: every web API instance reads every partition of the topic, so each one
 has the whole fleet. On start it backfills: for each partition it seeks back to the first
 offset newer than ``backfill_seconds`` ago, but no more than ``backfill_max_per_partition``
-events, so a restarted web API shows history at once. Partitions added to the topic
-later are picked up on the next restart. After a lost connection it resumes where it was,
-so nothing is replayed twice.
+events, so a restarted web API shows history at once. Partitions added to the topic while it
+runs are picked up without a restart: the client refreshes the topic's metadata every
+WEBAPI_METADATA_REFRESH_S and a new partition is read from its beginning. After a lost
+connection it resumes where it was, so nothing is replayed twice.
 
 A record the Kafka client cannot decode (a batch compressed with a codec it lacks, a
 corrupt batch) is counted as malformed (``undecodable``) and skipped, one offset at a time,
@@ -91,6 +92,7 @@ class TelemetryConsumer:
                     group_id=None, enable_auto_commit=False, auto_offset_reset="latest",
                     fetch_max_wait_ms=100, max_partition_fetch_bytes=4 << 20,
                     client_id="fleetstream-webapi",
+                    metadata_max_age_ms=int(self.settings.metadata_refresh_s * 1000),
                 )
                 self.client = client
                 self.connects += 1
@@ -156,7 +158,12 @@ class TelemetryConsumer:
         tps = sorted(client.assignment())
         store = self.store
         probe_ms = 0
+        refresh_s = self.settings.metadata_refresh_s
+        check_at = time.monotonic() + refresh_s
         while True:
+            if time.monotonic() >= check_at:
+                check_at = time.monotonic() + refresh_s
+                tps = await self._add_new_partitions(client, tps)
             got = 0
             for tp in tps:
                 try:
@@ -185,6 +192,29 @@ class TelemetryConsumer:
             if store.evicted_total > self._evicted_seen:
                 self.metrics.evicted.inc(store.evicted_total - self._evicted_seen)
                 self._evicted_seen = store.evicted_total
+
+    async def _add_new_partitions(self, client: AIOKafkaConsumer,
+                                  tps: list[TopicPartition]) -> list[TopicPartition]:
+        """Partitions added to the topic (by the client's periodic metadata refresh) join
+        the assignment, read from their beginning; the others keep their positions."""
+        topic = self.settings.kafka_topic
+        known = client.partitions_for_topic(topic) or set()
+        new = [TopicPartition(topic, p) for p in sorted(known) if TopicPartition(topic, p)
+               not in tps]
+        if not new:
+            return tps
+        kept = {tp: await client.position(tp) for tp in tps}
+        everything = sorted([*tps, *new])
+        client.assign(everything)
+        for tp, offset in kept.items():
+            client.seek(tp, offset)
+        begin = await client.beginning_offsets(new)
+        for tp in new:
+            client.seek(tp, begin[tp])
+            self.positions[tp] = begin[tp]
+        log.info("telemetry topic %s: now reading partitions %s", topic,
+                 [tp.partition for tp in everything])
+        return everything
 
     def _take(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         if not records:

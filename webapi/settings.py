@@ -79,6 +79,10 @@ class Settings(ServiceSettings):
                                "per active vehicle)", ge=0, le=10_000)
     ws_batch_ms: int = _f(100, "WEBAPI_WS_BATCH_MS",
                           "tick of ?batch=1 WebSocket clients, milliseconds", ge=10, le=10_000)
+    metadata_refresh_s: float = _f(5.0, "WEBAPI_METADATA_REFRESH_S",
+                                   "check the telemetry topic's partitions this often, "
+                                   "seconds: partitions added while the web API runs are "
+                                   "read from their beginning", ge=0.1, le=3_600)
     vehicle_timeout_s: float = _f(120.0, "WEBAPI_VEHICLE_TIMEOUT_S",
                                   "a vehicle not heard from for this long (by this server's "
                                   "clock of receipt) leaves the live view: /telemetry/latest, "
