@@ -2,6 +2,7 @@
 
     producer = make_producer(settings, "fleetstream-status", acks=1)
     await ensure_topics(settings, [TopicSpec("fleetstream.control"), TopicSpec.compacted("x")])
+    tps = await await_partitions(settings, "x")          # waits until the topic exists
     await retry(producer.start, "status producer", stop_event)
     state = await read_compacted(settings, "x")          # key -> latest value, tombstones gone
 
@@ -25,6 +26,8 @@ from typing import Any, Protocol, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+
+from common.lifecycle import finish_first
 
 log = logging.getLogger("fleetstream.kafka")
 T = TypeVar("T")
@@ -205,20 +208,46 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str],
 
 
 async def topic_partitions(target: Target | AIOKafkaAdminClient, topic: str, *,
-                           timeout_s: float = 30.0) -> list[TopicPartition]:
+                           timeout_s: float = 30.0,
+                           client_id: str = "fleetstream-admin") -> list[TopicPartition]:
     """The partitions of ``topic``, from metadata only (never creates it); [] when it does
     not exist. A started admin client is used as is, else one is made and closed."""
     if isinstance(target, AIOKafkaAdminClient):
+        # Listed first: describing a missing topic is a metadata request that allows
+        # auto-creation, so a broker with auto.create.topics.enable would make it.
+        if topic not in await asyncio.wait_for(target.list_topics(), timeout_s):
+            return []
         described = await asyncio.wait_for(target.describe_topics([topic]), timeout_s)
         return [TopicPartition(topic, p) for p in sorted(
             p["partition"] for d in described if d.get("error_code") == 0
             for p in d.get("partitions", []))]
-    admin = make_admin(target, request_timeout_ms=int(timeout_s * 1000))
+    admin = make_admin(target, client_id, request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         return await topic_partitions(admin, topic, timeout_s=timeout_s)
     finally:
         await admin.close()
+
+
+async def await_partitions(target: Target, topic: str, *, poll_s: float = 1.0,
+                           client_id: str = "fleetstream-admin",
+                           waiting: Callable[[], object] | None = None) -> list[TopicPartition]:
+    """The partitions of ``topic`` once it exists (metadata only: never creates it), asking
+    every ``poll_s`` and calling ``waiting()`` each time it does not exist yet. The admin
+    client's start, metadata calls and close are shielded from cancellation (aiokafka leaks a
+    half-open connection otherwise); Kafka errors propagate to the caller's reconnect loop."""
+    admin = make_admin(target, client_id)
+    try:
+        await finish_first(admin.start())
+        while True:
+            tps = await finish_first(topic_partitions(admin, topic))
+            if tps:
+                return tps
+            if waiting is not None:
+                waiting()
+            await asyncio.sleep(poll_s)
+    finally:
+        await finish_first(admin.close())
 
 
 # ---- retry ----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from common.kafka import (
     KafkaEdgeError,
     Stopped,
     TopicSpec,
+    await_partitions,
     backoff,
     check_reachable,
     client_options,
@@ -201,3 +202,25 @@ async def test_read_compacted_gives_the_latest_value_per_key(kafka_bootstrap: st
         await read_compacted(kafka_bootstrap, missing, timeout_s=5)
     assert await topic_partitions(kafka_bootstrap, missing) == []  # looking created nothing
     assert [tp.partition for tp in await topic_partitions(kafka_bootstrap, name)] == [0, 1, 2]
+
+
+@pytest_kafka
+async def test_await_partitions_waits_for_the_topic_and_never_creates_it(
+        kafka_bootstrap: str) -> None:
+    name = _name("later")
+    polls = 0
+
+    def waiting() -> None:
+        nonlocal polls
+        polls += 1
+
+    finder = asyncio.create_task(
+        await_partitions(kafka_bootstrap, name, poll_s=0.05, waiting=waiting))
+    async with asyncio.timeout(30):
+        while polls < 5:  # looking for a while: the broker's auto-creation never kicks in
+            await asyncio.sleep(0.05)
+    assert not finder.done()
+    await ensure_topics(kafka_bootstrap, [TopicSpec(name, partitions=2)])  # the topic's owner
+    tps = await asyncio.wait_for(finder, 30)
+    assert [tp.partition for tp in tps] == [0, 1]  # the owner's topic, not an auto-created one
+    assert await topic_partitions(kafka_bootstrap, name, client_id="t") == tps
