@@ -295,6 +295,18 @@ async def retry(coro_factory: Callable[[], Awaitable[T]], what: str,
 
 # ---- compacted topics -----------------------------------------------------------------------
 
+def apply_compacted(state: dict[bytes, bytes], records: Iterable[Any]) -> None:
+    """Fold records of a compacted topic into ``state`` (key -> latest value): a tombstone
+    (null value) deletes its key; a record without a key is skipped."""
+    for rec in records:
+        if rec.key is None:
+            continue
+        if rec.value is None:
+            state.pop(rec.key, None)
+        else:
+            state[rec.key] = rec.value
+
+
 async def read_compacted(target: Target, topic: str, *, timeout_s: float = 30.0,
                          client_id: str = "fleetstream-compacted-reader") -> dict[bytes, bytes]:
     """The topic read from its beginning to its end as of now: key -> latest value, keys
@@ -323,13 +335,7 @@ async def read_compacted(target: Target, topic: str, *, timeout_s: float = 30.0,
             while pending:
                 batches = await consumer.getmany(*pending, timeout_ms=200)
                 for records in batches.values():
-                    for rec in records:
-                        if rec.key is None:
-                            continue
-                        if rec.value is None:
-                            state.pop(rec.key, None)
-                        else:
-                            state[rec.key] = rec.value
+                    apply_compacted(state, records)
                 for tp in list(pending):
                     if await consumer.position(tp) >= ends[tp]:
                         pending.discard(tp)
