@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -214,3 +215,22 @@ def test_stale_points_are_grey_and_say_so() -> None:
     rows = layer.data  # pydeck keeps a frame's rows as records
     assert rows[1]["color"] == list(maps.STALE_COLOR) != rows[0]["color"]
     assert "SILENT" in rows[1]["tip"] and "SILENT" not in rows[0]["tip"]
+
+
+def test_density_cells_are_squares_coloured_by_count() -> None:
+    grid = {"bbox": [21.0, 52.2, 21.1, 52.3], "cells": 10, "cell_size_deg": [0.01, 0.01],
+            "total": 111, "items": [
+                {"col": 0, "row": 0, "lon": 21.005, "lat": 52.205, "count": 1,
+                 "mean_speed_kmh": 30.0},
+                {"col": 5, "row": 5, "lon": 21.055, "lat": 52.255, "count": 110,
+                 "mean_speed_kmh": 55.5}]}
+    layer = maps.density_layer(grid)
+    assert (layer.type, layer.id, layer.pickable) == ("ColumnLayer", "density", True)
+    few, many = layer.data
+    assert few["color"][:3] == list(maps.DENSITY_COLORS[0])
+    assert many["color"][:3] == list(maps.DENSITY_COLORS[-1])
+    assert many["tip"].startswith("110 vehicles") and "56 km/h" in many["tip"]
+    # a square of half the narrower side (0.01 deg of longitude at 52.25 N), corner radius
+    half = 0.5 * 0.01 * maps.M_PER_DEG * math.cos(math.radians(52.23))
+    assert layer.radius == pytest.approx(half * math.sqrt(2), rel=1e-3)
+    assert maps.density_layer({"items": []}).data == []

@@ -171,7 +171,9 @@ def density_layer(grid: dict) -> pdk.Layer:
     })
     top = max(1, int(data["count"].max())) if len(data) else 1
     levels = len(DENSITY_COLORS) - 1
-    idx = np.round(np.log1p(data["count"].to_numpy(float)) / math.log1p(top) * levels)
+    # log scale from one car (the first colour) to the fullest cell (the last)
+    counts = np.maximum(data["count"].to_numpy(float), 1.0)
+    idx = np.round(np.log(counts) / math.log(top) * levels) if top > 1 else np.zeros(len(data))
     data["color"] = [list(DENSITY_COLORS[int(i)]) + [200] for i in idx]
     data["tip"] = [f"{n:,} vehicles\nmean {sp:.0f} km/h"
                    for n, sp in zip(data["count"], data["speed"], strict=True)]
