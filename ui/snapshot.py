@@ -125,11 +125,12 @@ def fetch_snapshot(client: ApiClient, opts: ViewOptions, now: datetime) -> Snaps
     chart_ids = pick_vehicles(ids, opts, opts.chart_vehicles)
     trail_ids = pick_vehicles(ids, opts, opts.max_trails)
     recent = events_frame(client.recent(opts.recent_limit, scope))
-    series = events_frame(client.recent(opts.series_limit, chart_ids))
+    # no active vehicle (only silent ones shown): no ids, which the API would read as "all"
+    series = events_frame(client.recent(opts.series_limit, chart_ids) if chart_ids else [])
     since = now - timedelta(minutes=opts.violation_window_min)
     viol_items = client.violations(opts.violations_limit, scope, since=since)
     violations = events_frame(viol_items)
-    trails = trails_frame(client.trails(trail_ids, opts.trail_points))
+    trails = trails_frame(client.trails(trail_ids, opts.trail_points) if trail_ids else [])
     return Snapshot(now, stats, latest, recent, series, violations, trails, chart_ids,
                     trail_ids, violations_capped=len(viol_items) >= opts.violations_limit,
                     density=grid, view=view, sampled=sampled)
