@@ -278,3 +278,26 @@ def test_long_steps_are_integrated_in_sub_steps() -> None:
     assert sim.state.t == pytest.approx(300.0)
     assert (sim.state.seq == 0).all()  # seq counts events published, not steps
     assert (sim.state.v * 3.6 <= vh.TOP_SPEED_KMH).all()
+
+
+def test_a_car_held_at_a_red_line_is_not_reported_past_it() -> None:
+    """Reported on its own phase within the tick, a car braking for a red light is placed
+    where it then is, moved on at its speed; the fleet holds it at its stop line, so must the
+    event (else the realism report sees it cross the line on red)."""
+    sim = _sim(7, 1)
+    net = sim.net
+    e = int(np.flatnonzero(net.edge_light & (net.edge_len > 30))[0])
+    t = next(float(k) for k in range(200) if net.light_state(np.array([e]), float(k))[0] == RED)
+    line = float(net.edge_len[e]) - SETBACK_M
+    st = replace(sim.state, t=t, edge=np.array([e], dtype=sim.state.edge.dtype),
+                 pos=np.array([line - 2.0]), v=np.array([5.0]),
+                 parked=np.array([False]))
+    ev = orjson.loads(sim.encoder.encode(st, T0, np.array([0]), np.array([0.9]))[0])
+    lat0, lon0 = net.node_lat[net.edge_from[e]], net.node_lon[net.edge_from[e]]
+    got = haversine_m(lat0, lon0, ev["location"]["lat"], ev["location"]["lon"])
+    assert got == pytest.approx(line, abs=0.2)  # not line - 2 + 4.5
+    green = replace(st, t=next(float(k) for k in range(200)
+                               if net.light_state(np.array([e]), float(k))[0] != RED))
+    ev = orjson.loads(sim.encoder.encode(green, T0, np.array([0]), np.array([0.9]))[0])
+    got = haversine_m(lat0, lon0, ev["location"]["lat"], ev["location"]["lon"])
+    assert got == pytest.approx(line + 2.5, abs=0.2)

@@ -231,6 +231,30 @@ def test_the_stop_line_before_the_node_is_what_counts() -> None:
     assert (got.total, got.red) == (1, 0)
 
 
+def test_a_car_leaving_the_line_at_green_and_turning_is_not_a_red_crossing() -> None:
+    """Kotka's 9.5 % against the simulator's 0: a car that waited at the line (96.5 m) until
+    the green at 30 s and turned left at the node moved little along the light's edge between
+    its two events there, so the speed taken from that projection (at least 1 m/s) put its
+    stop line 3.5 s before the node, in the red. It left the line after 30 s."""
+    net = LightNet()
+    turns = [event("Z", 0, x=-500), event("A", 29, x=96.5), event("A", 30, x=96.5),
+             event("A", 31, x=96.8, kmh=4.3), event("A", 32, x=97.7, kmh=5.4),
+             event("A", 33, x=99.8, kmh=9.0),
+             event("A", 34, x=100.7, y=3.0, kmh=13.0, heading=10.0)]
+    got = rz.light_crossings(rz.parse_events(turns), net, rz.edge_index(net, PROJ), setback=3.5)
+    assert (got.total, got.red) == (1, 0)
+
+
+def test_a_car_on_the_crossing_street_is_not_matched_to_the_light() -> None:
+    """A car heading south through the light's node drifts 1 m east in 19 m: it is on the
+    crossing street, not entering the junction on the light's (eastward) edge."""
+    net = LightNet()
+    south = [event("Z", 0, x=-500), event("S", 30.5, x=99.8, y=1.0, kmh=68, heading=177.0),
+             event("S", 31.5, x=100.8, y=-18.0, kmh=68, heading=177.0)]
+    got = rz.light_crossings(rz.parse_events(south), net, rz.edge_index(net, PROJ), setback=3.5)
+    assert got.total == 0
+
+
 def test_the_simulators_own_red_count_is_read_from_its_log() -> None:
     log = (b"INFO producer.geojson: 206 roads kept {'highway=path': 12}\n"
            b'INFO producer.stdout: {"light_crossings": 10, "red_crossings": 1}\n'

@@ -18,6 +18,14 @@ from bench.realism.measures import distance_m
 PASSED_M = 0.5
 """A car is past a stop line when it is this far beyond it: events round positions to 6
 decimals (up to 0.11 m), and a car that stops at the line must not count as crossing it."""
+ALONG_DEG = 45.0
+"""A car enters a junction on a light's edge only if its heading is this close to the edge's."""
+LINE_LOOKBACK = 10
+"""Events looked back for the last one short of a stop line."""
+LINE_TOL_M = 0.15
+"""A car crosses its stop line when it is this far past it (events round positions to 6
+decimals, up to 0.11 m)."""
+"""Events looked back for the last one short of a stop line."""
 MATCH_MAX_M = 12.0
 MATCH_BLOCK = 8192
 
@@ -230,10 +238,13 @@ def light_crossings(ev: Events, net: Any, index: SegmentIndex,
     first (along the edge's direction) and past it by more than PASSED_M at the second: a car
     that stops on or a little over its stop line has not run the light. The light is the one
     ahead of the first event's edge, or of the second's, or ending where the second's edge
-    starts. The stop line stands ``setback`` metres before the node (default: the producer's
-    own, ``stop_line_setback()``); the moment the car crossed it is the interpolated moment
-    it passed the node less ``setback`` at its speed over that interval (at least 1 m/s).
-    ``index`` is built over ``net``'s directed edges (see ``edge_index``)."""
+    starts, and the car's heading at the first event agrees with that edge's within
+    ``ALONG_DEG`` (a car on the crossing street, passing near the node, is not entering on
+    the light's edge). The stop line stands ``setback`` metres before the node (default: the
+    producer's own, ``stop_line_setback()``); the moment the car crossed it comes from the
+    first event's distance to the line and the speeds the car reported (constant
+    acceleration between consecutive events, see ``travel_s``), not from the two positions:
+    a car turning at the node moves little along the light's edge between them."""
     back = stop_line_setback() if setback is None else setback
     a, b = pairs(ev)
     moving = (ev.v[a] + ev.v[b]) > 0
@@ -267,14 +278,14 @@ def light_crossings(ev: Events, net: Any, index: SegmentIndex,
         # metres still to go to the junction's node, along the edge's direction
         ahead_a = (xn - xa) * np.sin(h) + (yn - ya) * np.cos(h)
         ahead_b = (xn - xb) * np.sin(h) + (yn - yb) * np.cos(h)
-        crossed = (ahead_a >= -PASSED_M / 5) & (ahead_b < -PASSED_M)
-        frac = np.clip(ahead_a / np.maximum(ahead_a - ahead_b, 1e-6), 0.0, 1.0)
-        at_node = ev.t[pa] + frac * (ev.t[pb] - ev.t[pa])
-        # ... and back to when it crossed the stop line, at its speed entering the junction
-        v_in = np.maximum((ahead_a - ahead_b) / np.maximum(ev.t[pb] - ev.t[pa], 1e-6), 1.0)
-        t = at_node - back / v_in
+        along = angle_diff(np.asarray(net.edge_heading)[e], heads[pa]) <= ALONG_DEG
+        crossed = (ahead_a >= -PASSED_M / 5) & (ahead_b < -PASSED_M) & along
         for i in np.flatnonzero(crossed).tolist():
-            found.setdefault((int(pa[i]), int(node[i])), (int(e[i]), float(t[i])))
+            key = (int(pa[i]), int(node[i]))
+            if key not in found:
+                found[key] = (int(e[i]), _line_time(ev, int(pa[i]), float(ahead_a[i]), back,
+                                                    float(xn[i]), float(yn[i]), float(h[i]),
+                                                    proj))
     if hasattr(net, "light_state"):
         states = np.array([int(net.light_state(np.array([e]), t)[0])
                            for e, t in found.values()], dtype=np.int64)
@@ -285,6 +296,44 @@ def light_crossings(ev: Events, net: Any, index: SegmentIndex,
     red = np.array([bool(net.red_for(np.array([e]), t)[0]) for e, t in found.values()],
                    dtype=bool)
     return Crossings(len(found), int(red.sum()), 0, False)
+
+
+def _line_time(ev: Events, a: int, ahead_a: float, back: float, xn: float, yn: float,
+               h: float, proj: Projection) -> float:
+    """When the car whose event ``a`` is ``ahead_a`` m short of a node (along heading ``h``)
+    crossed the stop line ``back`` m before it: forwards from ``a`` when that is short of the
+    line, else between the last of its earlier events short of the line (up to
+    ``LINE_LOOKBACK`` back) and the next, at constant acceleration from the reported speeds
+    (see ``travel_s``); positions alone mislead at the node, where a turning car moves little
+    along the light's edge, and reported positions stop at the node."""
+    back = back - LINE_TOL_M  # a car standing at its line has not crossed it
+    k, ahead = a, ahead_a
+    while ahead < back and k > 0 and a - k < LINE_LOOKBACK and ev.vid[k - 1] == ev.vid[a]:
+        x, y = proj.xy(ev.lat[k - 1:k], ev.lon[k - 1:k])
+        prev = float((xn - x[0]) * math.sin(h) + (yn - y[0]) * math.cos(h))
+        if prev < ahead - 0.05 or prev > ahead + 60.0:  # not on this approach: stop here
+            break
+        k, ahead = k - 1, prev
+    if ahead >= back:  # k is short of the line: forwards from k, within its pair
+        dt = float(ev.t[k + 1] - ev.t[k])
+        acc = (ev.v[k + 1] - ev.v[k]) / max(dt, 1e-6)
+        return float(ev.t[k] + min(float(travel_s(np.array(ahead - back), ev.v[k], acc)), dt))
+    acc = (ev.v[k] - ev.v[k - 1]) / max(float(ev.t[k] - ev.t[k - 1]), 1e-6) \
+        if k > 0 and ev.vid[k - 1] == ev.vid[k] else 0.0
+    return float(ev.t[k] - float(travel_s(np.array(back - ahead), ev.v[k], -acc)))
+
+
+def travel_s(d: np.ndarray, v: np.ndarray, acc: np.ndarray) -> np.ndarray:
+    """Seconds to cover ``d`` m from speed ``v`` at constant acceleration ``acc`` (backwards
+    in time: the speed now and minus the acceleration). A car that stops (backwards: was
+    standing) before covering ``d`` takes until then: it waited past the line, so it crossed
+    it before it last started, at the latest."""
+    d, v, acc = np.asarray(d, float), np.maximum(np.asarray(v, float), 0.0), np.asarray(acc)
+    disc = v * v + 2 * acc * d
+    still = np.abs(acc) < 1e-3
+    safe_acc = np.where(still, 1.0, acc)
+    kin = np.where(disc >= 0, (np.sqrt(np.maximum(disc, 0.0)) - v) / safe_acc, -v / safe_acc)
+    return np.where(still, d / np.maximum(v, 0.5), np.maximum(kin, 0.0))
 
 
 def edge_index(net: Any, proj: Projection) -> SegmentIndex:
