@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from analytics.settings import Settings
+from analytics.settings import EventsSettings, Settings
 from common.cli import SettingsCli
 
 # field -> its flag, where it is not --field-name; every Settings field has exactly one flag.
@@ -44,3 +44,34 @@ CLI = SettingsCli(Settings, "python -m analytics", description=__doc__, flags=FL
 def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     """Flags override env vars; a bad value exits 2 with a message naming the variable."""
     return CLI.parse(argv)
+
+
+EVENTS_FLAGS: dict[str, list[str]] = {
+    "kafka_bootstrap_servers": ["--bootstrap-servers"],
+    "kafka_topic": ["--topic"],
+    "checkpoint_dir": ["--checkpoint"],
+    "spark_conf": ["--conf"],
+    "spark_jars_dir": ["--jars-dir"],
+}
+EVENTS_CLI = SettingsCli(
+    EventsSettings, "python -m analytics.events", flags=EVENTS_FLAGS,
+    description="""The events job: trips, geofence crossings and alerts per vehicle, from the
+telemetry topic to fleetstream.events (geofences and rules from their compacted topics).
+
+    python -m analytics.events                 # continuous, local[*], a batch a second
+    python -m analytics.events --once          # process the backlog, then exit
+    spark-submit --master spark://host:7077 --jars <connector jars> analytics/events_job.py
+""",
+    options={
+        "kafka_bootstrap_servers": {"metavar": "HOST:PORT,..."},
+        "checkpoint_dir": {"metavar": "DIR"},
+        "trip_end_stop_s": {"metavar": "S"},
+        "moving_kmh": {"metavar": "KMH"},
+        "trigger_seconds": {"metavar": "S"},
+        "max_offsets_per_trigger": {"metavar": "N"},
+        "master": {"metavar": "URL"},
+        "spark_conf": {"action": "append", "metavar": "KEY=VALUE"},
+        "spark_jars_dir": {"metavar": "DIR"},
+        "shuffle_partitions": {"metavar": "N"},
+        "local_dir": {"metavar": "DIR"},
+    })

@@ -35,6 +35,35 @@ def normalize_duration(value: str) -> str:
     return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
 
 
+def parse_pairs(value: object) -> object:
+    """ANALYTICS_SPARK_CONF / --conf: 'k=v,k2=v2' or a list of 'k=v' -> dict."""
+    if isinstance(value, str):
+        value = [p for p in value.split(",") if p.strip()]
+    if isinstance(value, list | tuple):
+        pairs: dict[str, str] = {}
+        for item in value:
+            key, sep, val = str(item).partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"ANALYTICS_SPARK_CONF / --conf wants key=value, got {item!r}")
+            pairs[key.strip()] = val.strip()
+        return pairs
+    return value
+
+
+def check_offsets(value: str) -> str:
+    if value not in ("earliest", "latest") and not value.lstrip().startswith("{"):
+        raise ValueError("ANALYTICS_STARTING_OFFSETS must be earliest, latest or a JSON "
+                         f"object of offsets, got {value!r}")
+    return value
+
+
+def check_level(value: str) -> str:
+    if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"ANALYTICS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, "
+                         f"got {value!r}")
+    return value.upper()
+
+
 class Settings(ServiceSettings):
     """Each field is an env var (its ``validation_alias``) and a flag of ``python -m analytics``."""
 
@@ -103,33 +132,17 @@ class Settings(ServiceSettings):
     @field_validator("spark_conf", mode="before")
     @classmethod
     def _pairs(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [p for p in value.split(",") if p.strip()]
-        if isinstance(value, list | tuple):
-            pairs: dict[str, str] = {}
-            for item in value:
-                key, sep, val = str(item).partition("=")
-                if not sep or not key.strip():
-                    raise ValueError(f"ANALYTICS_SPARK_CONF / --conf wants key=value, got {item!r}")
-                pairs[key.strip()] = val.strip()
-            return pairs
-        return value
+        return parse_pairs(value)
 
     @field_validator("starting_offsets")
     @classmethod
     def _offsets(cls, value: str) -> str:
-        if value not in ("earliest", "latest") and not value.lstrip().startswith("{"):
-            raise ValueError("ANALYTICS_STARTING_OFFSETS must be earliest, latest or a JSON "
-                             f"object of offsets, got {value!r}")
-        return value
+        return check_offsets(value)
 
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
-        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ValueError(f"ANALYTICS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, "
-                             f"got {value!r}")
-        return value.upper()
+        return check_level(value)
 
     @field_validator("output_dir", "checkpoint_dir", mode="before")
     @classmethod
@@ -157,3 +170,86 @@ def _join(base: str, name: str) -> str:
     if _is_uri(base):
         return f"{base.rstrip('/')}/{name}"
     return str((Path(base) / name).resolve())
+
+
+class EventsSettings(ServiceSettings):
+    """The events job's settings (``python -m analytics.events``): each field an env var and
+    a flag. The Spark, Kafka and logging ones share their names with the analytics job."""
+
+    kafka_bootstrap_servers: str = setting(
+        "localhost:9092", "KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap.servers")
+    kafka_topic: str = setting("vehicle.telemetry.raw", "KAFKA_TOPIC", "telemetry topic to read")
+    events_topic: str = setting(
+        "fleetstream.events", "KAFKA_EVENTS_TOPIC",
+        "derived events: trips, geofence crossings, alerts (key = vehicle id)")
+    geofences_topic: str = setting(
+        "fleetstream.geofences", "KAFKA_GEOFENCES_TOPIC",
+        "compacted topic of geofences (key = id, a tombstone deletes)")
+    alert_rules_topic: str = setting(
+        "fleetstream.alert-rules", "KAFKA_ALERT_RULES_TOPIC",
+        "compacted topic of alert rules (key = id; empty: the default rules)")
+    events_partitions: int = setting(
+        3, "KAFKA_EVENTS_PARTITIONS", "partitions of the events topic when the job creates it",
+        ge=1, le=10_000)
+    checkpoint_dir: str = setting(
+        "data/events/_checkpoint", "ANALYTICS_EVENTS_CHECKPOINT_DIR",
+        "the events job's checkpoint (its per-vehicle state; a folder or a URI)")
+    trip_end_stop_s: float = setting(
+        300.0, "ANALYTICS_TRIP_END_STOP_S",
+        "a trip ends after the car stood still this long with the ignition on", gt=0, le=86_400)
+    moving_kmh: float = setting(
+        2.0, "ANALYTICS_TRIP_MOVING_KMH", "speed from which a car counts as moving", gt=0, le=50)
+    once: bool = setting(
+        False, "ANALYTICS_EVENTS_ONCE",
+        "process what is in the topic now, then exit (once a batch finds nothing new)")
+    trigger_seconds: float = setting(
+        1.0, "ANALYTICS_EVENTS_TRIGGER_SECONDS", "the events job's micro-batch interval",
+        gt=0, le=3600)
+    starting_offsets: str = setting(
+        "earliest", "ANALYTICS_STARTING_OFFSETS",
+        "where a fresh checkpoint starts: earliest, latest or Spark JSON")
+    max_offsets_per_trigger: int | None = setting(
+        None, "ANALYTICS_MAX_OFFSETS_PER_TRIGGER",
+        "cap on records per micro-batch (none: no cap)", gt=0)
+    fail_on_data_loss: bool = setting(
+        False, "ANALYTICS_FAIL_ON_DATA_LOSS",
+        "fail when Kafka deleted records the job had not read yet")
+    master: str | None = setting(
+        None, "SPARK_MASTER", "Spark master (default: spark-submit's --master, else local[*])")
+    spark_conf: Annotated[dict[str, str], NoDecode] = setting(
+        {}, "ANALYTICS_SPARK_CONF", "extra Spark settings, comma-separated key=value pairs")
+    spark_jars_dir: Path = setting(
+        SPARK_JARS, "ANALYTICS_SPARK_JARS_DIR", "folder holding the spark-sql-kafka connector jars")
+    shuffle_partitions: int = setting(
+        8, "ANALYTICS_SHUFFLE_PARTITIONS",
+        "spark.sql.shuffle.partitions (fixed once a checkpoint exists)", ge=1, le=10_000)
+    local_dir: Path = setting(
+        CACHE / "spark" / "local", "ANALYTICS_LOCAL_DIR",
+        "Spark scratch space and the JVM's temp folder")
+    log_level: str = setting("INFO", "ANALYTICS_LOG_LEVEL", "the job's log level (Spark's is WARN)")
+
+    @field_validator("spark_conf", mode="before")
+    @classmethod
+    def _pairs(cls, value: object) -> object:
+        return parse_pairs(value)
+
+    @field_validator("starting_offsets")
+    @classmethod
+    def _offsets(cls, value: str) -> str:
+        return check_offsets(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        return check_level(value)
+
+    @field_validator("checkpoint_dir", mode="before")
+    @classmethod
+    def _location(cls, value: object) -> object:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @property
+    def checkpoint(self) -> str:
+        """The checkpoint location: an absolute path, or the URI as given."""
+        return self.checkpoint_dir if _is_uri(self.checkpoint_dir) else \
+            str(Path(self.checkpoint_dir).resolve())
