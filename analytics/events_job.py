@@ -85,7 +85,8 @@ class EventsProcessor(StatefulProcessor):
         self.defs = definitions(self.source)
 
     def _load(self) -> VehicleState:
-        return VehicleState.from_json(self.vehicle.get()[0] if self.vehicle.exists() else None)
+        stored = self.vehicle.get() if self.vehicle.exists() else None
+        return VehicleState.from_json(stored[0] if stored else None)
 
     def _save(self, state: VehicleState, due: int | None) -> None:
         if due is not None and (state.timer_ms is None or due < state.timer_ms):

@@ -34,7 +34,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel
@@ -55,6 +55,7 @@ from common.fleet_events import (
 )
 
 EARTH_RADIUS_KM = 6371.0088
+EndReason = Literal["parked", "stopped", "new_trip"]
 
 
 class Telemetry(NamedTuple):
@@ -125,7 +126,8 @@ class Definitions:
     @classmethod
     def of(cls, rules: Iterable[Any] | None = None,
            fences: Iterable[Geofence] = ()) -> Definitions:
-        """``rules`` None or empty: the defaults. Disabled rules are left out."""
+        """``rules`` None or empty: the defaults; else those of ``rules`` that are enabled
+        (so a rules topic holding only disabled rules raises no alert)."""
         chosen = tuple(rules or ()) or DEFAULT_ALERT_RULES
         return cls(tuple(r for r in chosen if r.enabled),
                    tuple(PreparedFence(f) for f in sorted(fences, key=lambda f: f.id)))
@@ -202,7 +204,7 @@ class _Run:
         self.out.append(TripStarted(**self._env("trip_started", ev, tid, ev.ts_us),
                                     odometer_km=ev.odometer_km, fuel_level_pct=ev.fuel_level_pct))
 
-    def end_trip(self, reason: str, ts_us: int, lat: float, lon: float, seq: int,
+    def end_trip(self, reason: EndReason, ts_us: int, lat: float, lon: float, seq: int,
                  ev: Telemetry) -> None:
         t = self.s.trip
         assert t is not None
@@ -383,9 +385,8 @@ def process(vid: str, state: VehicleState, events: Iterable[Telemetry | Sequence
         run.geofences(ev, {k: v[i] for k, v in inside.items()})
         run.alerts(prev, ev)
         prev = ev
-    state.last = list(prev) if prev is not None else None
-    if state.last is not None:
-        state.last[TELEMETRY_FIELDS.index("fault_codes")] = list(prev.fault_codes)
+    if prev is not None:
+        state.last = [*prev[:9], list(prev.fault_codes), *prev[10:]]
     state.last_wall_ms = wall_ms
     return run.out
 

@@ -18,9 +18,10 @@ of :data:`FleetEvent` (``trip_started``, ``trip_ended``, ``geofence_entered``,
 
 Topics ``fleetstream.geofences`` and ``fleetstream.alert-rules`` are compacted: key = the
 definition's id (UTF-8), value = :class:`Geofence` / :data:`AlertRule` JSON, a tombstone
-(null value) deletes it. When the rules topic holds no rule, :data:`DEFAULT_ALERT_RULES`
-apply. Like common.contract, this module imports nothing else of the project but the
-contract, so any consumer may depend on it.
+(null value) deletes it. While the rules topic holds no valid rule,
+:data:`DEFAULT_ALERT_RULES` apply; once it holds any, only its enabled rules do (so writing
+one disabled rule turns the defaults off). Like common.contract, this module imports nothing
+else of the project but the contract, so any consumer may depend on it.
 """
 
 from __future__ import annotations
