@@ -48,10 +48,12 @@ ROAD_TYPES: tuple[str, str, str] = ("urban", "rural", "highway")
 URBAN, RURAL, HIGHWAY = 0, 1, 2
 DEFAULT_LIMITS: dict[str, int] = {"urban": 50, "rural": 90, "highway": 130}
 
-LIGHT_CYCLE_S = 90.0
-"""Full cycle of a traffic light: per direction 41 s green, 4 s amber, then 45 s red (city
-signals run 60-120 s cycles; 4 s amber suits 50 km/h approaches)."""
-LIGHT_GREEN_S = 41.0
+LIGHT_CYCLE_S = 75.0
+"""Full cycle of a traffic light: per direction 33.5 s green, 4 s amber, then 37.5 s red.
+City signals run 60-120 s cycles; 75 s is what Helsinki's signals carry in OpenStreetMap
+(``traffic_signals:cycle=1:15`` on nodes of the helsinki extract, see tools/osm.py); 4 s
+amber suits 50 km/h approaches."""
+LIGHT_GREEN_S = (LIGHT_CYCLE_S - 2 * 4.0) / 2
 LIGHT_AMBER_S = 4.0
 GREEN, AMBER, RED = 0, 1, 2
 MAX_PLACES = 16
