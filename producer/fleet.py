@@ -24,8 +24,9 @@ Each sub-step (at most 1 s), for all cars at once:
    the lane: nobody follows a parked car) for a dwell, then leaves again with the daily
    demand's hazard rate when its spot on the lane is free. A trip that starts late in the
    day goes to the car's depot (the depot is a place), where the car stays the night and
-   its fault codes are repaired. A car low on fuel cuts its trip short and refuels, parked,
-   for minutes (no fuel stations are modelled: the stop is a dwell at the pump).
+   its fault codes are repaired. A car low on fuel drives to the nearest fuel station when
+   the map has some (``amenity=fuel``), else cuts its trip short, and refuels there, parked,
+   for minutes.
 """
 
 from __future__ import annotations
@@ -397,6 +398,22 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
     low = active & ~refuel_due & (fuel < s.refuel_at)
     refuel_due = refuel_due | low
     trip_left = np.where(low, np.minimum(trip_left, demand.REFUEL_TRIP_M), trip_left)
+    if params.trips and net.fuel_places.size and low.any():
+        # the map has fuel stations: to the nearest one on the road, the trip ends there
+        idx = np.flatnonzero(low)
+        to_node = net.edge_to[edge[idx]]
+        dist = net.place_dist[net.fuel_places][:, to_node]  # [station, car]
+        best = np.argmin(dist, axis=0)
+        station = net.fuel_places[best]
+        dest[idx] = station
+        at = to_node == net.places[station]
+        next_e[idx] = np.where(at, next_e[idx], net.next_edge[station, to_node])
+        trip_left[idx] = (net.edge_len[edge[idx]] - pos[idx]
+                          + np.where(at, 0.0, dist[best, np.arange(idx.size)]))
+        to_depot = s.to_depot.copy()
+        to_depot[idx] = False  # the trip now ends at the pump, not at the depot
+    else:
+        to_depot = s.to_depot
     if not params.trips:  # no trips: a car refuels where it stands, at once (and goes on)
         fuel = np.where(low, 100.0, fuel)
         refuel_due = np.zeros(n, dtype=bool)
@@ -409,7 +426,7 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
                          vh.REFUEL_MIN_PCT + (vh.REFUEL_MAX_PCT - vh.REFUEL_MIN_PCT) * u[:, 2],
                          s.refuel_at)
     parked, dwell_ttl = s.parked.copy(), np.maximum(s.dwell_ttl - h, 0.0)
-    trip, to_depot = s.trip, s.to_depot
+    trip = s.trip
     hour = demand.local_hour(s.clock0, s.t, mean_lon(net))
     if params.trips:
         arrive = active & (trip_left <= 0.5) & (v_new < 0.5)
@@ -418,12 +435,12 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
             v_new = np.where(arrive, 0.0, v_new)
             gear = np.where(arrive, 0, gear).astype(np.int8)
             rpm = np.where(arrive, 0, rpm).astype(np.int32)
-            stay = np.where(s.to_depot, demand.until_morning_s(hour, u[:, 5]),
+            stay = np.where(to_depot, demand.until_morning_s(hour, u[:, 5]),
                             np.where(refuel_due, demand.REFUEL_DWELL_S[0] + (
                                 demand.REFUEL_DWELL_S[1] - demand.REFUEL_DWELL_S[0]) * u[:, 5],
                                 demand.dwell_s(u[:, 5])))
             dwell_ttl = np.where(arrive, stay, dwell_ttl)
-            repaired = arrive & s.to_depot  # the depot's workshop clears the fault codes
+            repaired = arrive & to_depot  # the depot's workshop clears the fault codes
             fault = np.where(repaired, -1, fault)
             fault_ttl = np.where(repaired, 0.0, fault_ttl)
         free = s.parked & (dwell_ttl <= 0) & ~refuel_due

@@ -231,6 +231,7 @@ def load_roads(path: Path) -> RoadNetwork:
                              f"Feature, got type {doc.get('type')!r}")
     roads: list[Road] = []
     lights: list[tuple[float, float]] = []
+    fuel: list[tuple[float, float]] = []  # amenity=fuel: where cars low on fuel go
     skipped: Counter[str] = Counter()
     for i, feature in enumerate(features):
         where = f"roads file {path}: feature {i}"
@@ -240,6 +241,9 @@ def load_roads(path: Path) -> RoadNetwork:
         if not isinstance(props, dict):
             raise RoadsFileError(f"{where}: properties must be an object")
         geometry = feature.get("geometry")
+        if _tag(props, "amenity") == "fuel":
+            fuel.extend(_point_list(geometry, where))
+            continue
         if isinstance(geometry, dict) and geometry.get("type") in ("Point", "MultiPoint"):
             if _tag(props, "highway") == "traffic_signals":
                 lights.extend(_point_list(geometry, where))
@@ -267,12 +271,12 @@ def load_roads(path: Path) -> RoadNetwork:
     _check_bbox(doc, roads, f"roads file {path}")
     try:
         net = build_network(f"geojson:{path.name}", roads, light_points=lights or None,
-                            skipped=dict(sorted(skipped.items())))
+                            fuel_points=fuel or None, skipped=dict(sorted(skipped.items())))
     except ValueError as exc:
         raise RoadsFileError(f"roads file {path}: {exc}") from exc
     log.info("roads file %s: %d roads kept (%d nodes, %d directed segments, %.1f km), "
-             "%d traffic lights %s; skipped %s", path, len(roads), net.n_nodes, net.n_edges,
-             net.total_km(), int(net.node_light.sum()),
-             "from the data" if net.lights_from_data else "inferred",
+             "%d traffic lights %s, %d fuel stations; skipped %s", path, len(roads),
+             net.n_nodes, net.n_edges, net.total_km(), int(net.node_light.sum()),
+             "from the data" if net.lights_from_data else "inferred", net.fuel_places.size,
              dict(skipped.most_common()) or "nothing")
     return net

@@ -107,6 +107,8 @@ class RoadNetwork:
     light_edge: np.ndarray  # [2, place, node] -> edge ending at the 1st/2nd light ahead, -1
     light_dist: np.ndarray  # [2, place, node] -> metres from the node to that stop line
     place_dist: np.ndarray  # [place, node] -> metres from the node to the place on its route
+    # indices into ``places`` of the fuel stations (``amenity=fuel``); none: unknown
+    fuel_places: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     kinds: tuple[str, ...] = ("",)
     skipped: dict[str, int] = field(default_factory=dict)  # input ways left out, by reason
     lights_from_data: bool = False
@@ -153,9 +155,12 @@ def turn_speed(net_len_in: np.ndarray, net_len_out: np.ndarray, heading_in: np.n
 def build_network(name: str, roads: Sequence[Road], *,
                   place_points: Sequence[tuple[float, float]] | None = None,
                   light_points: Sequence[tuple[float, float]] | None = None,
+                  fuel_points: Sequence[tuple[float, float]] | None = None,
                   skipped: dict[str, int] | None = None) -> RoadNetwork:
     """Merge polylines into a directed network, keep its largest strongly connected part,
-    place the lights (``light_points`` when given, else inferred), compute routes."""
+    place the lights (``light_points`` when given, else inferred), compute routes.
+    ``fuel_points`` (fuel stations) become places too, at their nearest node; their indices
+    into ``places`` are ``fuel_places``."""
     index: dict[tuple[int, int], int] = {}
     lats: list[float] = []
     lons: list[float] = []
@@ -240,6 +245,14 @@ def build_network(name: str, roads: Sequence[Road], *,
         places = _nearest_nodes(node_lat, node_lon, place_points)
     else:
         places = _spread_places(node_lat, node_lon, ways)
+    fuel_places = np.zeros(0, dtype=np.int32)
+    if fuel_points:
+        stations = np.unique(_nearest_nodes(node_lat, node_lon, fuel_points))
+        known = {int(p): i for i, p in enumerate(places.tolist())}
+        extra = [int(p) for p in stations.tolist() if int(p) not in known]
+        places = np.concatenate([places, np.asarray(extra, dtype=places.dtype)])
+        known.update({p: len(places) - len(extra) + i for i, p in enumerate(extra)})
+        fuel_places = np.asarray([known[int(p)] for p in stations.tolist()], dtype=np.int32)
     travel_s = edge_len / (edge_limit / 3.6)
     junction = ways >= 3
     cont2 = _continuations(places, out_ptr, order, in_ptr, in_order, edge_rev, edge_len,
@@ -269,7 +282,8 @@ def build_network(name: str, roads: Sequence[Road], *,
         out_ptr=out_ptr, out_edges=order, places=places.astype(np.int32),
         next_edge=next_edge, budget=budget, light_edge=light_edge, light_dist=light_dist,
         place_dist=place_dist,
-        kinds=tuple(kinds), skipped=dict(skipped or {}), lights_from_data=from_data)
+        fuel_places=fuel_places, kinds=tuple(kinds), skipped=dict(skipped or {}),
+        lights_from_data=from_data)
 
 
 def _largest_strong_component(n: int, pairs: np.ndarray) -> np.ndarray:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -15,6 +17,8 @@ from producer import demand
 from producer import vehicle as vh
 from producer.builtin import warsaw
 from producer.fleet import FleetParams, init_fleet, step
+from producer.geo import haversine_m
+from producer.geojson import load_roads
 from producer.settings import Settings, fleet_mix
 from producer.sim import Simulation, sim_options
 
@@ -189,3 +193,55 @@ def test_each_car_reports_on_its_own_phase() -> None:
     stamps = [d["timestamp"] for d in docs]
     assert stamps == sorted(stamps)  # each tick's events in time order
     assert _run(_sim(30, MORNING, sim_trips=False), MORNING, 5) == docs
+
+
+def _grid_with_fuel(path: Path, stations: list[tuple[int, int]]) -> Path:
+    """A 5 x 5 grid of two-way residential streets 150 m apart (split every 15 m), with
+    ``amenity=fuel`` Points (one a polygon) next to the given crossings."""
+    lat0, lon0, k = 60.52, 26.94, 150.0
+    dlat, dlon = k / 111_320.0, k / (111_320.0 * np.cos(np.radians(lat0)))
+    feats: list[dict] = []
+    for axis in (0, 1):
+        for a in range(5):
+            pts = [(a, b / 10) if axis == 0 else (b / 10, a) for b in range(41)]
+            feats.append({"type": "Feature", "properties": {"highway": "residential"},
+                          "geometry": {"type": "LineString", "coordinates": [
+                              [lon0 + j * dlon, lat0 + i * dlat] for i, j in pts]}})
+    for n, (i, j) in enumerate(stations):
+        lat, lon = lat0 + i * dlat + 0.00005, lon0 + j * dlon + 0.00005
+        geom = ({"type": "Point", "coordinates": [lon, lat]} if n == 0 else
+                {"type": "Polygon", "coordinates": [[[lon, lat], [lon + 1e-4, lat],
+                                                     [lon, lat + 1e-4], [lon, lat]]]})
+        feats.append({"type": "Feature", "properties": {"amenity": "fuel", "name": f"F{n}"},
+                      "geometry": geom})
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    return path
+
+
+def test_cars_low_on_fuel_refuel_at_the_maps_fuel_stations(tmp_path: Path) -> None:
+    net = load_roads(_grid_with_fuel(tmp_path / "fuel.geojson", [(0, 0), (4, 3)]))
+    assert net.fuel_places.size == 2
+    station_nodes = set(net.places[net.fuel_places].tolist())
+    rng = np.random.default_rng(4)
+    s = init_fleet(30, rng, net, trips=True, clock0=7 * 3600.0)
+    s = replace(s, fuel=np.full(30, 9.0), refuel_at=np.full(30, 8.0), parked=np.zeros(30, bool),
+                trip_left=np.full(30, 50_000.0))
+    params = FleetParams(trips=True)
+    prev = s
+    away: list[float] = []  # metres from the pumping car to the nearest station node
+    pumped = np.zeros(30, dtype=bool)
+    slat, slon = net.node_lat[list(station_nodes)], net.node_lon[list(station_nodes)]
+    for _ in range(1800):
+        s = step(s, 1.0, rng, net, params)
+        rising = s.fuel > prev.fuel
+        assert (s.parked[rising] & (s.v[rising] == 0)).all()  # pumped only while parked
+        for c in np.flatnonzero(rising).tolist():
+            f = s.pos[c] / net.edge_len[s.edge[c]]
+            a, b = net.edge_from[s.edge[c]], net.edge_to[s.edge[c]]
+            lat = net.node_lat[a] + f * (net.node_lat[b] - net.node_lat[a])
+            lon = net.node_lon[a] + f * (net.node_lon[b] - net.node_lon[a])
+            away.append(float(haversine_m(slat, slon, lat, lon).min()))
+        pumped |= rising
+        prev = s
+    assert pumped.sum() >= 20  # most cars refuelled, in half an hour
+    assert max(away) < 1.0  # all of them at a station
