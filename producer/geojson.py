@@ -19,7 +19,9 @@ Point features, coordinates as ``[lon, lat]`` (RFC 7946). Properties, OSM style:
 - ``road_type`` (optional, ``urban``/``rural``/``highway``) overrides the type, which is
   otherwise ``highway`` for motorways and else from the limit (<= 60 urban, <= 100 rural).
 - Point features with ``highway=traffic_signals`` are the traffic lights; only when the file
-  has none are lights inferred at urban crossings.
+  has none are lights inferred at urban crossings. Their ``traffic_signals:cycle`` tags, when
+  some carry one, set every light's cycle (the median; else ``LIGHT_CYCLE_S``).
+- ``amenity=fuel`` features (Points, or areas by their mean) are fuel stations.
 
 Connectivity respects direction: only the largest strongly connected part is kept.
 A file whose coordinates look like ``[lat, lon]`` is rejected with an error saying so.
@@ -29,13 +31,14 @@ from __future__ import annotations
 
 import logging
 import re
+import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from producer.roads import ROAD_TYPES, Road, RoadNetwork, build_network
+from producer.roads import LIGHT_CYCLE_S, ROAD_TYPES, Road, RoadNetwork, build_network
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +194,20 @@ def _check_bbox(doc: dict[str, Any], roads: list[Road], where: str) -> None:
                              f"read as [lat, lon]: {LATLON_HINT}")
 
 
+def signal_cycle_s(value: Any) -> float | None:
+    """Seconds of a ``traffic_signals:cycle`` tag: ``"90"``, ``"1:15"``, or with the time it
+    was observed in front (``"Fr 17:30: 01:15"``: the last ``m:ss``); None when unreadable or
+    outside 20-300 s."""
+    if not isinstance(value, str | int | float):
+        return None
+    text = str(value).strip()
+    m = re.search(r"(?:(\d{1,2}):)?(\d{1,3}(?:\.\d+)?)\s*(?:s|sec)?$", text)
+    if m is None:
+        return None
+    secs = float(m.group(2)) + (60.0 * int(m.group(1)) if m.group(1) else 0.0)
+    return secs if 20.0 <= secs <= 300.0 else None
+
+
 def _point_list(geometry: Any, where: str) -> list[tuple[float, float]]:
     """(lat, lon) of a Point / MultiPoint, or of a polygon's first ring's mean (fuel)."""
     if not isinstance(geometry, dict):
@@ -232,6 +249,7 @@ def load_roads(path: Path) -> RoadNetwork:
     roads: list[Road] = []
     lights: list[tuple[float, float]] = []
     fuel: list[tuple[float, float]] = []  # amenity=fuel: where cars low on fuel go
+    cycles: list[float] = []  # traffic_signals:cycle tags, seconds
     skipped: Counter[str] = Counter()
     for i, feature in enumerate(features):
         where = f"roads file {path}: feature {i}"
@@ -247,6 +265,9 @@ def load_roads(path: Path) -> RoadNetwork:
         if isinstance(geometry, dict) and geometry.get("type") in ("Point", "MultiPoint"):
             if _tag(props, "highway") == "traffic_signals":
                 lights.extend(_point_list(geometry, where))
+                cycle = signal_cycle_s(props.get("traffic_signals:cycle"))
+                if cycle is not None:
+                    cycles.append(cycle)
             continue
         lines = _lines(geometry, where)
         if not lines:
@@ -271,7 +292,9 @@ def load_roads(path: Path) -> RoadNetwork:
     _check_bbox(doc, roads, f"roads file {path}")
     try:
         net = build_network(f"geojson:{path.name}", roads, light_points=lights or None,
-                            fuel_points=fuel or None, skipped=dict(sorted(skipped.items())))
+                            fuel_points=fuel or None, skipped=dict(sorted(skipped.items())),
+                            light_cycle_s=(statistics.median(cycles) if cycles
+                                           else LIGHT_CYCLE_S))
     except ValueError as exc:
         raise RoadsFileError(f"roads file {path}: {exc}") from exc
     log.info("roads file %s: %d roads kept (%d nodes, %d directed segments, %.1f km), "

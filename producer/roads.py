@@ -30,7 +30,8 @@ on Geometric Design of Highways and Streets, 2018); no turn is slower than V_TUR
 Traffic lights stand where the data says (``light_nodes``) or, when it says nothing, at urban
 crossings (four or more ways). Their phase is a pure function of the simulated time: on each
 light, north-south approaches have green then amber while east-west ones have red, and the
-other way round; lights of one junction (within about 50 m) share one offset.
+other way round; lights of one junction (within about 50 m) share one offset. The cycle is
+``LIGHT_CYCLE_S`` unless the road file tags its own (``light_cycle_s``).
 """
 
 from __future__ import annotations
@@ -48,12 +49,11 @@ ROAD_TYPES: tuple[str, str, str] = ("urban", "rural", "highway")
 URBAN, RURAL, HIGHWAY = 0, 1, 2
 DEFAULT_LIMITS: dict[str, int] = {"urban": 50, "rural": 90, "highway": 130}
 
-LIGHT_CYCLE_S = 75.0
-"""Full cycle of a traffic light: per direction 33.5 s green, 4 s amber, then 37.5 s red.
-City signals run 60-120 s cycles; 75 s is what Helsinki's signals carry in OpenStreetMap
-(``traffic_signals:cycle=1:15`` on nodes of the helsinki extract, see tools/osm.py); 4 s
-amber suits 50 km/h approaches."""
-LIGHT_GREEN_S = (LIGHT_CYCLE_S - 2 * 4.0) / 2
+LIGHT_CYCLE_S = 90.0
+"""Default full cycle of a traffic light: per direction 41 s green, 4 s amber, then 45 s red
+(city signals run 60-120 s cycles; 4 s amber suits 50 km/h approaches). A road file whose
+signal nodes carry ``traffic_signals:cycle`` tags sets its own (their median): Helsinki's
+say 1:15, i.e. 75 s."""
 LIGHT_AMBER_S = 4.0
 GREEN, AMBER, RED = 0, 1, 2
 MAX_PLACES = 16
@@ -109,6 +109,7 @@ class RoadNetwork:
     place_dist: np.ndarray  # [place, node] -> metres from the node to the place on its route
     # indices into ``places`` of the fuel stations (``amenity=fuel``); none: unknown
     fuel_places: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    light_cycle: float = LIGHT_CYCLE_S  # seconds, every light's full cycle
     kinds: tuple[str, ...] = ("",)
     skipped: dict[str, int] = field(default_factory=dict)  # input ways left out, by reason
     lights_from_data: bool = False
@@ -129,10 +130,11 @@ class RoadNetwork:
     def light_state(self, edges: np.ndarray, t: float) -> np.ndarray:
         """GREEN, AMBER or RED for the light at the end of ``edges`` (GREEN: no light)."""
         node = self.edge_to[edges]
-        phase = (t + self.light_offset[node]) % LIGHT_CYCLE_S
-        phase = np.where(self.edge_ns[edges], phase, (phase + LIGHT_CYCLE_S / 2) % LIGHT_CYCLE_S)
-        state = np.where(phase < LIGHT_GREEN_S, GREEN,
-                         np.where(phase < LIGHT_GREEN_S + LIGHT_AMBER_S, AMBER, RED))
+        cycle = self.light_cycle
+        green = cycle / 2 - LIGHT_AMBER_S
+        phase = (t + self.light_offset[node]) % cycle
+        phase = np.where(self.edge_ns[edges], phase, (phase + cycle / 2) % cycle)
+        state = np.where(phase < green, GREEN, np.where(phase < green + LIGHT_AMBER_S, AMBER, RED))
         return np.where(self.edge_light[edges], state, GREEN).astype(np.int8)
 
     def red_for(self, edges: np.ndarray, t: float) -> np.ndarray:
@@ -156,6 +158,7 @@ def build_network(name: str, roads: Sequence[Road], *,
                   place_points: Sequence[tuple[float, float]] | None = None,
                   light_points: Sequence[tuple[float, float]] | None = None,
                   fuel_points: Sequence[tuple[float, float]] | None = None,
+                  light_cycle_s: float = LIGHT_CYCLE_S,
                   skipped: dict[str, int] | None = None) -> RoadNetwork:
     """Merge polylines into a directed network, keep its largest strongly connected part,
     place the lights (``light_points`` when given, else inferred), compute routes.
@@ -239,7 +242,7 @@ def build_network(name: str, roads: Sequence[Road], *,
     # lights of one junction (same ~50 m cell) share one offset
     cell = (np.floor(node_lat * 2000).astype(np.int64) * 1_000_003
             + np.floor(node_lon * 1200).astype(np.int64))
-    light_offset = ((cell % 7919) * 7.919) % LIGHT_CYCLE_S
+    light_offset = ((cell % 7919) * 7.919) % light_cycle_s
 
     if place_points:
         places = _nearest_nodes(node_lat, node_lon, place_points)
@@ -282,8 +285,8 @@ def build_network(name: str, roads: Sequence[Road], *,
         out_ptr=out_ptr, out_edges=order, places=places.astype(np.int32),
         next_edge=next_edge, budget=budget, light_edge=light_edge, light_dist=light_dist,
         place_dist=place_dist,
-        fuel_places=fuel_places, kinds=tuple(kinds), skipped=dict(skipped or {}),
-        lights_from_data=from_data)
+        fuel_places=fuel_places, light_cycle=float(light_cycle_s), kinds=tuple(kinds),
+        skipped=dict(skipped or {}), lights_from_data=from_data)
 
 
 def _largest_strong_component(n: int, pairs: np.ndarray) -> np.ndarray:

@@ -20,9 +20,10 @@ from producer.geojson import (
     oneway,
     parse_maxspeed,
     road_class,
+    signal_cycle_s,
     skip_reason,
 )
-from producer.roads import HIGHWAY, RURAL, URBAN, RoadNetwork
+from producer.roads import GREEN, HIGHWAY, LIGHT_CYCLE_S, RED, RURAL, URBAN, RoadNetwork
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -287,6 +288,33 @@ def test_traffic_signals_come_from_the_data_else_are_inferred(tmp_path: Path) ->
     light = int(np.flatnonzero(net.node_light)[0])
     assert (net.node_lat[light], net.node_lon[light]) == pytest.approx((lat0, lon0 + d))
     assert net.edge_light.sum() == int((net.edge_to == light).sum())
+
+
+@pytest.mark.parametrize("value, secs", [
+    ("90", 90.0), ("1:15", 75.0), ("Thu 10: 1:15", 75.0), ("Fr 17:30: 01:15", 75.0),
+    (120, 120.0), ("Fr 17:30: 0:18", None), ("soon", None), (None, None), ("9:00", None)])
+def test_signal_cycle_tags(value: object, secs: float | None) -> None:
+    assert signal_cycle_s(value) == secs
+
+
+def test_the_files_signal_cycle_sets_every_lights_cycle(tmp_path: Path) -> None:
+    """Helsinki's signal nodes carry traffic_signals:cycle=1:15: its lights run 75 s, not
+    LIGHT_CYCLE_S."""
+    city = orjson.loads(_city(tmp_path).read_bytes())
+    assert load_roads(_city(tmp_path)).light_cycle == LIGHT_CYCLE_S == 90.0
+    lon0, lat0, d = 19.93, 50.06, 0.004
+    for k, tags in enumerate([{"traffic_signals:cycle": "Fr 17:30: 01:15"},
+                              {"traffic_signals:cycle": "1:15"}, {}]):
+        city["features"].append({"type": "Feature",
+                                 "properties": {"highway": "traffic_signals", **tags},
+                                 "geometry": {"type": "Point",
+                                              "coordinates": [lon0 + k * d, lat0]}})
+    net = load_roads(_collection(tmp_path / "cycle.geojson", city["features"]))
+    assert net.light_cycle == 75.0
+    e = np.flatnonzero(net.edge_light)[:1]
+    states = [int(net.light_state(e, float(t))[0]) for t in range(300)]
+    assert states[:150] == states[75:225]  # periodic at 75 s
+    assert states.count(GREEN) / 300 == pytest.approx(33.5 / 75, abs=0.01) and RED in states
 
 
 def test_skipped_ways_are_reported_by_kind(tmp_path: Path) -> None:
