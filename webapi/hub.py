@@ -199,10 +199,16 @@ class Hub:
         return sub.dropped - before
 
     async def _tick(self, group: BatchGroup) -> None:
-        """Once per tick with news: one frame for every member of the group."""
+        """Once per tick with news: one frame for every member of the group. Ticks keep a
+        steady cadence (a late wake-up on a busy loop shortens the next wait)."""
+        loop = asyncio.get_running_loop()
+        due = 0.0
         while True:
             await group.wake.wait()
             group.wake.clear()
+            now = loop.time()
+            if now > due + group.tick:  # idle for a while (or far behind): a fresh cadence
+                due = now
             pending = group.pending
             if pending:
                 entries = list(pending)
@@ -221,7 +227,8 @@ class Hub:
                         continue
                     dropped += sub.push_batch(frame, len(entries))
                 self._count_dropped(dropped)
-            await asyncio.sleep(group.tick)
+            due += group.tick
+            await asyncio.sleep(max(0.0, due - loop.time()))
 
     def _count_dropped(self, dropped: int) -> None:
         if dropped:
