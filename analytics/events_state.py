@@ -33,7 +33,7 @@ import datetime as dt
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -148,7 +148,7 @@ class VehicleState:
     skipped: int = 0
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return json.dumps(vars(self), separators=(",", ":"))  # fields are JSON values already
 
     @classmethod
     def from_json(cls, text: str | None) -> VehicleState:
