@@ -20,8 +20,8 @@ import numpy as np
 import orjson
 
 from common.contract import SCHEMA_VERSION, TelemetryEvent, format_timestamp
-from producer.fleet import SETBACK_M, FleetState
-from producer.roads import RED, ROAD_TYPES, RoadNetwork
+from producer.fleet import FleetState, stop_lines
+from producer.roads import ROAD_TYPES, RoadNetwork
 from producer.vehicle import DTC_CODES, VEHICLE_TYPES
 
 TRIP_NAMESPACE = uuid.UUID("6f1b2c3d-4e5f-5a6b-8c7d-9e0f1a2b3c4d")
@@ -98,8 +98,8 @@ class Encoder:
                ahead_s: np.ndarray | None = None) -> list[bytes]:
         """One JSON document per car of ``idx`` (default: all, in fleet order), stamped ``ts``
         plus ``ahead_s[k]`` seconds for car ``idx[k]``, where it then is (moved on along its
-        edge at its speed, no further than the edge's end, nor than its stop line while its
-        light is red: the fleet holds it there)."""
+        edge at its speed, no further than the edge's end, nor than the stop line of a red (or
+        amber) light it is stopping for: the fleet holds it there)."""
         net = self.net
         self.ensure(s.size)
         if idx is None:
@@ -108,10 +108,11 @@ class Encoder:
         edge, v = s.edge[idx], s.v[idx]
         pos = s.pos[idx]
         if ahead_s is not None:
-            end = net.edge_len[edge]
-            line = end - SETBACK_M
-            held = (pos <= line) & (net.light_state(edge, s.t) == RED)
-            pos = np.minimum(pos + v * ahead_s, np.where(held, np.maximum(line, 0.0), end))
+            # no further than the stop line the fleet will stop it at (red, or amber it can
+            # stop for; on this edge or, before a short light edge, the line on this one)
+            _, stop_d = stop_lines(net, s, np.maximum(net.edge_len[s.edge] - s.pos, 0.0))
+            move = np.minimum(v * ahead_s, np.maximum(stop_d[idx], 0.0))
+            pos = np.minimum(pos + move, net.edge_len[edge])
         e_from, e_to = net.edge_from[edge], net.edge_to[edge]
         f = np.clip(pos / net.edge_len[edge], 0.0, 1.0)
         lat = net.node_lat[e_from] + f * (net.node_lat[e_to] - net.node_lat[e_from])

@@ -220,8 +220,8 @@ def test_the_stop_line_before_the_node_is_what_counts() -> None:
     got = rz.light_crossings(ev, net, rz.edge_index(net, PROJ), setback=3.5)
     assert (got.total, got.red) == (1, 0)
     # crossed the line at 29.5 s (red), reached the node at 30.2 s (green): red
-    ev = rz.parse_events([event("Z", 0, x=-500), event("D", 30, x=99, kmh=18),
-                          event("D", 31, x=104, kmh=18)])
+    ev = rz.parse_events([event("Z", 0, x=-500), event("D", 29, x=94, kmh=18),
+                          event("D", 30, x=99, kmh=18), event("D", 31, x=104, kmh=18)])
     got = rz.light_crossings(ev, net, rz.edge_index(net, PROJ), setback=3.5)
     assert (got.total, got.red) == (1, 1)
     # entered at green one second before red: passes the node after red began, not counted
@@ -253,6 +253,13 @@ def test_a_car_on_the_crossing_street_is_not_matched_to_the_light() -> None:
              event("S", 31.5, x=100.8, y=-18.0, kmh=68, heading=177.0)]
     got = rz.light_crossings(rz.parse_events(south), net, rz.edge_index(net, PROJ), setback=3.5)
     assert got.total == 0
+
+
+def test_a_car_past_its_line_from_its_first_event_is_not_timed() -> None:
+    """A car placed past its stop line when the run starts crossed it before any event."""
+    net = LightNet()
+    ev = rz.parse_events([event("A", 10, x=99, kmh=18), event("A", 11, x=104, kmh=18)])
+    assert rz.light_crossings(ev, net, rz.edge_index(net, PROJ), setback=3.5).total == 0
 
 
 def test_the_simulators_own_red_count_is_read_from_its_log() -> None:

@@ -20,8 +20,9 @@ PASSED_M = 0.5
 decimals (up to 0.11 m), and a car that stops at the line must not count as crossing it."""
 ALONG_DEG = 45.0
 """A car enters a junction on a light's edge only if its heading is this close to the edge's."""
-LINE_LOOKBACK = 10
-"""Events looked back for the last one short of a stop line."""
+LINE_LOOKBACK = 120
+"""Events looked back for the last one short of a stop line (a car may wait past its line
+through a red phase)."""
 LINE_TOL_M = 0.15
 """A car crosses its stop line when it is this far past it (events round positions to 6
 decimals, up to 0.11 m)."""
@@ -283,9 +284,10 @@ def light_crossings(ev: Events, net: Any, index: SegmentIndex,
         for i in np.flatnonzero(crossed).tolist():
             key = (int(pa[i]), int(node[i]))
             if key not in found:
-                found[key] = (int(e[i]), _line_time(ev, int(pa[i]), float(ahead_a[i]), back,
-                                                    float(xn[i]), float(yn[i]), float(h[i]),
-                                                    proj))
+                t = _line_time(ev, int(pa[i]), float(ahead_a[i]), back, float(xn[i]),
+                               float(yn[i]), float(h[i]), proj)
+                if t is not None:
+                    found[key] = (int(e[i]), t)
     if hasattr(net, "light_state"):
         states = np.array([int(net.light_state(np.array([e]), t)[0])
                            for e, t in found.values()], dtype=np.int64)
@@ -299,13 +301,14 @@ def light_crossings(ev: Events, net: Any, index: SegmentIndex,
 
 
 def _line_time(ev: Events, a: int, ahead_a: float, back: float, xn: float, yn: float,
-               h: float, proj: Projection) -> float:
+               h: float, proj: Projection) -> float | None:
     """When the car whose event ``a`` is ``ahead_a`` m short of a node (along heading ``h``)
     crossed the stop line ``back`` m before it: forwards from ``a`` when that is short of the
     line, else between the last of its earlier events short of the line (up to
     ``LINE_LOOKBACK`` back) and the next, at constant acceleration from the reported speeds
     (see ``travel_s``); positions alone mislead at the node, where a turning car moves little
-    along the light's edge, and reported positions stop at the node."""
+    along the light's edge, and reported positions stop at the node. None when the car
+    was already past the line at its first event (placed there when the run started)."""
     back = back - LINE_TOL_M  # a car standing at its line has not crossed it
     k, ahead = a, ahead_a
     while ahead < back and k > 0 and a - k < LINE_LOOKBACK and ev.vid[k - 1] == ev.vid[a]:
@@ -314,6 +317,9 @@ def _line_time(ev: Events, a: int, ahead_a: float, back: float, xn: float, yn: f
         if prev < ahead - 0.05 or prev > ahead + 60.0:  # not on this approach: stop here
             break
         k, ahead = k - 1, prev
+    first = k == 0 or ev.vid[k - 1] != ev.vid[a]
+    if ahead < back and first:
+        return None
     if ahead >= back:  # k is short of the line: forwards from k, within its pair
         dt = float(ev.t[k + 1] - ev.t[k])
         acc = (ev.v[k + 1] - ev.v[k]) / max(dt, 1e-6)
