@@ -304,6 +304,17 @@ def test_alerts_for_each_rule(spark: SparkSession, kafka_bootstrap: str,
         wait_for("every expected alert", lambda: len(alerts()) >= len(want), 180)
         time.sleep(4)  # a silent alert fired twice, or an extra one, would show by now
         got = alerts()
+        # a geofence written while the job runs is in effect from the next micro-batch
+        publish_fences(kafka_bootstrap, names["geofences"], [Geofence(
+            id="late", name="Added live", geometry=box(20.9999995, 51.9999995, 21.0000005,
+                                                       52.0000005))])
+        time.sleep(1)
+        late = car("SPEED", [{}] * 13)[12]
+        publish(kafka_bootstrap, names["telemetry"], [(b"SPEED", late.model_dump_json().encode())])
+        wait_for("the live geofence's entry", lambda: [
+            (v["geofence_id"], v["source_seq"]) for _, v in read_all(kafka_bootstrap,
+                                                                     names["events"])
+            if v["kind"] == "geofence_entered"] == [("late", 12)], 60)
     finally:
         stop.set()
         job.join(120)
