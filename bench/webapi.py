@@ -10,6 +10,16 @@ In batch mode every 4th frame of each client is parsed (every event in it), a un
 
     python -m bench.webapi                 # 3 runs of each latency scenario + the RSS run
     python -m bench.webapi --runs 5 --seconds 10 --skip-rss
+    python -m bench.webapi --only fleet    # issue 13: the real producer daemon as the source
+    python -m bench.webapi --only fleet --compare /tmp/old-tree   # before/after, same run
+
+The ``fleet`` scenario (issue 13): the real producer daemon (``python -m producer``, 1,000
+cars at 5 Hz, all driving) feeds the topic; the clients process holds 45 batch clients
+(``?batch=1``), 2 per-event clients and the raw aiokafka consumer. Limits: batch p99 <= raw
+p99 + tick + 20 ms, per-event p99 <= 2x raw p99; and each batch client's frames per second
+(the tick asks for 10). ``--compare DIR`` also runs the web API of another checkout (e.g. a
+``git worktree`` of an earlier commit) in alternate runs, for a before/after under the same
+conditions.
 """
 
 from __future__ import annotations
@@ -101,6 +111,8 @@ async def clients_main(a: argparse.Namespace) -> None:
 
     started = time.monotonic()
     ws_lat: list[float] = []
+    event_lat: list[float] = []  # the per-event clients beside batch ones (--event-clients)
+    batch_frames = 0  # batch frames received while measuring
     raw_lat: list[float] = []
     rest: dict[str, list[float]] = {"recent2000": [], "health": []}
     measuring = asyncio.Event()
@@ -108,10 +120,12 @@ async def clients_main(a: argparse.Namespace) -> None:
     stop = asyncio.Event()
     frames = 0
 
-    async def ws_client(session: aiohttp.ClientSession, ready: asyncio.Event) -> None:
-        nonlocal frames
+    async def ws_client(session: aiohttp.ClientSession, ready: asyncio.Event,
+                        batch: bool) -> None:
+        nonlocal frames, batch_frames
         sampled = 0
-        q = "?batch=1" if a.batch else ""
+        q = "?batch=1" if batch else ""
+        lat = ws_lat if batch or not a.event_clients else event_lat
         async with session.ws_connect(a.url.replace("http", "ws") + "/ws" + q,
                                       max_msg_size=0) as ws:
             await ws.receive()  # snapshot
@@ -127,13 +141,16 @@ async def clients_main(a: argparse.Namespace) -> None:
                 frames += 1
                 if not measuring.is_set():
                     continue
-                if a.batch:
-                    # Parse every SAMPLE_EVERY-th batch frame (all of its events' timestamps) so
+                if batch:
+                    batch_frames += 1
+                    # Parse every SAMPLE_EVERY-th batch frame (every a.stride-th event of it) so
                     # that the clients process does not become the bottleneck it measures.
                     sampled += 1
                     if sampled % SAMPLE_EVERY:
                         continue
-                ws_lat.extend(now - _ts(m) for m in TS_STR_RE.findall(msg.data))
+                    lat.extend(now - _ts(m) for m in TS_STR_RE.findall(msg.data)[::a.stride])
+                    continue
+                lat.extend(now - _ts(m) for m in TS_STR_RE.findall(msg.data))
 
     async def raw_consumer(ready: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=a.bootstrap, group_id=None,
@@ -170,11 +187,16 @@ async def clients_main(a: argparse.Namespace) -> None:
             await asyncio.sleep(0.05)
 
     async with aiohttp.ClientSession() as session:
-        readies = [asyncio.Event() for _ in range(a.clients + 1)]
-        tasks = [asyncio.create_task(ws_client(session, r)) for r in readies[:-1]]
+        readies = [asyncio.Event() for _ in range(a.clients + a.event_clients + 1)]
+        tasks = [asyncio.create_task(ws_client(session, r, a.batch and i < a.clients))
+                 for i, r in enumerate(readies[:-1])]
         tasks.append(asyncio.create_task(raw_consumer(readies[-1])))
         for r in readies:
-            await r.wait()
+            done, _ = await asyncio.wait([asyncio.create_task(r.wait()), *tasks],
+                                         timeout=60, return_when=asyncio.FIRST_COMPLETED)
+            failed = [t for t in done if t in tasks]
+            if failed or not done:
+                raise RuntimeError(f"a client failed to connect: {failed and failed[0]}")
         if a.rest:
             tasks.append(asyncio.create_task(rest_probe(session)))
         print("ready", flush=True)
@@ -189,6 +211,9 @@ async def clients_main(a: argparse.Namespace) -> None:
     out = {"ws_events": len(ws_lat), "frames": frames, "raw_events": len(raw_lat),
            "clients_cpu_pct": 100 * time.process_time() / (time.monotonic() - started),
            "ws_p50": pct(ws_lat, 50), "ws_p99": pct(ws_lat, 99),
+           "event_events": len(event_lat), "event_p50": pct(event_lat, 50),
+           "event_p99": pct(event_lat, 99),
+           "batch_fps": batch_frames / max(a.clients, 1) / a.seconds,
            "raw_p50": pct(raw_lat, 50), "raw_p99": pct(raw_lat, 99)}
     for name, vals in rest.items():
         out[f"{name}_p50"] = pct(vals, 50)
@@ -222,11 +247,13 @@ def _env(bootstrap: str, topic: str, port: int, **extra: str) -> dict[str, str]:
             "KAFKA_CONTROL_TOPIC": f"bench-control-{topic}",
             "KAFKA_STATUS_TOPIC": f"bench-status-{topic}", "WEBAPI_PORT": str(port),
             "WEBAPI_HOST": "127.0.0.1", "WEBAPI_BACKFILL_SECONDS": "0",
+            "WEBAPI_WS_MAX_PER_ADDRESS": "500",  # every bench client comes from 127.0.0.1
             "FLEETSTREAM_API_TOKEN": "", "PYTHONUNBUFFERED": "1", **extra}
 
 
 @contextlib.contextmanager
-def webapi(bootstrap: str, topic: str, **extra: str) -> Iterator[tuple[str, int]]:
+def webapi(bootstrap: str, topic: str, root: Path = ROOT,
+           **extra: str) -> Iterator[tuple[str, int]]:
     import urllib.request
 
     from tools.kafka import free_port
@@ -234,7 +261,7 @@ def webapi(bootstrap: str, topic: str, **extra: str) -> Iterator[tuple[str, int]
     port = free_port()
     log = open(Path(tempfile.gettempdir()) / f"bench-webapi-{port}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "webapi", "--log-level", "WARNING"],
-                            cwd=ROOT, env=_env(bootstrap, topic, port, **extra), stdout=log,
+                            cwd=root, env=_env(bootstrap, topic, port, **extra), stdout=log,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -362,9 +389,93 @@ def report(name: str, runs: list[dict], target_ms: float) -> None:
               f"{r['clients_cpu_pct']:.0f}%, load avg {r['loadavg']:.1f}")
 
 
+FLEET_CARS, FLEET_HZ, FLEET_PARTITIONS = 1000, 5.0, 6
+BATCH_CLIENTS, EVENT_CLIENTS, TICK_MS = 45, 2, 100
+
+
+def fleet_run(bootstrap: str, *, seconds: float, root: Path = ROOT) -> dict:
+    """Issue 13's scenario: the real producer daemon as the source (see the module doc)."""
+    from tools.kafka import create_topic
+
+    topic = f"bench-fleet-{uuid.uuid4().hex[:10]}"
+    create_topic(bootstrap, topic, FLEET_PARTITIONS)
+    with webapi(bootstrap, topic, root, WEBAPI_WS_BATCH_MS=str(TICK_MS)) as (url, pid):
+        cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+        cl = subprocess.Popen(sub("_clients", "--url", url, "--bootstrap", bootstrap,
+                                  "--topic", topic, "--clients", str(BATCH_CLIENTS),
+                                  "--event-clients", str(EVENT_CLIENTS), "--batch",
+                                  "--partitions", str(FLEET_PARTITIONS),
+                                  "--seconds", str(seconds), "--warmup", "3",
+                                  "--stride", "5"),
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert cl.stdout is not None
+        if cl.stdout.readline().strip() != "ready":
+            raise RuntimeError("clients did not start")
+        log = open(Path(tempfile.gettempdir()) / f"bench-fleet-{topic}.log", "wb")  # noqa: SIM115
+        env = _env(bootstrap, topic, 0, FLEET_SIZE=str(FLEET_CARS), SIM_RATE_HZ=str(FLEET_HZ),
+                   SIM_AUTOSTART="true", SIM_TRIPS="false", SIM_SEED="1",
+                   KAFKA_PARTITIONS=str(FLEET_PARTITIONS))
+        producer = subprocess.Popen([sys.executable, "-m", "producer", "--log-level", "WARNING"],
+                                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            out, _ = cl.communicate(timeout=300)
+        finally:
+            stop_process(producer, 15)
+            log.close()
+        result = json.loads(out.strip().splitlines()[-1])
+        result["sent"] = result["raw_events"]
+        result["webapi_cpu_pct"] = 100 * (cpu_seconds(pid) - cpu0) / (time.monotonic() - wall0)
+        result["consumed"] = stats(url)["consumed_total"]
+        result["loadavg"] = os.getloadavg()[0]
+        result["ws_dropped"] = ws_dropped(url)
+        return result
+
+
+def fleet_report(name: str, runs: list[dict]) -> None:
+    ms = 1000.0
+    med = {k: median_of(runs, k) * ms for k in ("raw_p50", "raw_p99", "ws_p50", "ws_p99",
+                                                  "event_p50", "event_p99")}
+    batch_limit = med["raw_p99"] + TICK_MS + 20
+    event_limit = 2 * med["raw_p99"]
+    print(f"\n{name}: {FLEET_CARS:,} cars at {FLEET_HZ:g} Hz from python -m producer, "
+          f"{BATCH_CLIENTS} batch + {EVENT_CLIENTS} per-event clients; medians of {len(runs)} runs")
+    print("  | path | p50 | p99 | limit |")
+    print("  |---|---|---|---|")
+    print(f"  | raw consumer | {med['raw_p50']:.0f} ms | {med['raw_p99']:.0f} ms | |")
+    print(f"  | batch frames | {med['ws_p50']:.0f} ms | {med['ws_p99']:.0f} ms | raw + {TICK_MS} "
+          f"ms tick + 20 ms = {batch_limit:.0f} ms: "
+          f"{'met' if med['ws_p99'] <= batch_limit else 'MISSED'} |")
+    print(f"  | per-event frames | {med['event_p50']:.0f} ms | {med['event_p99']:.0f} ms | 2x raw "
+          f"= {event_limit:.0f} ms: {'met' if med['event_p99'] <= event_limit else 'MISSED'} |")
+    print(f"  batch frames per second per client: {median_of(runs, 'batch_fps'):.1f} "
+          f"(the tick asks for {1000 / TICK_MS:.0f})")
+    for r in runs:
+        print(f"    run: raw p99 {r['raw_p99'] * ms:.0f} | batch p50 {r['ws_p50'] * ms:.0f} p99 "
+              f"{r['ws_p99'] * ms:.0f} | event p50 {r['event_p50'] * ms:.0f} p99 "
+              f"{r['event_p99'] * ms:.0f} | {r['batch_fps']:.1f} frames/s | raw events "
+              f"{r['raw_events']}, WS dropped {r['ws_dropped']:.0f}, web API CPU "
+              f"{r['webapi_cpu_pct']:.0f}%, clients CPU {r['clients_cpu_pct']:.0f}%, "
+              f"load avg {r['loadavg']:.1f}")
+
+
+def fleet(bootstrap: str, a: argparse.Namespace) -> None:
+    roots = [("this checkout", ROOT)]
+    if a.compare:
+        roots.insert(0, (f"before ({a.compare})", Path(a.compare).resolve()))
+    runs: dict[str, list[dict]] = {name: [] for name, _ in roots}
+    for _ in range(a.runs):  # alternate, so both see the same machine
+        for name, root in roots:
+            runs[name].append(fleet_run(bootstrap, seconds=a.seconds, root=root))
+    for name, _ in roots:
+        fleet_report(f"fleet scenario, web API of {name}", runs[name])
+
+
 def orchestrate(a: argparse.Namespace) -> None:
     print("FleetStream web API benchmark (2 shared cores: numbers are noisy; medians shown)")
     with broker() as bootstrap:
+        if a.only == "fleet":
+            fleet(bootstrap, a)
+            return
         if a.only in (None, "single"):
             single = [latency_run(bootstrap, rate=1000, clients=10, batch=False,
                                   seconds=a.seconds, vehicles=1000) for _ in range(a.runs)]
@@ -400,8 +511,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--skip-rss", action="store_true")
-    p.add_argument("--only", choices=["single", "batch"], default=None,
-                   help="run only one latency scenario (and the RSS run unless --skip-rss)")
+    p.add_argument("--only", choices=["single", "batch", "fleet"], default=None,
+                   help="run only one latency scenario (and the RSS run unless --skip-rss); "
+                        "fleet: issue 13's, with the producer daemon, no RSS run")
+    p.add_argument("--compare", default=None,
+                   help="fleet: also run the web API of this checkout, alternating runs")
+    p.add_argument("--event-clients", type=int, default=0)
+    p.add_argument("--stride", type=int, default=1)
     p.add_argument("--rss-events", type=int, default=1_000_000)
     p.add_argument("--rss-vehicles", type=int, default=10_000)
     # subprocess options
