@@ -186,6 +186,14 @@ async def clients_main(a: argparse.Namespace) -> None:
                     rest[name].append(time.perf_counter() - t0)
             await asyncio.sleep(0.05)
 
+    async def batch_frames_sent(session: aiohttp.ClientSession) -> float:
+        """The web API's own count of batch frames sent (to tell its pace from ours)."""
+        async with session.get(a.url + "/metrics") as resp:
+            for line in (await resp.text()).splitlines():
+                if line.startswith('fleetstream_webapi_ws_frames_sent_total{type="batch"}'):
+                    return float(line.split()[-1])
+        return 0.0
+
     async with aiohttp.ClientSession() as session:
         readies = [asyncio.Event() for _ in range(a.clients + a.event_clients + 1)]
         tasks = [asyncio.create_task(ws_client(session, r, a.batch and i < a.clients))
@@ -202,9 +210,11 @@ async def clients_main(a: argparse.Namespace) -> None:
         print("ready", flush=True)
         await flowing.wait()
         await asyncio.sleep(a.warmup)
+        sent0 = await batch_frames_sent(session)
         measuring.set()
         await asyncio.sleep(a.seconds)
         measuring.clear()
+        sent1 = await batch_frames_sent(session)
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -214,6 +224,7 @@ async def clients_main(a: argparse.Namespace) -> None:
            "event_events": len(event_lat), "event_p50": pct(event_lat, 50),
            "event_p99": pct(event_lat, 99),
            "batch_fps": batch_frames / max(a.clients, 1) / a.seconds,
+           "server_batch_fps": (sent1 - sent0) / max(a.clients, 1) / a.seconds,
            "raw_p50": pct(raw_lat, 50), "raw_p99": pct(raw_lat, 99)}
     for name, vals in rest.items():
         out[f"{name}_p50"] = pct(vals, 50)
@@ -447,12 +458,14 @@ def fleet_report(name: str, runs: list[dict]) -> None:
           f"{'met' if med['ws_p99'] <= batch_limit else 'MISSED'} |")
     print(f"  | per-event frames | {med['event_p50']:.0f} ms | {med['event_p99']:.0f} ms | 2x raw "
           f"= {event_limit:.0f} ms: {'met' if med['event_p99'] <= event_limit else 'MISSED'} |")
-    print(f"  batch frames per second per client: {median_of(runs, 'batch_fps'):.1f} "
-          f"(the tick asks for {1000 / TICK_MS:.0f})")
+    print(f"  batch frames per second per client: {median_of(runs, 'batch_fps'):.1f} received, "
+          f"{median_of(runs, 'server_batch_fps'):.1f} sent by the web API (the tick asks for "
+          f"{1000 / TICK_MS:.0f})")
     for r in runs:
         print(f"    run: raw p99 {r['raw_p99'] * ms:.0f} | batch p50 {r['ws_p50'] * ms:.0f} p99 "
               f"{r['ws_p99'] * ms:.0f} | event p50 {r['event_p50'] * ms:.0f} p99 "
-              f"{r['event_p99'] * ms:.0f} | {r['batch_fps']:.1f} frames/s | raw events "
+              f"{r['event_p99'] * ms:.0f} | {r['batch_fps']:.1f} frames/s received, "
+              f"{r['server_batch_fps']:.1f} sent | raw events "
               f"{r['raw_events']}, WS dropped {r['ws_dropped']:.0f}, web API CPU "
               f"{r['webapi_cpu_pct']:.0f}%, clients CPU {r['clients_cpu_pct']:.0f}%, "
               f"load avg {r['loadavg']:.1f}")
