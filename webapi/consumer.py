@@ -27,10 +27,10 @@ import logging
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CorruptRecordException, KafkaError, UnsupportedCodecError
 from aiokafka.structs import ConsumerRecord
 
+from common.kafka import await_partitions, backoff, make_consumer
 from webapi.decode import Entry, Limits, Malformed, decode
 from webapi.hub import Hub
 from webapi.lifecycle import cancel_and_wait, finish_first
@@ -41,7 +41,6 @@ from webapi.store import TelemetryStore
 
 log = logging.getLogger(__name__)
 
-RETRY_S = (0.5, 1, 2, 5)
 MAX_RECORDS = 5000
 
 
@@ -87,11 +86,10 @@ class TelemetryConsumer:
         attempt = 0
         try:
             while True:
-                client = AIOKafkaConsumer(
-                    bootstrap_servers=self.settings.kafka_bootstrap_servers,
-                    group_id=None, enable_auto_commit=False, auto_offset_reset="latest",
+                client = make_consumer(
+                    self.settings, client_id="fleetstream-webapi", group_id=None,
+                    enable_auto_commit=False, auto_offset_reset="latest",
                     fetch_max_wait_ms=100, max_partition_fetch_bytes=4 << 20,
-                    client_id="fleetstream-webapi",
                     metadata_max_age_ms=int(self.settings.metadata_refresh_s * 1000),
                 )
                 self.client = client
@@ -105,38 +103,22 @@ class TelemetryConsumer:
                     self._log.warning("kafka", "telemetry consumer: %s; retrying", exc)
                 finally:
                     await finish_first(client.stop())
-                delay = RETRY_S[min(attempt, len(RETRY_S) - 1)]
                 attempt += 1
-                await asyncio.sleep(delay)
+                await asyncio.sleep(backoff(attempt))
         finally:
             self.stopped = True
 
     async def _assign(self, client: AIOKafkaConsumer) -> None:
         topic = self.settings.kafka_topic
-        tps = await self._partitions(topic)
+        tps = await await_partitions(
+            self.settings, topic, poll_s=1.0, client_id="fleetstream-webapi-admin",
+            waiting=lambda: self._log.warning("no-topic", "waiting for topic %r to exist", topic))
         client.assign(tps)
         await finish_first(self._seek_backfill(client, tps))
         for tp in tps:  # after a reconnect: resume, do not replay
             if tp in self.positions:
                 client.seek(tp, self.positions[tp])
         self.assigned.set()
-
-    async def _partitions(self, topic: str) -> list[TopicPartition]:
-        """The topic's partitions, waiting until it exists (metadata only: never creates it)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers,
-                                    client_id="fleetstream-webapi-admin")
-        try:
-            await finish_first(admin.start())
-            while True:
-                described = await finish_first(admin.describe_topics([topic]))
-                parts = [p["partition"] for d in described if d.get("error_code") == 0
-                         for p in d.get("partitions", [])]
-                if parts:
-                    return [TopicPartition(topic, p) for p in sorted(parts)]
-                self._log.warning("no-topic", "waiting for topic %r to exist", topic)
-                await asyncio.sleep(1.0)
-        finally:
-            await finish_first(admin.close())
 
     async def _seek_backfill(self, client: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
         s = self.settings

@@ -21,7 +21,7 @@ from aiohttp import web
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from common.kafka import make_admin, make_consumer
+from common.kafka import await_partitions, backoff, make_consumer
 from webapi.lifecycle import cancel_and_wait, finish_first
 from webapi.params import ApiError
 from webapi.ratelog import RateLimitedLog
@@ -33,7 +33,6 @@ MAX_INFLATED_BYTES = 256 * 1024 * 1024
 """A network that inflates to more than this is refused (a gzip bomb is not a basemap)."""
 MAX_RECORD_BYTES = 16 * 1024 * 1024 + 65_536
 MEDIA_TYPE = "application/geo+json"
-RETRY_S = (0.5, 1, 2, 5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +127,8 @@ class NetworkReader:
                                      fetch_max_bytes=4 * MAX_RECORD_BYTES)
             try:
                 await finish_first(consumer.start())
-                tps = await self._partitions()
+                tps = await await_partitions(self.settings, self.topic, poll_s=2.0,
+                                             client_id="fleetstream-webapi-network-admin")
                 consumer.assign(tps)
                 for tp in tps:
                     if tp in position:
@@ -147,23 +147,8 @@ class NetworkReader:
                 self._log.warning("kafka", "network reader: %s; retrying", exc)
             finally:
                 await finish_first(consumer.stop())
-            await asyncio.sleep(RETRY_S[min(attempt, len(RETRY_S) - 1)])
             attempt += 1
-
-    async def _partitions(self) -> list[TopicPartition]:
-        """The topic's partitions, waiting until the producer has created it."""
-        admin = make_admin(self.settings, "fleetstream-webapi-network-admin")
-        try:
-            await finish_first(admin.start())
-            while True:
-                described = await finish_first(admin.describe_topics([self.topic]))
-                parts = [p["partition"] for d in described if d.get("error_code") == 0
-                         for p in d.get("partitions", [])]
-                if parts:
-                    return [TopicPartition(self.topic, p) for p in sorted(parts)]
-                await asyncio.sleep(2.0)
-        finally:
-            await finish_first(admin.close())
+            await asyncio.sleep(backoff(attempt))
 
 
 def _matches(header: str, etag: str) -> bool:

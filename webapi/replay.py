@@ -43,7 +43,7 @@ from aiohttp import WSMsgType, web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from common.kafka import make_admin, make_consumer
+from common.kafka import make_consumer, topic_partitions
 from webapi.decode import Limits, Malformed, decode
 from webapi.keys import CORS, REPLAYS, SETTINGS, WEBSOCKETS
 from webapi.lifecycle import cancel_and_wait, finish_first
@@ -128,17 +128,10 @@ class Replay:
         retention."""
         c, topic = self.consumer, self.settings.kafka_topic
         await c.start()
-        admin = make_admin(self.settings, "fleetstream-webapi-replay-admin")
-        try:
-            await admin.start()
-            described = await admin.describe_topics([topic])
-        finally:
-            await admin.close()
-        parts = [p["partition"] for d in described if d.get("error_code") == 0
-                 for p in d.get("partitions", [])]
-        if not parts:
+        tps = await topic_partitions(self.settings, topic,
+                                     client_id="fleetstream-webapi-replay-admin")
+        if not tps:
             raise ApiError(404, f"nothing recorded: topic {topic!r} does not exist")
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
         c.assign(tps)
         begin, end = await c.beginning_offsets(tps), await c.end_offsets(tps)
         if any(begin[tp] > 0 for tp in tps):  # retention has deleted something
