@@ -112,15 +112,19 @@ def control_settings(bootstrap: str, topic: str, make_topic: Callable[[str, int]
 
 
 def start_producer(settings: Settings, log: Path, *, fleet_size: int = 3, rate_hz: float = 2.0,
-                   autostart: bool = False) -> subprocess.Popen[bytes]:
-    """``python -m producer`` as a subprocess on the settings' topics."""
+                   autostart: bool = False, trips: bool = False) -> subprocess.Popen[bytes]:
+    """``python -m producer`` as a subprocess on the settings' topics.
+
+    Trips are off unless asked for: with them, how many cars drive depends on the wall
+    clock's hour (most are parked at night), and a test must not."""
     env = {**os.environ,
            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
            "KAFKA_TOPIC": settings.kafka_topic,
            "KAFKA_CONTROL_TOPIC": settings.kafka_control_topic,
            "KAFKA_STATUS_TOPIC": settings.kafka_status_topic,
            "FLEET_SIZE": str(fleet_size), "SIM_RATE_HZ": str(rate_hz), "SIM_SEED": "7",
-           "SIM_AUTOSTART": "true" if autostart else "false"}
+           "SIM_AUTOSTART": "true" if autostart else "false",
+           "SIM_TRIPS": "true" if trips else "false"}
     with log.open("wb") as out:
         return subprocess.Popen([sys.executable, "-m", "producer"], cwd=ROOT, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
