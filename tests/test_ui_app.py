@@ -12,6 +12,7 @@ import json
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,6 +45,8 @@ class ApiServer:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # a network topic of its own: a road network another test published must not show
+        settings.setdefault("kafka_network_topic", f"network-{uuid.uuid4().hex[:12]}")
         self._app = create_app(Settings(host="127.0.0.1", port=self.port, **settings))
         self._runner = web.AppRunner(self._app)
         self._loop = asyncio.new_event_loop()

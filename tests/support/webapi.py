@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -107,6 +108,7 @@ def control_settings(bootstrap: str, topic: str, make_topic: Callable[[str, int]
     return Settings(kafka_bootstrap_servers=bootstrap, kafka_topic=topic,
                     kafka_control_topic=make_topic("control", 1),
                     kafka_status_topic=make_topic("status", 1), api_token="tok",  # noqa: S106
+                    kafka_network_topic=f"network-{uuid.uuid4().hex[:12]}",
                     cors_origins=(), analytics_output_dir=analytics_dir, map_tile_url="",
                     control_timeout_s=5.0, status_stale_s=5.0)
 
@@ -122,6 +124,7 @@ def start_producer(settings: Settings, log: Path, *, fleet_size: int = 3, rate_h
            "KAFKA_TOPIC": settings.kafka_topic,
            "KAFKA_CONTROL_TOPIC": settings.kafka_control_topic,
            "KAFKA_STATUS_TOPIC": settings.kafka_status_topic,
+           "KAFKA_NETWORK_TOPIC": settings.kafka_network_topic,
            "FLEET_SIZE": str(fleet_size), "SIM_RATE_HZ": str(rate_hz), "SIM_SEED": "7",
            "SIM_AUTOSTART": "true" if autostart else "false",
            "SIM_TRIPS": "true" if trips else "false"}

@@ -157,7 +157,13 @@
   toggle("toggle-roads", "roads", true, showLayer(roadLayer));
   toggle("toggle-trail", "trail", true, showLayer(trailLayer));
   toggle("toggle-heat", "heatmap", true, (on) => {
-    if (!on) { map.removeLayer(heat); return; }
+    if (!on) {
+      // leaflet.heat draws on the next animation frame and reads its map then: a frame still
+      // pending when the layer leaves the map would throw ("reading 'getSize'" of null).
+      if (heat._frame) { L.Util.cancelAnimFrame(heat._frame); heat._frame = null; }
+      map.removeLayer(heat);
+      return;
+    }
     heat.addTo(map);
     heat.setLatLngs(heatPoints);
   });
