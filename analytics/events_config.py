@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from analytics.events_state import Definitions
 from common.fleet_events import ALERT_RULE, Geofence
-from common.kafka import make_consumer, topic_partitions
+from common.kafka import apply_compacted, make_consumer, topic_partitions
 
 log = logging.getLogger("analytics.events")
 
@@ -141,14 +141,7 @@ class DefinitionsTail:
     @staticmethod
     def _apply(view: dict[str, dict[bytes, bytes]], batches: dict[Any, list[Any]]) -> None:
         for tp, records in batches.items():
-            values = view.setdefault(tp.topic, {})
-            for rec in records:
-                if rec.key is None:
-                    continue
-                if rec.value is None:
-                    values.pop(rec.key, None)
-                else:
-                    values[rec.key] = rec.value
+            apply_compacted(view.setdefault(tp.topic, {}), records)
 
 
 _TAILS: dict[DefinitionsSource, DefinitionsTail] = {}

@@ -64,31 +64,13 @@ def check_level(value: str) -> str:
     return value.upper()
 
 
-class Settings(ServiceSettings):
-    """Each field is an env var (its ``validation_alias``) and a flag of ``python -m analytics``."""
-
+class SparkJobSettings(ServiceSettings):
+    """What the Spark jobs of analytics/ share: the telemetry source, Spark and logging.
+    Each field is an env var (its ``validation_alias``) and a flag of the job's command line."""
 
     kafka_bootstrap_servers: str = setting(
         "localhost:9092", "KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap.servers")
     kafka_topic: str = setting("vehicle.telemetry.raw", "KAFKA_TOPIC", "telemetry topic to read")
-    output_dir: str = setting(
-        "data/analytics", "ANALYTICS_OUTPUT_DIR",
-        "parquet output: vehicle_windows/, road_windows/, malformed/, "
-        "_progress/ (a folder, or a URI such as s3a://bucket/path)")
-    checkpoint_dir: str | None = setting(
-        None, "ANALYTICS_CHECKPOINT_DIR", "streaming checkpoints (default: <output>/_checkpoints)")
-    window: str = setting(
-        "1 minute", "ANALYTICS_WINDOW", "event-time window length, e.g. '1 minute'")
-    watermark: str = setting(
-        "2 minutes", "ANALYTICS_WATERMARK", "how late an event may arrive and still be counted")
-    sink: Literal["parquet", "console"] = setting(
-        "parquet", "ANALYTICS_SINK", "parquet files, or the console for debugging")
-    once: bool = setting(
-        False, "ANALYTICS_ONCE",
-        "process what is in the topic now (trigger availableNow), then exit")
-    trigger_seconds: float = setting(
-        10.0, "ANALYTICS_TRIGGER_SECONDS", "micro-batch interval in continuous mode",
-        gt=0, le=3600)
     starting_offsets: str = setting(
         "earliest", "ANALYTICS_STARTING_OFFSETS",
         "where a fresh checkpoint starts: earliest, latest or Spark JSON")
@@ -112,6 +94,45 @@ class Settings(ServiceSettings):
         "Spark scratch space and the JVM's temp folder")
     log_level: str = setting("INFO", "ANALYTICS_LOG_LEVEL", "the job's log level (Spark's is WARN)")
 
+    @field_validator("spark_conf", mode="before")
+    @classmethod
+    def _pairs(cls, value: object) -> object:
+        return parse_pairs(value)
+
+    @field_validator("starting_offsets")
+    @classmethod
+    def _offsets(cls, value: str) -> str:
+        return check_offsets(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        return check_level(value)
+
+
+class Settings(SparkJobSettings):
+    """Each field is an env var (its ``validation_alias``) and a flag of ``python -m analytics``."""
+
+
+    output_dir: str = setting(
+        "data/analytics", "ANALYTICS_OUTPUT_DIR",
+        "parquet output: vehicle_windows/, road_windows/, malformed/, "
+        "_progress/ (a folder, or a URI such as s3a://bucket/path)")
+    checkpoint_dir: str | None = setting(
+        None, "ANALYTICS_CHECKPOINT_DIR", "streaming checkpoints (default: <output>/_checkpoints)")
+    window: str = setting(
+        "1 minute", "ANALYTICS_WINDOW", "event-time window length, e.g. '1 minute'")
+    watermark: str = setting(
+        "2 minutes", "ANALYTICS_WATERMARK", "how late an event may arrive and still be counted")
+    sink: Literal["parquet", "console"] = setting(
+        "parquet", "ANALYTICS_SINK", "parquet files, or the console for debugging")
+    once: bool = setting(
+        False, "ANALYTICS_ONCE",
+        "process what is in the topic now (trigger availableNow), then exit")
+    trigger_seconds: float = setting(
+        10.0, "ANALYTICS_TRIGGER_SECONDS", "micro-batch interval in continuous mode",
+        gt=0, le=3600)
+
     @field_validator("window", "watermark")
     @classmethod
     def _duration(cls, value: str, info: ValidationInfo) -> str:
@@ -128,21 +149,6 @@ class Settings(ServiceSettings):
         if value.startswith("0 "):
             raise ValueError(f"ANALYTICS_WINDOW must be longer than zero, got {value!r}")
         return value
-
-    @field_validator("spark_conf", mode="before")
-    @classmethod
-    def _pairs(cls, value: object) -> object:
-        return parse_pairs(value)
-
-    @field_validator("starting_offsets")
-    @classmethod
-    def _offsets(cls, value: str) -> str:
-        return check_offsets(value)
-
-    @field_validator("log_level")
-    @classmethod
-    def _level(cls, value: str) -> str:
-        return check_level(value)
 
     @field_validator("output_dir", "checkpoint_dir", mode="before")
     @classmethod
@@ -172,13 +178,10 @@ def _join(base: str, name: str) -> str:
     return str((Path(base) / name).resolve())
 
 
-class EventsSettings(ServiceSettings):
+class EventsSettings(SparkJobSettings):
     """The events job's settings (``python -m analytics.events``): each field an env var and
     a flag. The Spark, Kafka and logging ones share their names with the analytics job."""
 
-    kafka_bootstrap_servers: str = setting(
-        "localhost:9092", "KAFKA_BOOTSTRAP_SERVERS", "Kafka bootstrap.servers")
-    kafka_topic: str = setting("vehicle.telemetry.raw", "KAFKA_TOPIC", "telemetry topic to read")
     events_topic: str = setting(
         "fleetstream.events", "KAFKA_EVENTS_TOPIC",
         "derived events: trips, geofence crossings, alerts (key = vehicle id)")
@@ -205,43 +208,6 @@ class EventsSettings(ServiceSettings):
     trigger_seconds: float = setting(
         1.0, "ANALYTICS_EVENTS_TRIGGER_SECONDS", "the events job's micro-batch interval",
         gt=0, le=3600)
-    starting_offsets: str = setting(
-        "earliest", "ANALYTICS_STARTING_OFFSETS",
-        "where a fresh checkpoint starts: earliest, latest or Spark JSON")
-    max_offsets_per_trigger: int | None = setting(
-        None, "ANALYTICS_MAX_OFFSETS_PER_TRIGGER",
-        "cap on records per micro-batch (none: no cap)", gt=0)
-    fail_on_data_loss: bool = setting(
-        False, "ANALYTICS_FAIL_ON_DATA_LOSS",
-        "fail when Kafka deleted records the job had not read yet")
-    master: str | None = setting(
-        None, "SPARK_MASTER", "Spark master (default: spark-submit's --master, else local[*])")
-    spark_conf: Annotated[dict[str, str], NoDecode] = setting(
-        {}, "ANALYTICS_SPARK_CONF", "extra Spark settings, comma-separated key=value pairs")
-    spark_jars_dir: Path = setting(
-        SPARK_JARS, "ANALYTICS_SPARK_JARS_DIR", "folder holding the spark-sql-kafka connector jars")
-    shuffle_partitions: int = setting(
-        8, "ANALYTICS_SHUFFLE_PARTITIONS",
-        "spark.sql.shuffle.partitions (fixed once a checkpoint exists)", ge=1, le=10_000)
-    local_dir: Path = setting(
-        CACHE / "spark" / "local", "ANALYTICS_LOCAL_DIR",
-        "Spark scratch space and the JVM's temp folder")
-    log_level: str = setting("INFO", "ANALYTICS_LOG_LEVEL", "the job's log level (Spark's is WARN)")
-
-    @field_validator("spark_conf", mode="before")
-    @classmethod
-    def _pairs(cls, value: object) -> object:
-        return parse_pairs(value)
-
-    @field_validator("starting_offsets")
-    @classmethod
-    def _offsets(cls, value: str) -> str:
-        return check_offsets(value)
-
-    @field_validator("log_level")
-    @classmethod
-    def _level(cls, value: str) -> str:
-        return check_level(value)
 
     @field_validator("checkpoint_dir", mode="before")
     @classmethod
