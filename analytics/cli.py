@@ -12,25 +12,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from analytics.settings import EventsSettings, Settings
 from common.cli import SettingsCli
 
 # field -> its flag, where it is not --field-name; every Settings field has exactly one flag.
-FLAGS: dict[str, list[str]] = {
+SPARK_JOB_FLAGS: dict[str, list[str]] = {  # the fields of SparkJobSettings, both jobs
     "kafka_bootstrap_servers": ["--bootstrap-servers"],
     "kafka_topic": ["--topic"],
-    "output_dir": ["--output"],
     "checkpoint_dir": ["--checkpoint"],
     "spark_conf": ["--conf"],
     "spark_jars_dir": ["--jars-dir"],
 }
-CLI = SettingsCli(Settings, "python -m analytics", description=__doc__, flags=FLAGS, options={
+SPARK_JOB_OPTIONS: dict[str, dict[str, Any]] = {
     "kafka_bootstrap_servers": {"metavar": "HOST:PORT,..."},
-    "output_dir": {"metavar": "DIR"},
     "checkpoint_dir": {"metavar": "DIR"},
-    "window": {"metavar": "DURATION"},
-    "watermark": {"metavar": "DURATION"},
     "trigger_seconds": {"metavar": "S"},
     "max_offsets_per_trigger": {"metavar": "N"},
     "master": {"metavar": "URL"},
@@ -38,6 +35,13 @@ CLI = SettingsCli(Settings, "python -m analytics", description=__doc__, flags=FL
     "spark_jars_dir": {"metavar": "DIR"},
     "shuffle_partitions": {"metavar": "N"},
     "local_dir": {"metavar": "DIR"},
+}
+FLAGS: dict[str, list[str]] = {**SPARK_JOB_FLAGS, "output_dir": ["--output"]}
+CLI = SettingsCli(Settings, "python -m analytics", description=__doc__, flags=FLAGS, options={
+    **SPARK_JOB_OPTIONS,
+    "output_dir": {"metavar": "DIR"},
+    "window": {"metavar": "DURATION"},
+    "watermark": {"metavar": "DURATION"},
 })
 
 
@@ -46,13 +50,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     return CLI.parse(argv)
 
 
-EVENTS_FLAGS: dict[str, list[str]] = {
-    "kafka_bootstrap_servers": ["--bootstrap-servers"],
-    "kafka_topic": ["--topic"],
-    "checkpoint_dir": ["--checkpoint"],
-    "spark_conf": ["--conf"],
-    "spark_jars_dir": ["--jars-dir"],
-}
+EVENTS_FLAGS: dict[str, list[str]] = SPARK_JOB_FLAGS
 EVENTS_CLI = SettingsCli(
     EventsSettings, "python -m analytics.events", flags=EVENTS_FLAGS,
     description="""The events job: trips, geofence crossings and alerts per vehicle, from the
@@ -63,15 +61,7 @@ telemetry topic to fleetstream.events (geofences and rules from their compacted 
     spark-submit --master spark://host:7077 --jars <connector jars> analytics/events_job.py
 """,
     options={
-        "kafka_bootstrap_servers": {"metavar": "HOST:PORT,..."},
-        "checkpoint_dir": {"metavar": "DIR"},
+        **SPARK_JOB_OPTIONS,
         "trip_end_stop_s": {"metavar": "S"},
         "moving_kmh": {"metavar": "KMH"},
-        "trigger_seconds": {"metavar": "S"},
-        "max_offsets_per_trigger": {"metavar": "N"},
-        "master": {"metavar": "URL"},
-        "spark_conf": {"action": "append", "metavar": "KEY=VALUE"},
-        "spark_jars_dir": {"metavar": "DIR"},
-        "shuffle_partitions": {"metavar": "N"},
-        "local_dir": {"metavar": "DIR"},
     })

@@ -49,6 +49,7 @@ from analytics.job import (
     _install_stop_handlers,
     _short,
     check_broker,
+    extract,
     session_conf,
 )
 from analytics.progress import ProgressTracker
@@ -165,17 +166,6 @@ def topics(settings: EventsSettings) -> list[TopicSpec]:
     return [TopicSpec(settings.events_topic, partitions=settings.events_partitions),
             TopicSpec.compacted(settings.geofences_topic),
             TopicSpec.compacted(settings.alert_rules_topic)]
-
-
-def extract(spark: SparkSession, settings: EventsSettings) -> DataFrame:
-    reader = (spark.readStream.format("kafka")
-              .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
-              .option("subscribe", settings.kafka_topic)
-              .option("startingOffsets", settings.starting_offsets)
-              .option("failOnDataLoss", str(settings.fail_on_data_loss).lower()))
-    if settings.max_offsets_per_trigger is not None:
-        reader = reader.option("maxOffsetsPerTrigger", str(settings.max_offsets_per_trigger))
-    return reader.load()
 
 
 def derive(raw: DataFrame, settings: EventsSettings) -> DataFrame:

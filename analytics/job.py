@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from analytics.progress import ProgressTracker
-from analytics.settings import Settings
+from analytics.settings import Settings, SparkJobSettings
 from analytics.transforms import malformed_records, parse, transform, valid_events
 from common.kafka import KafkaEdgeError, check_reachable
 
@@ -116,7 +116,7 @@ def _short(failure: BaseException) -> str:
     return text if len(text) <= 2000 else text[:2000] + " ..."
 
 
-def extract(spark: SparkSession, settings: Settings) -> DataFrame:
+def extract(spark: SparkSession, settings: SparkJobSettings) -> DataFrame:
     """The telemetry topic as a stream of Kafka records."""
     reader = (spark.readStream.format("kafka")
               .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
