@@ -50,6 +50,7 @@ from analytics.job import (
     _short,
     check_broker,
     extract,
+    run_as_process,
     session_conf,
 )
 from analytics.progress import ProgressTracker
@@ -239,14 +240,7 @@ def run(settings: EventsSettings, spark: SparkSession | None = None,
 
 
 def run_main(settings: EventsSettings) -> int:
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        run(settings)
-    except JobError as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    return run_as_process(run, settings, log)
 
 
 def _offsets(value: Any) -> Any:

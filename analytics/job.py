@@ -19,8 +19,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 import pyspark
 from py4j.protocol import Py4JJavaError
@@ -38,6 +40,7 @@ log = logging.getLogger("analytics")
 
 QUERIES = ("vehicle_windows", "road_windows", "malformed")
 CONNECTOR = f"spark-sql-kafka-0-10_2.13-{pyspark.__version__}.jar"
+S = TypeVar("S", bound=SparkJobSettings)
 
 
 class JobError(RuntimeError):
@@ -232,16 +235,23 @@ def run(settings: Settings, spark: SparkSession | None = None,
     return tracker.totals
 
 
-def run_main(settings: Settings) -> int:
-    """The job as a process: log to stderr at ``settings.log_level``; exit 1 on a JobError."""
+def run_as_process(job: Callable[[S], object], settings: S,
+                   logger: logging.Logger = log) -> int:
+    """A Spark job as a process: log to stderr at ``settings.log_level``; exit 1 on a
+    JobError (both jobs of analytics/ run this way)."""
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        run(settings)
+        job(settings)
     except JobError as exc:
-        log.error("%s", exc)
+        logger.error("%s", exc)
         return 1
     return 0
+
+
+def run_main(settings: Settings) -> int:
+    """The job as a process: log to stderr at ``settings.log_level``; exit 1 on a JobError."""
+    return run_as_process(run, settings)
 
 
 if __name__ == "__main__":  # spark-submit analytics/job.py [flags]: the installed package

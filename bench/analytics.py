@@ -38,7 +38,8 @@ from pathlib import Path
 import orjson
 
 from analytics.settings import Settings
-from tools.kafka import LocalKafka, create_topic, free_port
+from bench.broker import bench_broker
+from tools.kafka import create_topic
 
 START = dt.datetime(2026, 1, 1, 8, 0, tzinfo=dt.UTC)
 ROADS = ("urban", "rural", "highway")
@@ -164,19 +165,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-analytics-") as tmp:
         work = Path(tmp)
-        broker = None
-        bootstrap = args.bootstrap
-        if not bootstrap:
-            broker = LocalKafka(data_dir=work / "kafka", port=free_port(),
-                                controller_port=free_port(), heap="768m")
-            broker.start()
-            broker.wait_ready()
-            bootstrap = broker.bootstrap
-        try:
+        with bench_broker(args.bootstrap, work) as bootstrap:
             return _bench(args, work, bootstrap)
-        finally:
-            if broker is not None:
-                broker.stop()
 
 
 def _bench(args: argparse.Namespace, work: Path, bootstrap: str) -> int:

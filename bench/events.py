@@ -39,8 +39,9 @@ from typing import Any
 import orjson
 
 from analytics.settings import EventsSettings
+from bench.broker import bench_broker
 from common.fleet_events import Geofence
-from tools.kafka import LocalKafka, create_topic, free_port
+from tools.kafka import create_topic
 
 TARGET_S = 5.0
 ALERT_EVERY_S = 10.0
@@ -169,19 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-events-") as tmp:
         work = Path(tmp)
-        broker = None
-        bootstrap = args.bootstrap
-        if not bootstrap:
-            broker = LocalKafka(data_dir=work / "kafka", port=free_port(),
-                                controller_port=free_port(), heap="768m")
-            broker.start()
-            broker.wait_ready()
-            bootstrap = broker.bootstrap
-        try:
+        with bench_broker(args.bootstrap, work) as bootstrap:
             return _bench(args, work, bootstrap)
-        finally:
-            if broker is not None:
-                broker.stop()
 
 
 async def publish_fences(bootstrap: str, topic: str) -> None:
