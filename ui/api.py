@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -84,7 +85,7 @@ class ApiClient:
 
     # -- plumbing -------------------------------------------------------------------------
     def _request(self, method: str, path: str, params: JSON | None = None,
-                 *, auth: bool = False) -> JSON:
+                 *, auth: bool = False, body: JSON | None = None) -> JSON:
         url = f"{self.base_url}{path}"
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         headers = {"Authorization": f"Bearer {self.token}"} if auth and self.token else None
@@ -95,13 +96,16 @@ class ApiClient:
         try:
             # never follow a redirect with the token: it goes to base_url only
             resp = self._session.request(method, url, params=clean, headers=headers,
-                                         timeout=timeout, allow_redirects=headers is None)
+                                         json=body, timeout=timeout,
+                                         allow_redirects=headers is None)
         except requests.RequestException as exc:
             raise ApiUnavailable(self.base_url, exc) from exc
         if resp.status_code >= 400:
             raise ApiError(resp.status_code, _error_message(resp), path, _error_body(resp))
         if resp.is_redirect:  # only control calls get here: their token stays home
             raise ApiError(resp.status_code, "redirected elsewhere; not followed", path)
+        if resp.status_code == 204:  # DELETE: done, nothing to read
+            return {}
         try:
             body = orjson.loads(resp.content)  # 3-5x faster than json for a big fleet
         except orjson.JSONDecodeError:
@@ -236,6 +240,33 @@ class ApiClient:
 
     def stop_sim(self) -> JSON:
         return self._request("POST", "/stop-sim", auth=True)
+
+    # -- fleet events (issue 12): derived by the events job, served by the web API ---------
+    def events(self, kind: str | None = None, vehicle_id: str | None = None,
+               since: datetime | None = None, limit: int | None = None) -> list[JSON]:
+        """GET /events: derived events (trips, geofence crossings, alerts), oldest first."""
+        return self._items("/events", kind=kind, vehicle_id=vehicle_id or None,
+                           since=_iso(since), limit=limit)
+
+    def trips(self, vehicle_id: str | None = None, since: datetime | None = None,
+              until: datetime | None = None, limit: int | None = None) -> list[JSON]:
+        """GET /trips: newest first; a trip in progress has no summary yet."""
+        return self._items("/trips", vehicle_id=vehicle_id or None, since=_iso(since),
+                           until=_iso(until), limit=limit)
+
+    def trip(self, trip_id: str, vehicle_id: str | None = None) -> JSON:
+        """GET /trips/{trip_id}: the trip with its route and violation segments."""
+        return self._get(f"/trips/{quote(trip_id, safe='')}", vehicle_id=vehicle_id or None)
+
+    def geofences(self) -> list[JSON]:
+        return self._items("/geofences")
+
+    def create_geofence(self, geofence: JSON) -> JSON:
+        """POST /geofences (control token, like Start/Stop); 422 carries the API's reason."""
+        return self._request("POST", "/geofences", auth=True, body=geofence)
+
+    def delete_geofence(self, geofence_id: str) -> None:
+        self._request("DELETE", f"/geofences/{quote(geofence_id, safe='')}", auth=True)
 
 
     def _refusal(self, params: JSON, status: int) -> ApiError:

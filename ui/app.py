@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:  # `streamlit run ui/app.py` puts ui/, not the rep
 import streamlit as st  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
-from ui import charts, maps, replay_view, sidebar  # noqa: E402
+from ui import alerts, charts, geofences, maps, replay_view, sidebar, trips  # noqa: E402
 from ui.api import ApiClient, ApiError, ApiUnavailable  # noqa: E402
 from ui.basemap import Basemap, parse_network, road_layers  # noqa: E402
 from ui.frames import windows_frame  # noqa: E402
@@ -174,6 +174,7 @@ def live_panels(client: ApiClient, controls: sidebar.Controls, settings: Setting
                 icon=":material/directions_car:")
         return
     roads = road_layers(base) if base is not None and controls.layers.roads else []
+    roads += geofences.layers(client)
     panels = build_panels(snap, controls.layers, follow, settings.redline_rpm,
                           VIOLATION_WINDOW_MIN, roads)
     render_kpis(panels)
@@ -259,7 +260,17 @@ def analytics_panel(client: ApiClient) -> None:
 def main() -> None:
     st.set_page_config(page_title="FleetStream", layout="wide")
     settings = load_settings()
-    controls, client, _ = sidebar.render(settings, client_for)
+    controls, client, vehicles = sidebar.render(settings, client_for)
+    if controls.mode in ("Trips", "Geofences"):
+        base = current_basemap(client)
+        roads = road_layers(base) if base is not None and controls.layers.roads else []
+        if controls.mode == "Trips":
+            st.title("FleetStream · trips")
+            guarded(trips.render)(client, roads + geofences.layers(client), vehicles)
+        else:
+            st.title("FleetStream · geofences")
+            guarded(geofences.render)(client, roads)
+        return
     if controls.mode == "Replay":
         st.title("FleetStream · replay")
         replay_view.sidebar(client, controls.vehicle_filter)
@@ -270,6 +281,8 @@ def main() -> None:
     st.title("FleetStream · live fleet")
     every = controls.refresh_s
     st.fragment(run_every=every)(guarded(live_panels))(client, controls, settings)
+    st.subheader("Alerts · live")
+    st.fragment(run_every=every)(guarded(alerts.feed))(client)
     st.subheader("Analytics · Spark windowed aggregates")
     st.fragment(run_every=None if every is None else max(10.0, every))(
         guarded(analytics_panel))(client)

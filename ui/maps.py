@@ -16,7 +16,9 @@ import pandas as pd
 import pydeck as pdk
 from pydeck.bindings.json_tools import default_serialize
 
+from common.fleet_events import Geofence
 from ui.palette import (
+    GEOFENCE_COLOR,
     HEAT_COLORS,
     SPEED_BAND_COLORS,
     SPEED_BAND_LABELS,
@@ -186,6 +188,22 @@ def density_layer(grid: dict) -> pdk.Layer:
         pickable=True, extruded=False, disk_resolution=4, angle=45,
         radius=max(1.0, half * math.sqrt(2)), coverage=0.92, get_position="[lon, lat]",
         get_fill_color="color",
+    )
+
+
+def geofence_layer(geofences: Sequence[Geofence]) -> pdk.Layer:
+    """Geofences as a PolygonLayer (holes kept): a light violet fill and outline, a tooltip
+    with the name and id. Deck.gl shows tooltips as text, so names cannot inject markup."""
+    data = pd.DataFrame({
+        "polygon": [[[list(p) for p in ring] for ring in g.geometry.coordinates]
+                    for g in geofences],
+        "tip": [f"geofence {g.name}\nid {g.id}" for g in geofences],
+    })
+    return pdk.Layer(
+        "PolygonLayer", data=data, id="geofences", pickable=True, stroked=True, filled=True,
+        get_polygon="polygon", get_fill_color=list(GEOFENCE_COLOR) + [50],
+        get_line_color=list(GEOFENCE_COLOR) + [230], get_line_width=6,
+        line_width_min_pixels=2, line_width_max_pixels=4,
     )
 
 

@@ -38,6 +38,8 @@ STATE_COLORS: dict[str, RGB] = {
     "moving": (34, 211, 238),        # cyan
 }
 VIOLATION_COLOR: RGB = (255, 32, 96)
+GEOFENCE_COLOR: RGB = (167, 139, 250)
+"""Geofences (violet): a light fill and a solid outline, under the vehicles."""
 VIOLATION_KIND_COLORS: dict[str, RGB] = {
     "speeding": STATE_COLORS["speeding"],
     "over-redline": STATE_COLORS["over redline"],

@@ -20,7 +20,7 @@ from ui.settings import Settings
 from ui.text import md
 
 FIT_FLEET = "(fit the whole fleet)"
-MODES = ("Live", "Replay")
+MODES = ("Live", "Trips", "Geofences", "Replay")
 REFRESH_CHOICES = (1.0, 2.0, 5.0, 10.0, 30.0)
 MAX_FILTER = 200
 
@@ -114,8 +114,9 @@ def render(settings: Settings, client_for) -> tuple[Controls, ApiClient, list[st
         status = producer_status(client) or {}
 
     mode = sb.segmented_control("Mode", MODES, default=MODES[0], key="mode",
-                                help="Live: the fleet now. Replay: a recorded time range, "
-                                     "from the Kafka log") or MODES[0]
+                                help="Live: the fleet now. Trips: where each car went. "
+                                     "Geofences: areas the events job watches. Replay: a "
+                                     "recorded time range, from the Kafka log") or MODES[0]
     sb.subheader("Simulation")
     # The inputs start at what the producer runs now (once; then they are the user's).
     st.session_state.setdefault(
