@@ -16,7 +16,7 @@ export PYSPARK_PYTHON ?= $(CURDIR)/$(VENV)/bin/python
 # Otherwise the local broker listens on 127.0.0.1:$(KAFKA_PORT) and the services are pointed at it.
 KAFKA_PORT ?= 9092
 ifdef KAFKA_BOOTSTRAP_SERVERS
-RUN_PROCESSES := producer webapi ui
+RUN_PROCESSES := producer webapi ui events
 else
 RUN_PROCESSES :=
 run: export KAFKA_BOOTSTRAP_SERVERS := 127.0.0.1:$(KAFKA_PORT)
@@ -37,7 +37,7 @@ help: ## list the targets
 ## ---- the two README commands -----------------------------------------------------------
 
 .PHONY: run
-run: setup ## run the whole stack: Kafka, producer, web API, Streamlit (Ctrl-C stops it; a crashed one restarts)
+run: setup ## run the whole stack: Kafka, producer, web API, Streamlit, events job (Ctrl-C stops it; a crashed one restarts)
 	@echo "FleetStream is starting:"
 	@echo "  web API          http://127.0.0.1:$${WEBAPI_PORT:-8000}/health  (OpenAPI: /openapi.json)"
 	@echo "  legacy dashboard http://127.0.0.1:$${WEBAPI_PORT:-8000}/dashboard"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import sys
 import threading
 import time
@@ -44,6 +43,7 @@ from analytics.events_state import (
     process,
     silent_due,
 )
+from analytics.gateway import open_session
 from analytics.job import (
     JobError,
     _install_stop_handlers,
@@ -150,16 +150,7 @@ def events_session_conf(settings: EventsSettings) -> dict[str, str]:
 
 def build_session(settings: EventsSettings) -> SparkSession:
     settings.local_dir.mkdir(parents=True, exist_ok=True)
-    conf = events_session_conf(settings)
-    if conf.get("spark.master", "").startswith("local"):
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder
-    for key, value in conf.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
-    return spark
+    return open_session(events_session_conf(settings))
 
 
 def topics(settings: EventsSettings) -> list[TopicSpec]:

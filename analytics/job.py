@@ -31,6 +31,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
+from analytics.gateway import open_session
 from analytics.progress import ProgressTracker
 from analytics.settings import Settings, SparkJobSettings
 from analytics.transforms import malformed_records, parse, transform, valid_events
@@ -90,16 +91,7 @@ def session_conf(settings: Settings) -> dict[str, str]:
 def build_session(settings: Settings) -> SparkSession:
     """A SparkSession for the job (local[*] unless told otherwise), quiet logs."""
     settings.local_dir.mkdir(parents=True, exist_ok=True)
-    conf = session_conf(settings)
-    if conf.get("spark.master", "").startswith("local"):
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # driver and UI on loopback only
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder
-    for key, value in conf.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
-    return spark
+    return open_session(session_conf(settings))
 
 
 def check_broker(bootstrap_servers: str, timeout: float = 5.0) -> None:
@@ -241,6 +233,15 @@ def run_as_process(job: Callable[[S], object], settings: S,
     JobError (both jobs of analytics/ run this way)."""
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def stopped_while_starting(signum: int, _frame: FrameType | None) -> None:
+        # until the job installs its own handlers (stop after the current batch), a stop
+        # request is simply honoured; the detached driver JVM follows when Python exits
+        logger.info("signal %s before the query started: exiting", signum)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stopped_while_starting)
+    signal.signal(signal.SIGINT, stopped_while_starting)
     try:
         job(settings)
     except JobError as exc:

@@ -66,10 +66,12 @@ def test_compose_file_validates() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def test_procfile_names_the_four_processes() -> None:
+def test_procfile_names_the_stack_s_processes() -> None:
+    """DESIGN's four (kafka, producer, webapi, ui), then the events job that derives trips,
+    geofence crossings and alerts for the web API's /trips and /events."""
     procs = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines()
-                 if line.strip())
-    assert list(procs) == ["kafka", "producer", "webapi", "ui"]
+                 if line.strip() and not line.lstrip().startswith("#"))
+    assert list(procs) == ["kafka", "producer", "webapi", "ui", "events"]
 
 
 def test_readme_example_event_is_what_the_producer_writes() -> None:

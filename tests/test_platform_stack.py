@@ -57,6 +57,7 @@ def test_make_run_starts_every_process_and_cars_move(tmp_path: Path) -> None:
         KAFKA_PORT=str(free_port()), KAFKA_CONTROLLER_PORT=str(free_port()),
         KAFKA_DATA_DIR=str(tmp_path / "kafka"), WEBAPI_PORT=str(api), UI_PORT=str(ui),
         FLEET_SIZE="5", SIM_RATE_HZ="2", ANALYTICS_OUTPUT_DIR=str(tmp_path / "analytics"),
+        ANALYTICS_EVENTS_CHECKPOINT_DIR=str(tmp_path / "events-checkpoint"),
         KAFKA_HEAP="384m",
     )
     log = tmp_path / "make-run.log"
@@ -106,7 +107,7 @@ def test_make_run_starts_every_process_and_cars_move(tmp_path: Path) -> None:
                 proc.wait()
     text = log.read_text()
     # every process stopped on request, the broker last (make itself dies of the SIGINT)
-    for name in ("producer", "webapi", "ui", "kafka"):
+    for name in ("producer", "webapi", "ui", "events", "kafka"):
         assert f"supervise | {name} exited with code 0" in text, text[-4000:]
     assert text.rindex("kafka exited with code 0") > text.rindex("producer exited with code 0")
     assert "Traceback" not in text, text[-4000:]
