@@ -15,12 +15,20 @@ from webapi import openapi
 from webapi.consumer import TelemetryConsumer
 from webapi.control import ControlChannel
 from webapi.dashboard import STATIC_DIR, render
+from webapi.definitions import Definitions
+from webapi.fleet_events import EventHub, EventStore, FleetEventMetrics, FleetEventsConsumer
+from webapi.fleet_openapi import document_fleet
+from webapi.fleet_routes import add_fleet_routes
 from webapi.hub import Hub
 from webapi.keys import (
     CONSUMER,
     CONTROL,
     CORS,
     DASHBOARD_HTML,
+    DEFINITIONS,
+    EVENT_HUB,
+    FLEET_CONSUMER,
+    FLEET_EVENTS,
     HUB,
     METRICS,
     NETWORK,
@@ -75,6 +83,13 @@ def create_app(settings: Settings) -> web.Application:
     app[WEBSOCKETS] = set()
     app[NETWORK] = NetworkReader(settings)
     app[REPLAYS] = set()
+    fleet_metrics = FleetEventMetrics(metrics)
+    app[FLEET_EVENTS] = EventStore(keep=settings.events_keep, trips_keep=settings.trips_keep)
+    app[EVENT_HUB] = EventHub(fleet_metrics, settings.ws_queue_size, settings.ws_max_clients,
+                              settings.ws_max_per_address)
+    app[FLEET_CONSUMER] = FleetEventsConsumer(settings, app[FLEET_EVENTS], app[EVENT_HUB],
+                                              fleet_metrics)
+    app[DEFINITIONS] = Definitions(settings)
     app[DASHBOARD_HTML] = render(settings)
     app[OPENAPI] = openapi.build(recent_cap=RECENT_CAP, export_cap=settings.recent_size,
                                  latest_cap=LATEST_CAP,
@@ -83,14 +98,17 @@ def create_app(settings: Settings) -> web.Application:
                                  token_required=settings.api_token is not None,
                                  vehicle_timeout_s=settings.vehicle_timeout_s,
                                  replay_max_range_s=settings.replay_max_range_s)
+    document_fleet(app[OPENAPI], settings)
     app.cleanup_ctx.append(_telemetry_consumer)
     app.cleanup_ctx.append(_control_channel)
     app.cleanup_ctx.append(_network_reader)
+    app.cleanup_ctx.append(_fleet_events)
     app.on_shutdown.append(_close_websockets)
     app.on_response_prepare.append(cors.on_prepare)
     app.on_response_prepare.append(server_header)
     hide_server_version()
     add_routes(app)
+    add_fleet_routes(app)
     app.router.add_static("/static", STATIC_DIR, append_version=False)
     return app
 
@@ -116,8 +134,18 @@ async def _network_reader(app: web.Application) -> AsyncIterator[None]:
     await reader.close()
 
 
+async def _fleet_events(app: web.Application) -> AsyncIterator[None]:
+    consumer, definitions = app[FLEET_CONSUMER], app[DEFINITIONS]
+    consumer.start()
+    definitions.start()
+    yield
+    await consumer.close()
+    await definitions.close()
+
+
 async def _close_websockets(app: web.Application) -> None:
     app[HUB].close_all()
+    app[EVENT_HUB].close_all()
     sockets: set[web.WebSocketResponse] = app[WEBSOCKETS]
     for ws in list(sockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")

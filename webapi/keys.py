@@ -8,6 +8,8 @@ from aiohttp import web
 
 from webapi.consumer import TelemetryConsumer
 from webapi.control import ControlChannel
+from webapi.definitions import Definitions
+from webapi.fleet_events import EventHub, EventStore, FleetEventsConsumer
 from webapi.hub import Hub
 from webapi.metrics import Metrics
 from webapi.middleware import Cors
@@ -27,3 +29,7 @@ DASHBOARD_HTML = web.AppKey("dashboard_html", tuple[str, str])  # (html, CSP)
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
 NETWORK = web.AppKey("network", NetworkReader)
 REPLAYS = web.AppKey("replays", set[object])  # one token per running WS /replay
+FLEET_EVENTS = web.AppKey("fleet_events", EventStore)  # derived events and trips
+FLEET_CONSUMER = web.AppKey("fleet_consumer", FleetEventsConsumer)
+EVENT_HUB = web.AppKey("event_hub", EventHub)  # WS /ws/events clients
+DEFINITIONS = web.AppKey("definitions", Definitions)  # geofences and alert rules

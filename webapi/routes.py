@@ -21,6 +21,7 @@ from webapi.keys import (
     CONSUMER,
     CONTROL,
     CORS,
+    FLEET_CONSUMER,
     METRICS,
     NETWORK,
     OPENAPI,
@@ -222,6 +223,7 @@ async def stats(request: web.Request) -> web.Response:
         "malformed_total": consumer.malformed_total,
         "malformed": dict(sorted(consumer.malformed.items())),
         "violations_total": store.violations_total,
+        "fleet_events": request.app[FLEET_CONSUMER].stats(),
     })
 
 

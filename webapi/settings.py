@@ -8,6 +8,12 @@ from typing import Annotated
 from pydantic import field_validator
 from pydantic_settings import NoDecode
 
+from common.fleet_events import (
+    ALERT_RULES_TOPIC,
+    EVENTS_TOPIC,
+    GEOFENCES_TOPIC,
+    MAX_GEOFENCE_VERTICES,
+)
 from common.settings import ServiceSettings, env_names
 from common.settings import setting as _f
 
@@ -27,10 +33,20 @@ class Settings(ServiceSettings):
                                  "topic producers publish their status on")
     kafka_network_topic: str = _f("fleetstream.network", "KAFKA_NETWORK_TOPIC",
                                   "compacted topic of the producer's road network (GET /network)")
+    kafka_events_topic: str = _f(EVENTS_TOPIC, "KAFKA_EVENTS_TOPIC",
+                                 "derived events: trips, geofence crossings, alerts (key = "
+                                 "vehicle id); the web API serves them at /events, /trips")
+    kafka_geofences_topic: str = _f(GEOFENCES_TOPIC, "KAFKA_GEOFENCES_TOPIC",
+                                    "compacted topic of geofences (key = id, a tombstone "
+                                    "deletes); the web API's /geofences writes it")
+    kafka_alert_rules_topic: str = _f(ALERT_RULES_TOPIC, "KAFKA_ALERT_RULES_TOPIC",
+                                      "compacted topic of alert rules (key = id; empty: the "
+                                      "default rules); /alert-rules writes it")
     host: str = _f("127.0.0.1", "WEBAPI_HOST", "address to bind")
     port: int = _f(8000, "WEBAPI_PORT", "TCP port to bind", ge=0, le=65535)
     api_token: str | None = _f(None, "FLEETSTREAM_API_TOKEN",
-                               "when set, POST /start-sim and /stop-sim require it")
+                               "when set, POST /start-sim and /stop-sim, and writes to "
+                               "/geofences and /alert-rules require it")
     allowed_hosts: Annotated[tuple[str, ...], NoDecode] = _f(
         (), "WEBAPI_ALLOWED_HOSTS",
         "comma-separated host names accepted in the Host header besides localhost, IP "
@@ -101,6 +117,21 @@ class Settings(ServiceSettings):
     status_stale_s: float = _f(3.0, "WEBAPI_STATUS_STALE_S",
                                "no producer status for this long: /status answers 503",
                                gt=0, le=600)
+    events_keep: int = _f(10_000, "WEBAPI_EVENTS_KEEP",
+                          "derived events kept in memory for /events and the WS /ws/events "
+                          "snapshot (the topic is read from its beginning)", ge=10, le=1_000_000)
+    trips_keep: int = _f(5_000, "WEBAPI_TRIPS_KEEP",
+                         "trips kept for /trips; the oldest is forgotten", ge=10, le=1_000_000)
+    trip_route_points: int = _f(2_000, "WEBAPI_TRIP_ROUTE_POINTS",
+                                "most route points of GET /trips/{id} (longer routes are "
+                                "downsampled evenly)", ge=10, le=100_000)
+    max_geofences: int = _f(1_000, "WEBAPI_MAX_GEOFENCES",
+                            "geofences stored at most (POST beyond: 409)", ge=1, le=100_000)
+    max_alert_rules: int = _f(200, "WEBAPI_MAX_ALERT_RULES",
+                              "alert rules stored at most (POST beyond: 409)", ge=1, le=10_000)
+    max_geofence_vertices: int = _f(MAX_GEOFENCE_VERTICES, "WEBAPI_MAX_GEOFENCE_VERTICES",
+                                    "vertices of one geofence at most (all rings)", ge=3,
+                                    le=MAX_GEOFENCE_VERTICES)
     map_tile_url: str = _f(DEFAULT_TILE_URL, "WEBAPI_MAP_TILE_URL",
                            "dashboard map tiles ({z}/{x}/{y}); empty: a plain background")
 
@@ -128,7 +159,8 @@ class Settings(ServiceSettings):
         return value
 
     @field_validator("kafka_bootstrap_servers", "kafka_topic", "kafka_control_topic",
-                     "kafka_status_topic", "kafka_network_topic", "host")
+                     "kafka_status_topic", "kafka_network_topic", "kafka_events_topic",
+                     "kafka_geofences_topic", "kafka_alert_rules_topic", "host")
     @classmethod
     def _not_blank(cls, value: str, info: object) -> str:
         if not value.strip():

@@ -1,0 +1,260 @@
+"""The web API's read side of the derived events (issue 12): /events, WS /ws/events, /trips
+and /trips/{id}, on a real broker. The events are built with the contract's models and
+published as the events job would (key = vehicle id); no Spark here."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from common.contract import Location
+from common.fleet_events import (
+    Alert,
+    GeofenceEntered,
+    TripEnded,
+    TripStarted,
+    TripSummary,
+    Violations,
+    derived_event_id,
+)
+from tests.support.webapi import make_event, publish, running_app, wait_for
+from webapi.keys import FLEET_CONSUMER, FLEET_EVENTS
+from webapi.settings import Settings
+from webapi.trip_route import downsample, violation_segments
+
+pytestmark = pytest.mark.kafka
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+T0 = NOW - timedelta(minutes=10)
+HERE = Location(lat=48.137, lon=11.575)
+
+
+def env(kind: str, vid: str, t: datetime, seq: int, trip: str = "", **more: Any) -> dict[str, Any]:
+    return dict(event_id=derived_event_id(kind, vid, trip, seq), vehicle_id=vid, time=t,
+                location=HERE, trip_id=trip, source_seq=seq, **more)
+
+
+def started(vid: str, trip: str, t: datetime, seq: int = 0) -> TripStarted:
+    return TripStarted(**env("trip_started", vid, t, seq, trip), odometer_km=1000.0,
+                       fuel_level_pct=60.0)
+
+
+def ended(vid: str, trip: str, t0: datetime, t1: datetime, seq: int) -> TripEnded:
+    dur = (t1 - t0).total_seconds()
+    summary = TripSummary(
+        started_at=t0, ended_at=t1, end_reason="stopped", duration_s=dur, moving_s=dur,
+        idle_s=0, distance_km=1.5, max_speed_kmh=80, avg_speed_kmh=40, stops=0,
+        fuel_used_pct=0.5, violations=Violations(speeding=1, speeding_s=3, over_redline=0,
+                                                 alerts=0),
+        start_location=HERE, end_location=Location(lat=48.2, lon=11.6), samples=seq + 1)
+    return TripEnded(**env("trip_ended", vid, t1, seq, trip), summary=summary)
+
+
+def alert(vid: str, t: datetime, seq: int, trip: str = "") -> Alert:
+    return Alert(**env("alert", vid, t, seq, trip), rule_id="default-over-redline",
+                 rule_kind="over_redline", message="over the redline", value=6500.0,
+                 threshold=6200.0)
+
+
+def entered(vid: str, t: datetime, seq: int) -> GeofenceEntered:
+    return GeofenceEntered(**env("geofence_entered", vid, t, seq), geofence_id="depot",
+                           geofence_name="Depot")
+
+
+def js(model: Any) -> dict[str, Any]:
+    return orjson.loads(model.model_dump_json())
+
+
+async def send(bootstrap: str, topic: str, records: list[Any]) -> None:
+    """Models are sent keyed by their vehicle; (key, value) pairs as they are."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for rec in records:
+            if isinstance(rec, tuple):
+                await producer.send_and_wait(topic, key=rec[0], value=rec[1])
+            else:
+                await producer.send_and_wait(topic, key=rec.vehicle_id.encode(),
+                                             value=rec.model_dump_json().encode())
+    finally:
+        await producer.stop()
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, topic: str, topic_factory, tmp_path: Path) -> Settings:
+    u = uuid.uuid4().hex[:10]
+    return Settings(kafka_bootstrap_servers=kafka_bootstrap, kafka_topic=topic,
+                    kafka_control_topic=topic_factory("control", 1),
+                    kafka_status_topic=topic_factory("status", 1),
+                    kafka_network_topic=f"network-{u}",
+                    kafka_events_topic=topic_factory("events", 3),
+                    kafka_geofences_topic=f"geofences-{u}",
+                    kafka_alert_rules_topic=f"rules-{u}", api_token=None, cors_origins=(),
+                    analytics_output_dir=tmp_path / "analytics", map_tile_url="",
+                    control_timeout_s=1.0, status_stale_s=2.0, trip_route_points=10)
+
+
+def test_route_downsampling_and_violation_runs() -> None:
+    assert downsample(list(range(10)), 4) == [0, 3, 6, 9]
+    assert downsample(list(range(3)), 4) == [0, 1, 2]
+    pts = [{"timestamp": f"t{i}", "lat": 1.0, "lon": float(i), "speed_kmh": 10.0 * i,
+            "speeding": i in (1, 2, 5), "rpm_over_redline": i == 2} for i in range(7)]
+    assert violation_segments(pts) == [
+        {"kind": "speeding", "started_at": "t1", "ended_at": "t2",
+         "points": [[1.0, 1.0], [2.0, 1.0]], "max_speed_kmh": 20.0},
+        {"kind": "over_redline", "started_at": "t2", "ended_at": "t2",
+         "points": [[2.0, 1.0]], "max_speed_kmh": 20.0},
+        {"kind": "speeding", "started_at": "t5", "ended_at": "t5",
+         "points": [[5.0, 1.0]], "max_speed_kmh": 50.0}]
+
+
+async def test_events_are_deduplicated_filtered_and_bad_records_counted(
+        settings: Settings) -> None:
+    t = [T0 + timedelta(seconds=10 * i) for i in range(6)]
+    good = [started("CAR1", "trip-a", t[0], 0), entered("CAR1", t[1], 3),
+            alert("CAR2", t[2], 7), alert("CAR1", t[3], 9, "trip-a"),
+            ended("CAR1", "trip-a", t[0], t[4], 12)]
+    nan = good[2].model_dump_json().replace('"value":6500.0', '"value":NaN').encode()
+    bad = [(b"CAR1", b"{not json"), (b"CAR1", b'{"kind":"teleported"}'),
+           (b"OTHER", good[1].model_dump_json().encode()),  # key is not the vehicle
+           (b"CAR2", nan), (b"CAR1", b"x" * 9000), (b"CAR1", None)]
+    # out of order across keys; the alert of CAR2 twice (the job is at-least-once)
+    await send(settings.kafka_bootstrap_servers, settings.kafka_events_topic,
+               [good[4], good[0], good[2], *bad, good[2], good[1], good[3]])
+    async with running_app(settings) as client:
+        consumer = client.app[FLEET_CONSUMER]
+        await wait_for(lambda: client.app[FLEET_EVENTS].consumed_total
+                       + client.app[FLEET_EVENTS].duplicates_total + consumer.rejected_total
+                       == 12)
+        body = await (await client.get("/events")).json()
+        assert body == {"items": [js(e) for e in good]}  # chronological, each once
+        by_kind = await (await client.get("/events", params={"kind": "alert"})).json()
+        assert by_kind["items"] == [js(good[2]), js(good[3])]
+        two = await (await client.get("/events?kind=alert,trip_ended&vehicle_id=CAR1")).json()
+        assert two["items"] == [js(good[3]), js(good[4])]
+        since = await (await client.get("/events", params={
+            "since": t[3].isoformat(), "limit": "1"})).json()
+        assert since["items"] == [js(good[4])]  # limit keeps the newest
+        wrong = await client.get("/events", params={"kind": "trip"})
+        assert wrong.status == 422 and (await wrong.json())["parameter"] == "kind"
+        for params in ({"since": "yesterday"}, {"limit": "0"}):
+            assert (await client.get("/events", params=params)).status == 422
+
+        stats = (await (await client.get("/stats")).json())["fleet_events"]
+        assert stats == {"consumed_total": 5, "duplicates_total": 1, "rejected_total": 6,
+                         "rejected": {"invalid": 1, "key_mismatch": 1, "not_json": 1,
+                                      "oversized": 1, "tombstone": 1, "unknown_kind": 1},
+                         "trips": 1}
+        metrics = await (await client.get("/metrics")).text()
+        assert 'fleetstream_webapi_fleet_events_rejected_total{reason="key_mismatch"} 1.0' \
+            in metrics
+        assert "fleetstream_webapi_fleet_events_duplicates_total 1.0" in metrics
+
+
+async def test_trips_list_and_detail_with_route_and_violation_segments(
+        settings: Settings) -> None:
+    start, stop = NOW - timedelta(seconds=120), NOW - timedelta(seconds=90)
+    # CAR1 drives 30 s at 1 Hz, speeding at 10..12 s and 20 s, over the redline at 11 s;
+    # before and after the trip it stands (outside the trip's time: not in the route)
+    telemetry = [make_event("CAR1", seq=i + 5, timestamp=start + timedelta(seconds=i),
+                            speed_kmh=70.0 if i in (10, 11, 12, 20) else 40.0,
+                            engine_rpm=6500 if i == 11 else 2000, lon=11.5 + i * 0.001)
+                 for i in range(-5, 36)]
+    telemetry += [make_event("CAR9", seq=i, timestamp=start + timedelta(seconds=i))
+                  for i in range(31)]
+    await publish(settings.kafka_bootstrap_servers, settings.kafka_topic, telemetry)
+    events = [started("CAR1", "trip-1", start, 0), ended("CAR1", "trip-1", start, stop, 30),
+              started("CAR2", "trip-2", stop, 4), started("CAR3", "trip-1", stop, 0)]
+    await send(settings.kafka_bootstrap_servers, settings.kafka_events_topic, events)
+    async with running_app(settings) as client:
+        await wait_for(lambda: client.app[FLEET_EVENTS].consumed_total == 4)
+        listed = (await (await client.get("/trips")).json())["items"]
+        keys = {"trip_id", "vehicle_id", "status", "started_at", "ended_at", "start_location",
+                "end_location", "summary"}
+        assert all(set(t) == keys for t in listed)
+        assert [(t["vehicle_id"], t["status"]) for t in listed] == [
+            ("CAR2", "in_progress"), ("CAR3", "in_progress"), ("CAR1", "ended")] or [
+            (t["vehicle_id"], t["status"]) for t in listed] == [
+            ("CAR3", "in_progress"), ("CAR2", "in_progress"), ("CAR1", "ended")]
+        car1 = next(t for t in listed if t["vehicle_id"] == "CAR1")
+        assert car1["summary"] == js(events[1])["summary"]
+        assert car1["ended_at"] == js(events[1])["summary"]["ended_at"]
+        assert car1["end_location"] == {"lat": 48.2, "lon": 11.6}
+        car2 = next(t for t in listed if t["vehicle_id"] == "CAR2")
+        assert car2["ended_at"] is None and car2["summary"] is None
+        only = (await (await client.get("/trips?vehicle_id=CAR1")).json())["items"]
+        assert [t["trip_id"] for t in only] == ["trip-1"]
+        later = (await (await client.get("/trips", params={
+            "until": (start - timedelta(seconds=1)).isoformat()})).json())["items"]
+        assert later == []
+
+        ambiguous = await client.get("/trips/trip-1")
+        assert ambiguous.status == 409 and "vehicle_id" in (await ambiguous.json())["error"]
+        resp = await client.get("/trips/trip-1", params={"vehicle_id": "CAR1"})
+        assert resp.status == 200, await resp.text()
+        detail = await resp.json()
+        assert set(detail) == keys | {"route", "violation_segments"}
+        route = detail["route"]
+        assert len(route) == 10  # 31 points downsampled to WEBAPI_TRIP_ROUTE_POINTS
+        assert set(route[0]) == {"timestamp", "lat", "lon", "speed_kmh", "speeding",
+                                 "rpm_over_redline", "seq"}
+        assert (route[0]["seq"], route[-1]["seq"]) == (5, 35)
+        segs = detail["violation_segments"]
+        assert [(s["kind"], s["started_at"][17:19], s["ended_at"][17:19], len(s["points"]))
+                for s in segs] == [
+            ("speeding", f"{(start + timedelta(seconds=10)).second:02d}",
+             f"{(start + timedelta(seconds=12)).second:02d}", 3),
+            ("over_redline", f"{(start + timedelta(seconds=11)).second:02d}",
+             f"{(start + timedelta(seconds=11)).second:02d}", 1),
+            ("speeding", f"{(start + timedelta(seconds=20)).second:02d}",
+             f"{(start + timedelta(seconds=20)).second:02d}", 1)]
+        assert segs[0]["max_speed_kmh"] == 70.0
+        assert segs[0]["points"][0] == [round(11.5 + 0.010, 6), 48.137]
+
+        missing = await client.get("/trips/nope")
+        assert missing.status == 404 and "unknown trip 'nope'" in (await missing.json())["error"]
+        live = await (await client.get("/trips/trip-2")).json()
+        assert live["status"] == "in_progress" and live["route"] == []
+
+
+async def test_ws_events_snapshot_then_live_frames_filtered(settings: Settings) -> None:
+    first = [alert("CAR1", T0, 1), entered("CAR1", T0 + timedelta(seconds=1), 2)]
+    await send(settings.kafka_bootstrap_servers, settings.kafka_events_topic, first)
+    async with running_app(settings) as client:
+        await wait_for(lambda: client.app[FLEET_EVENTS].consumed_total == 2)
+        url = f"http://127.0.0.1:{client.server.port}/ws/events?kind=alert"
+        async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+            snap = await ws.receive_json(timeout=10)
+            assert snap == {"type": "snapshot", "items": [js(first[0])]}
+            new = [entered("CAR2", NOW, 5), alert("CAR2", NOW, 6), alert("CAR2", NOW, 6)]
+            await send(settings.kafka_bootstrap_servers, settings.kafka_events_topic, new)
+            frame = await ws.receive_json(timeout=10)
+            assert frame == {"type": "event", "data": js(new[1])}
+            await wait_for(lambda: client.app[FLEET_EVENTS].duplicates_total == 1)
+            with pytest.raises(TimeoutError):  # the duplicate is not sent again
+                await ws.receive_json(timeout=0.5)
+        bad = await client.get("/ws/events?kind=nope",
+                               headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+        assert bad.status == 422
+
+
+async def test_ws_events_client_caps(settings: Settings) -> None:
+    capped = settings.model_copy(update={"ws_max_per_address": 1})
+    async with running_app(capped) as client:
+        url = f"http://127.0.0.1:{client.server.port}/ws/events"
+        async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+            assert (await ws.receive_json(timeout=10))["type"] == "snapshot"
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(url)
+            assert refused.value.status == 503
+            # /ws keeps its own count: still open to this address
+            async with session.ws_connect(url.replace("/ws/events", "/ws")) as live:
+                assert (await live.receive_json(timeout=10))["type"] == "snapshot"
