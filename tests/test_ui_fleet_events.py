@@ -504,9 +504,14 @@ def test_geofences_page_creates_validates_and_deletes(stub, monkeypatch) -> None
     assert any("Created geofence Yard \\<i\\>" in s.value for s in at.success)
     assert api.requests("POST", "/geofences")[-1]["auth"] == "Bearer tok"
 
+    api.routes[("DELETE", "/geofences/depot")] = (503, {"error": "geofences still loading"})
+    at.button(key="geofence_delete").click().run()
+    assert any("cannot change geofences yet (HTTP 503): geofences still loading" in e.value
+               for e in at.error), [e.value for e in at.error]
+    api.routes[("DELETE", "/geofences/depot")] = (204, None)
     at.button(key="geofence_delete").click().run()
     assert not at.exception
-    assert api.requests("DELETE", "/geofences/depot")[0]["auth"] == "Bearer tok"
+    assert [r["auth"] for r in api.requests("DELETE", "/geofences/depot")] == ["Bearer tok"] * 2
     assert any("Deleted geofence" in s.value for s in at.success)
 
 

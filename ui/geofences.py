@@ -178,6 +178,14 @@ def _read_upload(upload: Any) -> str:
         raise ValueError("the file is not UTF-8 text") from None
 
 
+def change_error(exc: Exception) -> str:
+    """A refused create or delete as a sentence (503: the geofence topic is still loading)."""
+    if isinstance(exc, ApiError) and exc.status == 503:
+        return (f"The web API cannot change geofences yet (HTTP 503): {md(exc.message)}. "
+                "Try again in a moment.")
+    return control_error(exc)
+
+
 def create_form(client: ApiClient) -> None:
     with st.form("geofence_form", border=True):
         st.markdown("##### New geofence")
@@ -204,7 +212,7 @@ def create_form(client: ApiClient) -> None:
     try:
         made = client.create_geofence(body)
     except (ApiError, ApiUnavailable) as exc:
-        st.error(control_error(exc), icon=":material/error:")
+        st.error(change_error(exc), icon=":material/error:")
         return
     invalidate()
     st.session_state["geofence_msg"] = (
@@ -224,7 +232,7 @@ def delete_control(client: ApiClient, fences: Sequence[Geofence]) -> None:
         try:
             client.delete_geofence(str(chosen))
         except (ApiError, ApiUnavailable) as exc:
-            st.error(control_error(exc), icon=":material/error:")
+            st.error(change_error(exc), icon=":material/error:")
             return
         invalidate()
         st.session_state["geofence_msg"] = f"Deleted geofence {code(chosen)}."

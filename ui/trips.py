@@ -314,7 +314,8 @@ def render(client: ApiClient, base: Sequence[pdk.Layer], vehicles: Sequence[str]
     """The Trips page: filters, the table, and the chosen trip's map and summary."""
     c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
     vehicle = c1.selectbox("Vehicle", [ALL_VEHICLES, *vehicles], key="trips_vehicle")
-    period = c2.selectbox("Started", list(PERIODS), index=2, key="trips_period")
+    period = c2.selectbox("Driven in", list(PERIODS), index=2, key="trips_period",
+                          help="trips that overlap the period (one in progress reaches now)")
     c3.button("Refresh", key="trips_refresh", icon=":material/refresh:")
     span = PERIODS[period]
     try:
