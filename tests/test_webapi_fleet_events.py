@@ -258,3 +258,48 @@ async def test_ws_events_client_caps(settings: Settings) -> None:
             # /ws keeps its own count: still open to this address
             async with session.ws_connect(url.replace("/ws/events", "/ws")) as live:
                 assert (await live.receive_json(timeout=10))["type"] == "snapshot"
+
+
+@pytest.mark.browser
+async def test_dashboard_alert_strip_shows_alerts_live_and_escaped(
+        settings: Settings, output_dir: Path) -> None:
+    playwright_api = pytest.importorskip("playwright.async_api")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Debian chromium is not installed")
+    hostile = "<img src=x onerror=alert(1)>"
+    old = [alert(f"CAR{i}", T0 + timedelta(seconds=i), i) for i in range(10)]
+    await send(settings.kafka_bootstrap_servers, settings.kafka_events_topic, old)
+    async with running_app(settings) as client, playwright_api.async_playwright() as pw:
+        await wait_for(lambda: client.app[FLEET_EVENTS].consumed_total == 10)
+        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium",
+                                           args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 900})
+            await page.goto(str(client.make_url("/dashboard")))
+            items = page.locator("#alerts .alert-item")
+            await wait_for(lambda: items.count(), timeout=20)
+            # the snapshot: the 8 newest, newest first
+            assert await items.count() == 8
+            assert await page.locator("#alerts .alert-vehicle").all_text_contents() == [
+                f"CAR{i}" for i in range(9, 1, -1)]
+            live = Alert(**env("alert", hostile, NOW, 99), rule_id="default-harsh-brake",
+                         rule_kind="harsh_brake", message="harsh braking")
+            await send(settings.kafka_bootstrap_servers, settings.kafka_events_topic, [live])
+
+            async def first_vehicle() -> str | None:
+                return await page.locator("#alerts .alert-vehicle").first.text_content()
+
+            assert await wait_for(lambda: _is(first_vehicle(), hostile), timeout=20)
+            first = page.locator("#alerts .alert-item").first
+            assert await first.locator(".alert-rule").text_content() == "default-harsh-brake"
+            assert await first.locator(".alert-time").text_content() == \
+                NOW.strftime("%H:%M:%S") + " UTC"
+            assert await page.locator("#alerts img").count() == 0  # text, never markup
+            assert await items.count() == 8
+            await page.screenshot(path=str(output_dir / "dashboard-alert-strip.png"))
+        finally:
+            await browser.close()
+
+
+async def _is(text_coro: Any, expected: str) -> bool:
+    return await text_coro == expected

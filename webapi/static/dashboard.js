@@ -7,6 +7,7 @@
   const CHART_MAX = 120;        // points in the speed/RPM chart
   const HEAT_MAX = 4000;        // heatmap points kept
   const VIOLATION_ROWS = 50;
+  const ALERT_ROWS = 8;         // alerts in the strip (newest first)
   const RENDER_MS = 250;
   const POLL_MS = 2000;
   const TOKEN_KEY = "fleetstream.apiToken";
@@ -422,6 +423,55 @@
     };
   }
 
+  // ----------------------------------------------------------------- alert strip
+  // The last ALERT_ROWS alerts from WS /ws/events?kind=alert: a snapshot, then live.
+  const alertList = $("alerts");
+  const alertIds = new Set();
+  let alertBackoff = 500;
+  function alertTime(iso) {
+    const d = new Date(iso);
+    return isNaN(d) ? String(iso) : d.toISOString().slice(11, 19) + " UTC";
+  }
+  function addAlert(a) {
+    if (!a || a.kind !== "alert" || alertIds.has(a.event_id)) return;
+    alertIds.add(a.event_id);
+    const li = document.createElement("li");
+    li.className = "alert-item";
+    li.dataset.eventId = String(a.event_id);
+    li.title = String(a.message || "");
+    const parts = [["alert-time", alertTime(a.time)], ["alert-vehicle", a.vehicle_id],
+                   ["alert-rule", a.rule_id]];
+    parts.forEach(([cls, text]) => {
+      const span = document.createElement("span");
+      span.className = cls;
+      span.textContent = String(text);
+      li.appendChild(span);
+    });
+    alertList.insertBefore(li, alertList.firstChild);
+    while (alertList.children.length > ALERT_ROWS) {
+      alertIds.delete(alertList.lastChild.dataset.eventId);
+      alertList.removeChild(alertList.lastChild);
+    }
+    $("alerts-empty").hidden = true;
+  }
+  function connectAlerts() {
+    const proto = window.location.protocol === "https:" ? "wss:" : "ws:";
+    const sock = new WebSocket(`${proto}//${window.location.host}/ws/events?kind=alert`);
+    const strip = $("alert-strip");
+    sock.onopen = () => { alertBackoff = 500; strip.dataset.state = "open"; };
+    sock.onmessage = (msg) => {
+      let frame;
+      try { frame = JSON.parse(msg.data); } catch (_) { return; }
+      if (frame.type === "snapshot") frame.items.slice(-ALERT_ROWS).forEach(addAlert);
+      else if (frame.type === "event") addAlert(frame.data);
+    };
+    sock.onclose = () => {
+      strip.dataset.state = "closed";
+      setTimeout(connectAlerts, alertBackoff);
+      alertBackoff = Math.min(alertBackoff * 2, 30000);
+    };
+  }
+
   // ----------------------------------------------------------------- polling
   async function pollStatus() {
     try {
@@ -509,6 +559,7 @@
       if (!followed && l.body.items.length) follow(l.body.items[0].vehicle_id, false);
     }
     connect();
+    connectAlerts();
     pollStatus();
     setInterval(pollStatus, POLL_MS);
   }
