@@ -2,7 +2,10 @@
 
     .venv/bin/python -m bench.producer [--reps 3] [--fleets 1,1000,10000]
 
-For fleets of 1, 1,000 and 10,000 vehicles, the daemon's own path (Simulation + Publisher
+For fleets of 1, 1,000 and 10,000 vehicles: the daemon as users run it, a
+``python -m producer --unpaced`` process, measured from outside by the topic's end offsets
+(events/s between 10 % and 90 % of its run, so start-up and the final flush are left out);
+the daemon's own path in this process (Simulation + Publisher
 driven by ``Daemon.sim_loop`` in unpaced "max" mode: simulation, JSON encoding and Kafka
 included) is timed until every event is acknowledged, beside three baselines measured in
 the same run, against the same broker, with the same record size, acks=all + idempotence:
@@ -22,6 +25,8 @@ import asyncio
 import os
 import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -29,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 from common.kafka import TopicSpec, ensure_topics
@@ -172,6 +177,46 @@ async def daemon_path(bootstrap: str, topic: str, fleet: int, events: int) -> fl
         await pub.stop()
 
 
+async def _end_offsets_total(consumer: AIOKafkaConsumer, partitions: list) -> int:
+    return sum((await consumer.end_offsets(partitions)).values())
+
+
+async def daemon_process(bootstrap: str, topic: str, fleet: int, events: int) -> float:
+    """``python -m producer --unpaced --steps N`` as a process; its events/s from the topic's
+    end offsets, polled every 50 ms, between 10 % and 90 % of the events it sends."""
+    from aiokafka import TopicPartition
+
+    tag = uuid.uuid4().hex[:8]
+    steps = max(1, events // fleet)
+    total = steps * fleet
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_TOPIC": topic,
+           "KAFKA_CONTROL_TOPIC": f"bench-ctl-{tag}", "KAFKA_STATUS_TOPIC": f"bench-st-{tag}",
+           "KAFKA_NETWORK_TOPIC": f"bench-net-{tag}", "FLEET_SIZE": str(fleet),
+           "SIM_SEED": "1", "SIM_AUTOSTART": "true",
+           "SIM_TRIPS": "false"}  # every car drives: one event per car per step
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        proc = subprocess.Popen([sys.executable, "-m", "producer", "--unpaced", "--steps",
+                                 str(steps), "--log-level", "WARNING"], env=env, stdout=subprocess.DEVNULL)
+        marks: dict[float, float] = {}
+        while True:
+            n = await _end_offsets_total(consumer, partitions)
+            now = time.perf_counter()
+            for frac in (0.1, 0.9):
+                if frac not in marks and n >= frac * total:
+                    marks[frac] = now
+            if n >= total or proc.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        if proc.wait(60) != 0 or len(marks) < 2:
+            raise RuntimeError(f"producer exited {proc.returncode} after {n} of {total} events")
+        return 0.8 * total / (marks[0.9] - marks[0.1])
+    finally:
+        await consumer.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -201,12 +246,15 @@ def main() -> None:
         rows = []
         for fleet in fleets:
             events = 10_000 if fleet == 1 else args.events
-            res: dict[str, list[float]] = {"daemon": [], "java": [], "send": [], "batch": []}
+            res: dict[str, list[float]] = {"process": [], "daemon": [], "java": [], "send": [],
+                                           "batch": []}
             for _ in range(args.reps):
                 def fresh() -> str:
                     t = f"bench-{uuid.uuid4().hex[:8]}"
                     create_topic(bootstrap, t, PARTITIONS)
                     return t
+                res["process"].append(asyncio.run(
+                    daemon_process(bootstrap, fresh(), fleet, events)))
                 res["daemon"].append(asyncio.run(daemon_path(bootstrap, fresh(), fleet, events)))
                 res["java"].append(java_perf(bootstrap, fresh(), args.events, size))
                 res["send"].append(asyncio.run(
@@ -219,11 +267,13 @@ def main() -> None:
                 f"{k} {[round(x) for x in v]}" for k, v in res.items()), flush=True)
         print()
         print(f"medians of {args.reps} runs, events/s, acks=all, idempotent, {size} B records")
-        print("| vehicles | daemon (sim+encode+send) | Kafka ProducerPerformance | ratio "
+        print("| vehicles | `python -m producer` process, by topic offsets | Kafka "
+              "ProducerPerformance | ratio | daemon path in-process | ratio "
               "| bare aiokafka send() | ratio | bare aiokafka send_batch() | ratio |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for fleet, m in rows:
-            print(f"| {fleet:,} | {m['daemon']:,.0f} | {m['java']:,.0f} | "
+            print(f"| {fleet:,} | {m['process']:,.0f} | {m['java']:,.0f} | "
+                  f"{m['process'] / m['java']:.2f} | {m['daemon']:,.0f} | "
                   f"{m['daemon'] / m['java']:.2f} | {m['send']:,.0f} | "
                   f"{m['daemon'] / m['send']:.2f} | {m['batch']:,.0f} | "
                   f"{m['daemon'] / m['batch']:.2f} |")
