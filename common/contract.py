@@ -223,6 +223,12 @@ class ProducerStatus(BaseModel):
     ok: bool = True
     error: str | None = None
     message: str | None = None
+    # --- one fleet, many producer instances (PRODUCER_GROUP); additive ---
+    fleet_size: int | None = Field(default=None, description="cars in the whole fleet")
+    group: str | None = Field(default=None, description="the instances' group (PRODUCER_GROUP)")
+    shards: list[int] | None = Field(
+        default=None, description="the shards (telemetry partitions) this instance drives; "
+        "`vehicles` counts their cars")
 
     @field_serializer("updated_at")
     def _ser_ts(self, ts: datetime) -> str:

@@ -7,6 +7,10 @@ One asyncio task runs the simulation at wall-clock pace (tick k is due ``k * dt`
 schedule's anchor), one reads commands, one publishes the status every second. Control
 changes (rate, fleet size) are applied between ticks. SIGTERM/SIGINT: finish the tick,
 flush, exit 0. A missing broker at start or later is waited for with back-off.
+
+With ``PRODUCER_GROUP`` set, the instance drives only the cars of the shards the group
+assigns it (producer/shards.py); the rest of the fleet is driven by the group's other
+instances. Shards change hands between ticks (``tick_lock``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pydantic_core
@@ -33,12 +38,13 @@ from common.contract import (
     TelemetryEvent,
     verify_command,
 )
-from common.kafka import Stopped, TopicSpec, ensure_topics, retry
+from common.kafka import KafkaEdgeError, Stopped, TopicSpec, ensure_topics, retry, topic_partitions
 from common.lifecycle import background
 from producer.control import ControlChannel
 from producer.network import publish_network
 from producer.publisher import Publisher
 from producer.settings import Settings
+from producer.shards import Membership, ShardedFleet
 from producer.sim import Simulation, load_network, sim_options
 
 log = logging.getLogger(__name__)
@@ -76,6 +82,9 @@ class Daemon:
         self._seen_commands: dict[str, float] = {}  # signed command id -> when it expires
         self._last_auth_log = -1e9
         self._anchor: tuple[int, float, datetime] | None = None
+        self.tick_lock = asyncio.Lock()  # held from a tick's encode to its advance
+        self.fleet: ShardedFleet | None = None  # with PRODUCER_GROUP: this instance's cars
+        self.membership: Membership | None = None
 
     # ---- status and commands ------------------------------------------------------------
     def status(self, reply_to: str | None = None, *, ok: bool = True, error: str | None = None,
@@ -84,9 +93,12 @@ class Daemon:
         self._update_lag()
         if message is None and self.skipped_s:
             message = f"fell behind; skipped {self.skipped_s:.1f}s of schedule so far"
+        fleet = self.fleet
         return ProducerStatus(
             producer_id=self.producer_id, updated_at=datetime.now(UTC), running=self.running,
-            rate_hz=self.rate_hz, vehicles=self.fleet_size,
+            rate_hz=self.rate_hz, vehicles=self.fleet_size if fleet is None else self.sim.size,
+            fleet_size=self.fleet_size, group=self.settings.producer_group,
+            shards=None if fleet is None else sorted(fleet.shards),
             events_sent=self.publisher.stats.sent, send_errors=self.publisher.stats.errors,
             lag_s=round(self.lag_s, 3), behind_schedule=self.behind, last_event=last,
             reply_to=reply_to, ok=ok, error=error, message=message)
@@ -186,10 +198,18 @@ class Daemon:
         self.lag_s = max(0.0, asyncio.get_running_loop().time() - due)
         self.behind = self.lag_s > max(1.0, self.sim.dt)
 
+    async def _take_targets(self) -> None:
+        """:meth:`_apply_targets`; a sharded fleet resizes between ticks, reading back the
+        cars it takes over."""
+        if self.fleet is not None and self.fleet_size != self.fleet.fleet_size:
+            async with self.tick_lock:
+                await self.fleet.resize(self.fleet_size)
+        self._apply_targets()
+
     def _apply_targets(self) -> None:
         """Take the commanded size and rate; one the simulation refuses is logged and undone
         (commands are validated before this, so that is a bug, never a dead daemon)."""
-        if self.fleet_size != self.sim.size:
+        if self.fleet is None and self.fleet_size != self.sim.size:
             try:
                 self.sim.resize(self.fleet_size)
             except ValueError as exc:
@@ -219,7 +239,7 @@ class Daemon:
     async def sim_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while not self.stop_event.is_set():
-            self._apply_targets()
+            await self._take_targets()
             if self.steps is not None and self.ticks >= self.steps:
                 break
             if not self.running:
@@ -249,12 +269,21 @@ class Daemon:
                 ts = datetime.now(UTC)
             else:
                 ts = wall0 + timedelta(seconds=(self.ticks - k0) * self.sim.dt)
-            values = self.sim.encode(ts)
-            await self.publisher.publish(self.sim.keys, values)
-            if values:  # a tick of parked cars between their heartbeats has none
-                self.last_event = values[-1]
-            await self._advance()
+            async with self.tick_lock:
+                await self._tick(ts)
             self.ticks += 1
+
+    async def _tick(self, ts: datetime) -> None:
+        """Publish the events due at ``ts``, then step the fleet (an instance of a group
+        without cars just lets its clock run)."""
+        if self.sim.size == 0:
+            self.sim.state = replace(self.sim.state, t=self.sim.state.t + self.sim.dt)
+            return
+        values = self.sim.encode(ts)
+        await self.publisher.publish(self.sim.keys, values)
+        if values:  # a tick of parked cars between their heartbeats has none
+            self.last_event = values[-1]
+        await self._advance()
 
     async def shutdown_flush(self) -> None:
         try:
@@ -322,6 +351,50 @@ class Daemon:
                            (self.channel, "control channel")):
             await retry(edge.start, what, self.stop_event)
             stack.push_async_callback(edge.stop)
+        if s.producer_group is not None:
+            await retry(self._join_group, "producer group", self.stop_event)
+            assert self.membership is not None
+            stack.push_async_callback(self.membership.stop)
+            await stack.enter_async_context(background(self.membership.run(), "shards"))
+
+    # ---- one fleet, many instances (PRODUCER_GROUP) ---------------------------------------
+    async def _join_group(self) -> None:
+        """The shards topic (as many partitions as the telemetry topic), then a seat in the
+        group; from here on the group's assignments drive :attr:`fleet`."""
+        s = self.settings
+        assert s.producer_group is not None
+        n = len(await topic_partitions(s, s.kafka_topic, timeout_s=TOPIC_TIMEOUT_S))
+        await ensure_topics(s, [TopicSpec(s.kafka_shards_topic, n)], timeout_s=TOPIC_TIMEOUT_S)
+        have = len(await topic_partitions(s, s.kafka_shards_topic, timeout_s=TOPIC_TIMEOUT_S))
+        if have != n:
+            raise KafkaEdgeError(
+                f"shards topic {s.kafka_shards_topic!r} has {have} partitions, telemetry topic "
+                f"{s.kafka_topic!r} has {n}: they must match (one shard per partition)")
+        if self.fleet is None:
+            self.fleet = ShardedFleet(
+                self.sim, s, s.kafka_topic, n_shards=n, fleet_size=self.fleet_size,
+                first_vehicle_id=s.vehicle_id, heartbeat_s=self.sim.heartbeat_s)
+        membership = Membership(s, s.kafka_shards_topic, s.producer_group,
+                                session_timeout_s=s.producer_session_timeout_s,
+                                on_revoked=self._shards_revoked,
+                                on_assigned=self._shards_assigned)
+        await membership.start()
+        self.membership = membership
+        log.info("joined producer group %s (%d shards)", s.producer_group, n)
+
+    async def _shards_revoked(self, shards: set[int]) -> None:
+        """Between two ticks: stop those cars, and see every event of them acknowledged
+        before the group hands them to another instance."""
+        async with self.tick_lock:
+            if self.fleet is not None:
+                self.fleet.revoke(shards)
+            await self.shutdown_flush()
+
+    async def _shards_assigned(self, shards: set[int], generation: int) -> None:
+        async with self.tick_lock:
+            if self.fleet is not None:
+                await self.fleet.assign(shards, generation)
+        self.wake.set()
 
     async def _publish_network(self) -> None:
         """The basemap of the live maps; never a reason not to drive."""

@@ -473,3 +473,84 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
                    trip=trip, trip_left=trip_left, refuel_due=refuel_due, to_depot=to_depot,
                    light_crossings=s.light_crossings + crossed_lights,
                    red_crossings=s.red_crossings + crossed_red)
+
+
+def select(s: FleetState, idx: np.ndarray) -> FleetState:
+    """The cars ``idx`` (an index or boolean array) of ``s``, copied, in that order."""
+    return FleetState(t=s.t, clock0=s.clock0, light_crossings=s.light_crossings,
+                      red_crossings=s.red_crossings,
+                      **{k: getattr(s, k)[idx].copy() for k in _ARRAYS})
+
+
+@dataclass(frozen=True)
+class LastSeen:
+    """What a car's last published event says, one array entry per car (producer/restore.py
+    reads them back from the telemetry topic)."""
+
+    lat: np.ndarray
+    lon: np.ndarray
+    heading: np.ndarray  # degrees
+    speed_kmh: np.ndarray
+    gear: np.ndarray
+    rpm: np.ndarray
+    fuel: np.ndarray
+    odo: np.ndarray
+    fault: np.ndarray  # index into DTC_CODES, -1 = none
+    vclass: np.ndarray
+    parked: np.ndarray  # ignition off
+    next_seq: np.ndarray  # the last event's seq + 1
+    report_in: np.ndarray  # seconds from now until a parked car's next heartbeat is due
+
+    @property
+    def size(self) -> int:
+        return int(self.lat.size)
+
+
+def snap(net: RoadNetwork, lat: np.ndarray, lon: np.ndarray,
+         heading: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(edge, metres along it) nearest to each point among the edges driven in its heading
+    (within a degree; any edge when none is), on a local flat projection."""
+    lat0 = math.radians(float(net.node_lat.mean()))
+    kx, ky = 111_320.0 * math.cos(lat0), 110_540.0
+    ax, ay = net.node_lon[net.edge_from] * kx, net.node_lat[net.edge_from] * ky
+    dx, dy = net.node_lon[net.edge_to] * kx - ax, net.node_lat[net.edge_to] * ky - ay
+    den = np.maximum(dx * dx + dy * dy, 1e-9)
+    edges = np.empty(lat.size, dtype=np.int32)
+    frac = np.empty(lat.size)
+    for lo in range(0, lat.size, 256):  # (cars x edges) matrices of bounded size
+        px, py = lon[lo:lo + 256, None] * kx, lat[lo:lo + 256, None] * ky
+        f = np.clip(((px - ax) * dx + (py - ay) * dy) / den, 0.0, 1.0)
+        d2 = (ax + f * dx - px) ** 2 + (ay + f * dy - py) ** 2
+        turn = np.abs((net.edge_heading[None, :] - heading[lo:lo + 256, None] + 180.0) % 360.0
+                      - 180.0)
+        best = np.argmin(d2 + np.where(turn <= 1.0, 0.0, 1e12), axis=1)
+        edges[lo:lo + 256] = best
+        frac[lo:lo + 256] = f[np.arange(best.size), best]
+    return edges, frac * net.edge_len[edges]
+
+
+def restore_fleet(seen: LastSeen, rng: np.random.Generator, net: RoadNetwork, *, t: float,
+                  clock0: float, trip: np.ndarray, sport_mode: bool = False,
+                  fleet_mix: tuple[float, ...] = vh.DEFAULT_FLEET_MIX, trips: bool = False,
+                  repair_s: float = 86_400.0) -> FleetState:
+    """Cars continuing from their last published events: where they were (snapped to the
+    road network at their location and heading), as fast, in the same gear, with the same
+    fuel, odometer, fault code, vehicle type and ignition, their ``seq`` going on from the
+    last one; drivers, destinations and trip lengths are drawn afresh from ``rng``."""
+    n = seen.size
+    fresh = init_fleet(n, rng, net, sport_mode=sport_mode, t=t, fleet_mix=fleet_mix,
+                       clock0=clock0, trips=trips)
+    edge, pos = snap(net, seen.lat, seen.lon, seen.heading)
+    next_e, dest = _route(net, edge, fresh.dest, rng)
+    parked = seen.parked.astype(bool)
+    v = np.where(parked, 0.0, seen.speed_kmh / 3.6)
+    fault = seen.fault.astype(np.int16)
+    return replace(
+        fresh, edge=edge, pos=pos, v=v, next_e=next_e, dest=dest,
+        gear=np.where(parked, 0, seen.gear).astype(np.int8),
+        rpm=np.where(parked, 0, seen.rpm).astype(np.int32), fuel=seen.fuel.astype(float),
+        odo=seen.odo.astype(float), fault=fault,
+        fault_ttl=np.where(fault >= 0, repair_s, 0.0), vclass=seen.vclass.astype(np.int8),
+        seq=seen.next_seq.astype(np.int64), parked=parked,
+        dwell_ttl=np.where(parked, fresh.dwell_ttl, 0.0), trip=trip.astype(np.int64),
+        report_t=np.where(parked, t + np.maximum(seen.report_in, 0.0), t))

@@ -76,6 +76,17 @@ class Settings(ServiceSettings):
     redline_rpm: int = setting(6200, "REDLINE_RPM", "rpm_over_redline above this rpm")
     producer_id: str | None = setting(
         None, "PRODUCER_ID", "id on the status topic (default: vehicle id + pid)")
+    producer_group: str | None = setting(
+        None, "PRODUCER_GROUP",
+        "Kafka consumer group of the producer instances that share one fleet, each driving "
+        "the cars of its shards (unset: this producer alone drives the whole fleet)")
+    kafka_shards_topic: str = setting(
+        "fleetstream.shards", "KAFKA_SHARDS_TOPIC",
+        "topic whose partitions are the fleet's shards (group membership only, never written)")
+    producer_session_timeout_s: float = setting(
+        10.0, "PRODUCER_SESSION_TIMEOUT_S",
+        "with PRODUCER_GROUP: a silent instance's shards go to the others after this (s)",
+        ge=1, le=300)
     status_interval_s: float = setting(
         1.0, "STATUS_INTERVAL_S", "period of status messages (s)", gt=0)
     api_token: str | None = setting(
@@ -89,7 +100,7 @@ class Settings(ServiceSettings):
     _tol = between("speed_tolerance_kmh", "SPEED_TOLERANCE_KMH", 0, 100)
     _redline = between("redline_rpm", "REDLINE_RPM", 2000, 12000)
 
-    @field_validator("api_token", mode="before")
+    @field_validator("api_token", "producer_group", mode="before")
     @classmethod
     def _empty_token_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

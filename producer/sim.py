@@ -178,6 +178,13 @@ class Simulation:
         self._last = idx
         return events
 
+    def start_clock(self, ts: datetime) -> None:
+        """Set the time of day from ``ts`` now, if not set yet, leaving the cars as they are
+        (a sharded fleet's cars arrive continued from their last events: producer/shards.py)."""
+        if not self._clock_set:
+            self._clock_set = True
+            self.state = replace(self.state, clock0=_seconds_of_day(ts) - self.state.t)
+
     def _set_clock(self, clock0: float) -> None:
         """Start the day at ``clock0`` (s since midnight UTC at t = 0): as many cars parked
         as the demand has parked then."""

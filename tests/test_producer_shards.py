@@ -1,0 +1,239 @@
+"""One fleet across several ``python -m producer`` processes (PRODUCER_GROUP), real broker.
+
+Two instances share a fleet of 40 cars at 5 Hz: the group splits the shards between them;
+SIGKILL one and its cars continue on the other after the session timeout; a third joins
+and leaves with SIGTERM; start, stop and configure act on the fleet as a whole. Over the
+whole topic every car's ``seq`` runs 0, 1, 2, ... without gap or duplicate (so no car was
+ever published by two instances at once), and a car keeps its trip id and its odometer
+across the hand-overs (it was continued, not re-created).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from common.contract import ControlCommand, ProducerStatus
+from producer.events import vehicle_id
+from producer.fleet import LastSeen, restore_fleet, snap
+from producer.roads import RoadNetwork
+from producer.shards import shard_of
+from tests.support.processes import stop_process
+from tests.test_producer_kafka import StatusWatcher, _read_all
+
+pytestmark = pytest.mark.kafka
+ROOT = Path(__file__).resolve().parent.parent
+SESSION_S = 6.0  # the broker's smallest session timeout (group.min.session.timeout.ms)
+FLEET, RATE, SHARDS = 40, 5.0, 6
+
+
+# ---- pure parts ------------------------------------------------------------------------------
+
+def test_shard_of_is_kafka_s_default_partitioner() -> None:
+    """murmur2 of the key, positive, modulo the partition count: the Java client's
+    ``Utils.toPositive(Utils.murmur2(key)) % numPartitions`` (hashes from Kafka's UtilsTest)."""
+    for key, java in ((b"21", -973932308), (b"foobar", -790332482), (b"abc", 479470107)):
+        for n in (1, 6, 7):
+            assert shard_of(key, n) == (java & 0x7FFFFFFF) % n
+    keys = [vehicle_id("TESTCAR01", i).encode() for i in range(1000)]
+    counts = np.bincount([shard_of(k, SHARDS) for k in keys], minlength=SHARDS)
+    assert counts.sum() == 1000 and counts.min() > 100  # every shard gets a share
+
+
+def test_a_car_is_snapped_back_onto_the_edge_it_was_reported_on() -> None:
+    from producer.builtin import warsaw
+    from producer.events import Encoder
+    from producer.fleet import init_fleet
+
+    net: RoadNetwork = warsaw()
+    rng = np.random.default_rng(3)
+    st = init_fleet(200, rng, net)
+    enc = Encoder(net, first_vehicle_id="C01", run_key="k", speed_tolerance_kmh=5,
+                  redline_rpm=6200)
+    docs = [orjson.loads(v) for v in enc.encode(st, datetime.fromisoformat(
+        "2026-01-01T08:00:00+00:00"))]
+    lat = np.array([d["location"]["lat"] for d in docs])
+    lon = np.array([d["location"]["lon"] for d in docs])
+    heading = np.array([d["heading_deg"] for d in docs])
+    edge, pos = snap(net, lat, lon, heading)
+    assert (edge == st.edge).mean() > 0.95  # else a segment lying on the same line
+    ok = edge == st.edge
+    assert np.abs(pos[ok] - st.pos[ok]).max() < 1.0  # 6 decimals of a degree: ~0.1 m
+    seen = LastSeen(lat=lat, lon=lon, heading=heading,
+                    speed_kmh=np.array([d["speed_kmh"] for d in docs]),
+                    gear=np.array([d["gear"] for d in docs]),
+                    rpm=np.array([d["engine_rpm"] for d in docs]),
+                    fuel=np.array([d["fuel_level_pct"] for d in docs]),
+                    odo=np.array([d["odometer_km"] for d in docs]),
+                    fault=np.full(200, -1), vclass=st.vclass, parked=np.zeros(200, bool),
+                    next_seq=np.arange(200) + 10, report_in=np.zeros(200))
+    back = restore_fleet(seen, rng, net, t=5.0, clock0=st.clock0, trip=np.zeros(200, int))
+    assert (back.seq == np.arange(200) + 10).all() and (back.vclass == st.vclass).all()
+    assert np.allclose(back.v * 3.6, seen.speed_kmh) and np.allclose(back.odo, seen.odo)
+
+
+# ---- processes -------------------------------------------------------------------------------
+
+class Fleet:
+    """Topics and settings of one sharded fleet, and its producer processes."""
+
+    def __init__(self, bootstrap: str, tmp: Path) -> None:
+        tag = uuid.uuid4().hex[:10]
+        self.bootstrap, self.tmp = bootstrap, tmp
+        self.topic, self.control, self.status = (f"telemetry-{tag}", f"control-{tag}",
+                                                 f"status-{tag}")
+        self.env = {
+            **os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_TOPIC": self.topic,
+            "KAFKA_CONTROL_TOPIC": self.control, "KAFKA_STATUS_TOPIC": self.status,
+            "KAFKA_NETWORK_TOPIC": f"network-{tag}", "KAFKA_SHARDS_TOPIC": f"shards-{tag}",
+            "PRODUCER_GROUP": f"producers-{tag}", "PRODUCER_SESSION_TIMEOUT_S": str(SESSION_S),
+            "KAFKA_PARTITIONS": str(SHARDS), "FLEET_SIZE": str(FLEET),
+            "SIM_RATE_HZ": str(RATE), "SIM_AUTOSTART": "true", "SIM_TRIPS": "false",
+            "STATUS_INTERVAL_S": "0.5"}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str) -> subprocess.Popen[bytes]:
+        with open(self.tmp / f"{name}.log", "wb") as log:  # the child keeps its own copy
+            proc = subprocess.Popen([sys.executable, "-m", "producer"], cwd=ROOT,
+                                    env={**self.env, "PRODUCER_ID": name}, stdout=log,
+                                    stderr=log)
+        self.procs[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text()[-3000:]
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            stop_process(proc)
+
+
+def latest(watch: StatusWatcher, names: set[str]) -> dict[str, ProducerStatus]:
+    out: dict[str, ProducerStatus] = {}
+    for st in watch.seen:
+        if st.producer_id in names and st.reply_to is None:
+            out[st.producer_id] = st
+    return out
+
+
+async def wait_split(watch: StatusWatcher, names: set[str], fleet: int,
+                     timeout: float = 90.0) -> dict[str, ProducerStatus]:
+    """Until the latest statuses of ``names`` split all shards between them (disjoint, each
+    instance some) and their cars add up to ``fleet``; returns those statuses."""
+    found: dict[str, ProducerStatus] = {}
+
+    def split(_: ProducerStatus) -> bool:
+        nonlocal found
+        found = latest(watch, names)
+        if set(found) != names or not all(st.shards for st in found.values()):
+            return False
+        shards = [p for st in found.values() for p in st.shards or []]
+        return (sorted(shards) == list(range(SHARDS))
+                and sum(st.vehicles for st in found.values()) == fleet
+                and all(st.vehicles > 0 for st in found.values()))
+
+    await watch.wait_for(split, timeout=timeout)
+    return found
+
+
+async def command(fleet: Fleet, watch: StatusWatcher, names: set[str],
+                  **body: object) -> dict[str, ProducerStatus]:
+    """Send one command; every instance of ``names`` answers it."""
+    cmd = ControlCommand(command_id=uuid.uuid4().hex, **body)  # type: ignore[arg-type]
+    producer = AIOKafkaProducer(bootstrap_servers=fleet.bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(fleet.control, cmd.model_dump_json().encode())
+    finally:
+        await producer.stop()
+    replies: dict[str, ProducerStatus] = {}
+
+    def all_replied(_: ProducerStatus) -> bool:
+        replies.update({st.producer_id: st for st in watch.seen
+                        if st.reply_to == cmd.command_id})
+        return set(replies) >= names
+
+    await watch.wait_for(all_replied, timeout=30)
+    return replies
+
+
+def check_continuity(records: list) -> dict[str, list[dict]]:
+    """Per car: seq 0, 1, 2, ... (no gap, no duplicate), one trip id, odometer never back."""
+    cars: dict[str, list[dict]] = defaultdict(list)
+    for rec in records:
+        doc = orjson.loads(rec.value)
+        assert rec.key.decode() == doc["vehicle_id"]
+        cars[doc["vehicle_id"]].append(doc)
+    for vid, docs in cars.items():
+        seqs = [d["seq"] for d in docs]
+        assert seqs == list(range(len(seqs))), f"{vid}: seq not contiguous: {seqs}"
+        assert len({d["trip_id"] for d in docs}) == 1, f"{vid}: trip id changed"
+        odo = [d["odometer_km"] for d in docs]
+        assert all(b >= a for a, b in zip(odo, odo[1:], strict=False)), f"{vid}: odometer"
+    return cars
+
+
+async def test_two_instances_share_one_fleet_and_hand_it_over(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    fleet = Fleet(kafka_bootstrap, tmp_path)
+    try:
+        fleet.start("a")
+        async with StatusWatcher(kafka_bootstrap, fleet.status) as watch:
+            await wait_split(watch, {"a"}, FLEET)
+            fleet.start("b")
+            split = await wait_split(watch, {"a", "b"}, FLEET)
+            b_shards = set(split["b"].shards or [])
+            await watch.wait_for(lambda st: st.producer_id == "b" and st.events_sent >= 200)
+            # kill -9: b's shards go to a after the session timeout
+            fleet.procs["b"].kill()
+            fleet.procs["b"].wait()
+            killed_at = datetime.now(UTC)
+            await wait_split(watch, {"a"}, FLEET)
+            # a third instance joins, then the fleet is configured, stopped, started as one
+            fleet.start("c")
+            await wait_split(watch, {"a", "c"}, FLEET)
+            replies = await command(fleet, watch, {"a", "c"}, command="configure",
+                                    fleet_size=50, rate_hz=4.0)
+            assert all(r.ok and r.fleet_size == 50 for r in replies.values())
+            await wait_split(watch, {"a", "c"}, 50)
+            replies = await command(fleet, watch, {"a", "c"}, command="stop")
+            assert all(r.ok and not r.running for r in replies.values())
+            replies = await command(fleet, watch, {"a", "c"}, command="start")
+            assert all(r.ok and r.running for r in replies.values())
+            sent = {n: st.events_sent for n, st in latest(watch, {"a", "c"}).items()}
+            await watch.wait_for(lambda _: all(
+                latest(watch, {"a", "c"})[n].events_sent > sent[n] + 40 for n in sent))
+            # SIGTERM: c flushes and leaves; a takes its shards at once
+            assert stop_process(fleet.procs["c"], timeout=60) == 0, fleet.log("c")
+            await wait_split(watch, {"a"}, 50)
+            a_sent = latest(watch, {"a"})["a"].events_sent
+            await watch.wait_for(lambda st: st.producer_id == "a"
+                                 and st.events_sent > a_sent + 100)
+        assert stop_process(fleet.procs["a"], timeout=60) == 0, fleet.log("a")
+    finally:
+        fleet.stop_all()
+    records = await _read_all(kafka_bootstrap, fleet.topic)
+    cars = check_continuity(records)
+    assert set(cars) == {vehicle_id("TESTCAR01", i) for i in range(50)}
+    # b's cars went on after the kill, with a's events, within the session timeout (+ the
+    # rebalance and the read-back; timestamps are the producers', not this test's clock)
+    b_cars = [v for v in (vehicle_id("TESTCAR01", i) for i in range(FLEET))
+              if shard_of(v.encode(), SHARDS) in b_shards]
+    assert b_cars
+    for vid in b_cars:
+        stamps = [datetime.fromisoformat(d["timestamp"]) for d in cars[vid]]
+        before = [t for t in stamps if t <= killed_at]
+        after = [t for t in stamps if t > killed_at]
+        assert before and after, vid
+        assert (after[0] - before[-1]).total_seconds() < 2 * SESSION_S + 5, (
+            vid, before[-1], after[0])
