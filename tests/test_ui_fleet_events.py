@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -572,3 +573,185 @@ def test_alert_feed_failures_are_messages(stub, monkeypatch, answer) -> None:
                                                                           "No alerts in the last")
     assert any(expect in t for t in shown), shown
     assert "geofences" not in [ly["id"] for ly in decks(at)[0]["layers"]]
+
+
+# ---- end to end: the real web API on the real broker ------------------------------------
+
+E2E_TRIP, E2E_SPEEDS = "CAR001-e2e", (0, 20, 40, 60, 80, 100, 120, 130, 125, 90, 60, 40, 20, 0)
+E2E_LIMIT = 80
+
+
+@pytest.fixture
+def fleet_api(kafka_bootstrap: str, topic: str, topic_factory, tmp_path: Path):
+    """The real web API (tests.test_ui_app.ApiServer: create_app on a thread) on fresh topics,
+    with telemetry for a trip's route and the derived events the events job would publish
+    for it (trip_started/ended, alerts, an open trip), built with the contract's models."""
+    from common.fleet_events import Alert, TripEnded, TripStarted, derived_event_id
+    from tests.support.webapi import publish
+    from tests.test_ui_app import ApiServer, wait_for
+    from webapi.settings import Settings as ApiSettings
+
+    u = uuid.uuid4().hex[:10]
+    topics = dict(kafka_bootstrap_servers=kafka_bootstrap, kafka_topic=topic,
+                  kafka_control_topic=topic_factory("control", 1),
+                  kafka_status_topic=topic_factory("status", 1),
+                  kafka_events_topic=topic_factory("events", 3),
+                  kafka_geofences_topic=f"geofences-{u}", kafka_alert_rules_topic=f"rules-{u}")
+    for name in ("webhooks_topic", "webhook_deliveries_topic", "webhook_group"):
+        if name in ApiSettings.model_fields:  # being built beside this: keep it to ourselves
+            topics[name] = f"{name}-{u}"
+    t0 = NOW - timedelta(minutes=8)
+    route_events = [make_event("CAR001", seq=i, timestamp=t0 + timedelta(seconds=10 * i),
+                               speed_kmh=float(s), speed_limit_kmh=E2E_LIMIT,
+                               lat=LAT0 + 0.001 * i, lon=LON0 + 0.0015 * i)
+                    for i, s in enumerate(E2E_SPEEDS)]
+    t1 = route_events[-1].timestamp
+    live = [make_event("CAR002", seq=i, timestamp=NOW - timedelta(seconds=4 - i),
+                       lat=LAT0 + 0.004, lon=LON0 + 0.004 * i) for i in range(4)]
+
+    def env(kind: str, vid: str, t: datetime, seq: int, trip: str = "") -> dict[str, Any]:
+        return dict(event_id=derived_event_id(kind, vid, trip, seq), vehicle_id=vid, time=t,
+                    location=Location(lat=LAT0, lon=LON0), trip_id=trip, source_seq=seq)
+
+    end = route_events[-1].location
+    s = TripSummary(**{**summary(), "started_at": t0, "ended_at": t1, "end_location": end,
+                       "duration_s": (t1 - t0).total_seconds(), "max_speed_kmh": 130.0})
+    derived = [
+        TripStarted(**env("trip_started", "CAR001", t0, 0, E2E_TRIP), odometer_km=100.0,
+                    fuel_level_pct=70.0),
+        TripEnded(**env("trip_ended", "CAR001", t1, len(E2E_SPEEDS) - 1, E2E_TRIP), summary=s),
+        TripStarted(**env("trip_started", "CAR002", live[0].timestamp, 0, "CAR002-open"),
+                    odometer_km=5.0, fuel_level_pct=40.0),
+        Alert(**env("alert", "CAR001", t0 + timedelta(seconds=80), 8, E2E_TRIP),
+              rule_id="default-speeding-30s", rule_kind="speeding_sustained", message=EVIL,
+              value=40.0, threshold=30.0),
+        Alert(**env("alert", "CAR002", live[1].timestamp, 1), rule_id="default-fuel-low",
+              rule_kind="fuel_low", message="fuel at 9.5 %", value=9.5, threshold=10.0),
+    ]
+    asyncio.run(publish(kafka_bootstrap, topic, route_events + live))
+    asyncio.run(publish(kafka_bootstrap, topics["kafka_events_topic"], derived))  # type: ignore[arg-type]
+    server = ApiServer(**topics, api_token="tok",  # noqa: S106
+                       analytics_output_dir=tmp_path / "analytics").start()
+    try:
+        wait_for(f"{server.url}/events", lambda b: len(b.get("items", [])) == len(derived),
+                 timeout=60)
+        wait_for(f"{server.url}/trips", lambda b: len(b.get("items", [])) == 2, timeout=60)
+        wait_for(f"{server.url}/geofences", lambda b: b.get("items") == [], timeout=60)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.kafka
+def test_end_to_end_trips_geofences_and_alerts_from_the_real_api(
+        fleet_api, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = run_app(fleet_api.url, monkeypatch, "Trips", token="tok")
+    pick = at.selectbox(key="trip_pick")
+    assert pick.value == "CAR002-open" and any("No summary yet" in c.value for c in at.caption)
+    pick.set_value(E2E_TRIP).run()
+    assert not at.exception, [e.message for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Max speed"] == "130 km/h" and metrics["Distance"] == "8.25 km"
+    spec = decks(at)[-1]
+    route_paths = layer(spec, "trip_route")["data"]
+    assert sum(len(p["path"]) - 1 for p in route_paths) == len(E2E_SPEEDS) - 1
+    viol = layer(spec, "trip_violations")["data"]  # 100..90 km/h over a limit of 80 (+5)
+    assert len(viol) == 1 and len(viol[0]["path"]) == 5 and "max 130 km/h" in viol[0]["tip"]
+
+    at.session_state["mode"] = "Geofences"
+    at.run()
+    at.text_input(key="geofence_name").input("Depot")
+    at.text_area(key="geofence_text").input(json.dumps(SQUARE))
+    next(b for b in at.button if b.label == "Create geofence").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("Created geofence Depot" in s.value for s in at.success), texts(at)
+    stored = next(d.value for d in at.dataframe if "vertices" in d.value.columns)
+    assert stored["name"].tolist() == ["Depot"] and stored["vertices"].tolist() == [4]
+
+    at.session_state["mode"] = "Live"
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert [ly["id"] for ly in decks(at)[0]["layers"]][0] == "geofences"
+    feed = [m.value for m in at.markdown if "· **" in m.value and "CAR00" in m.value]
+    assert len(feed) == 2 and "**Low fuel**" in feed[0] and "**Sustained speeding**" in feed[1]
+    assert "![x](" not in feed[1] and r"\!\[x\]" in feed[1]
+
+
+@pytest.mark.kafka
+@pytest.mark.browser
+def test_trips_view_and_alert_feed_in_chromium(fleet_api, tmp_path: Path,
+                                               output_dir: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.support.processes import stop_process
+    from tests.test_ui_app import CHROMIUM_ARGS, wait_for
+    from tests.test_ui_browser_maps import count_near, settle
+    from tools.kafka import free_port
+
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Debian chromium is not installed")
+    with ApiClient(fleet_api.url, token="tok") as client:
+        client.create_geofence({"id": "depot", "name": "Depot", "geometry": {
+            "type": "Polygon", "coordinates": [[[LON0 + 0.004, LAT0 + 0.002],
+                                                [LON0 + 0.012, LAT0 + 0.002],
+                                                [LON0 + 0.012, LAT0 + 0.008],
+                                                [LON0 + 0.004, LAT0 + 0.008],
+                                                [LON0 + 0.004, LAT0 + 0.002]]]}})
+    port = free_port()
+    env = {**os.environ, "FLEETSTREAM_API_URL": fleet_api.url, "FLEETSTREAM_API_TOKEN": "tok",
+           "FLEETSTREAM_UI_REFRESH_S": "2", "HOME": str(tmp_path)}
+    root = Path(APP).parent.parent
+    with (tmp_path / "streamlit.log").open("w") as log:
+        proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "streamlit", "run", "ui/app.py", "--server.headless",
+             "true", "--server.address", "127.0.0.1", "--server.port", str(port)],
+            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    outside: list[str] = []
+    alerts_png, trips_png = output_dir / "ui-alerts.png", output_dir / "ui-trips.png"
+    trip_map_png = output_dir / "ui-trips-map.png"
+    try:
+        wait_for(f"http://127.0.0.1:{port}/_stcore/health", bool, as_json=False)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium",
+                                         args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1600, "height": 1300})
+                page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(
+                    ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")) else None)
+                page.goto(f"http://127.0.0.1:{port}")
+                feed = page.locator(".st-key-alert_feed")
+                feed.wait_for(timeout=90_000)
+                page.get_by_text("Pause live updates", exact=True).click(force=True)
+                settle(page)
+                feed.scroll_into_view_if_needed()
+                text = feed.inner_text()
+                assert "Low fuel" in text and "fuel at 9.5 %" in text
+                assert "![x](http://203.0.113.9/leak) <b>bold</b> :red[x] $x$" in text
+                page.screenshot(path=str(alerts_png), full_page=True)
+
+                page.get_by_text("Trips", exact=True).first.click()
+                page.locator("[data-testid='stDataFrame']").first.wait_for(timeout=60_000)
+                page.locator("[data-testid='stSelectbox']").filter(has_text="Trip").click()
+                page.get_by_role("option", name="CAR001", exact=False).click()
+                page.get_by_text("Trip ", exact=False).filter(has_text=E2E_TRIP).first \
+                    .wait_for(timeout=30_000)
+                page.wait_for_selector("[data-testid='stDeckGlJsonChart'] canvas",
+                                       timeout=60_000)
+                settle(page)
+                page.screenshot(path=str(trips_png), full_page=True)
+                page.locator("[data-testid='stDeckGlJsonChart']").first.screenshot(
+                    path=str(trip_map_png))
+            finally:
+                browser.close()
+    finally:
+        stop_process(proc)
+    assert outside == [], f"the page fetched from the internet: {outside}"
+    # the route's speed colours, the violation casing and the geofence are drawn
+    assert count_near(trip_map_png, VIOLATION_COLOR, 30) > 300
+    assert count_near(trip_map_png, SPEED_BAND_COLORS[4], 30) > 50  # >= 120 km/h, red
+    assert count_near(trip_map_png, SPEED_BAND_COLORS[0], 30) > 50  # < 30 km/h, green
+    assert count_near(trip_map_png, GEOFENCE_COLOR, 30) > 100

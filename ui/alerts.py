@@ -35,6 +35,7 @@ WINDOW = timedelta(hours=1)
 FETCH_LIMIT = 500
 SHOWN = 15
 FEED_HEIGHT = 360
+"""Pixels of the feed once it holds more than 8 lines (it scrolls); fewer take their height."""
 
 
 def _num(value: Any) -> float | None:
@@ -117,8 +118,10 @@ def feed(client: ApiClient, now: datetime | None = None) -> None:
         st.caption(f"No alerts in the last {WINDOW.total_seconds() / 60:.0f} minutes. The "
                    "events job (`make events`) raises them from the stream.")
         return
-    with st.container(height=FEED_HEIGHT, border=True, key="alert_feed"):
-        for line in feed_lines(alerts, new):
+    lines = feed_lines(alerts, new)
+    with st.container(height=FEED_HEIGHT if len(lines) > 8 else "content", border=True,
+                      key="alert_feed"):
+        for line in lines:
             st.markdown(line)
     counts = alerts["rule_kind"].map(lambda k: RULE_LABELS.get(k) or k or "alert") \
         .value_counts()

@@ -199,7 +199,7 @@ def violation_layer(segments: pd.DataFrame) -> pdk.Layer:
     })
     return pdk.Layer(
         "PathLayer", data=data, id="trip_violations", pickable=True, get_path="path",
-        get_color=list(VIOLATION_COLOR) + [210], get_width=VIOLATION_WIDTH_M,
+        get_color=list(VIOLATION_COLOR) + [255], get_width=VIOLATION_WIDTH_M,
         width_min_pixels=10, width_max_pixels=22, cap_rounded=True, joint_rounded=True,
     )
 
