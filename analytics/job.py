@@ -1,15 +1,18 @@
 """Extract (Kafka) -> transform (analytics.transforms) -> load (parquet or console).
 
-Three streaming queries share one Kafka source definition: ``vehicle_windows`` and
-``road_windows`` (windowed aggregates, append mode with a watermark) and ``malformed``
-(records that are not valid events). Each has its own checkpoint, so the parquet sink writes
-each window exactly once; a rerun from the same checkpoint adds nothing it wrote before.
+One streaming query reads the topic; ``foreachBatch`` (:class:`Batches`) parses each
+micro-batch once and writes every dataset from it: ``vehicle_windows`` and ``road_windows``
+(event-time windows closed by the watermark) and ``malformed`` (records that are not valid
+events). Batch ids make the output exactly once: a rerun from the same checkpoint adds
+nothing it wrote before, and a batch redone after a crash writes nothing twice.
 
 Runs as ``python -m analytics`` or ``spark-submit ... analytics/job.py`` (same flags).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import os
 import re
@@ -24,22 +27,37 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
+import pyarrow as pa
+import pyarrow.fs as pafs
 import pyspark
 from py4j.protocol import Py4JJavaError
+from pyspark import StorageLevel
 from pyspark.errors import PySparkException, StreamingQueryException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
+from pyspark.sql.streaming import StreamingQuery
 
+from analytics.compaction import Dataset, filesystem, write_atomic
 from analytics.gateway import open_session
 from analytics.progress import ProgressTracker
+from analytics.reader import MALFORMED_SCHEMA, SCHEMAS
 from analytics.settings import Settings, SparkJobSettings
-from analytics.transforms import malformed_records, parse, transform, valid_events
+from analytics.transforms import (
+    USED_EVENT_FIELDS,
+    duration_us,
+    malformed_records,
+    parse,
+    slim,
+    transform,
+)
 from common.kafka import KafkaEdgeError, check_reachable
 
 log = logging.getLogger("analytics")
 
-QUERIES = ("vehicle_windows", "road_windows", "malformed")
+QUERY = "analytics"
+"""The one streaming query; its checkpoint is ``<checkpoints>/analytics``, the job's own
+batch commits and open-window events ``<checkpoints>/analytics_batches``."""
+DATASET_SCHEMAS: dict[str, pa.Schema] = {**SCHEMAS, "malformed": MALFORMED_SCHEMA}
 CONNECTOR = f"spark-sql-kafka-0-10_2.13-{pyspark.__version__}.jar"
 S = TypeVar("S", bound=SparkJobSettings)
 
@@ -123,35 +141,187 @@ def extract(spark: SparkSession, settings: SparkJobSettings) -> DataFrame:
     return reader.load()
 
 
-def outputs(raw: DataFrame, settings: Settings) -> dict[str, DataFrame]:
-    """The three output streams, by query name."""
-    parsed = parse(raw)
-    vehicles, roads = transform(valid_events(parsed), settings.window, settings.watermark)
-    counted = parsed.observe("parse", F.count(F.lit(1)).alias("records"),
-                             F.count_if(F.col("reason").isNotNull()).alias("malformed"))
-    streams = {"vehicle_windows": vehicles, "road_windows": roads,
-               "malformed": malformed_records(counted)}
-    return {name: df.observe("written", F.count(F.lit(1)).alias("rows_written"))
-            for name, df in streams.items()}
+class Batches:
+    """``foreachBatch``: each micro-batch of Kafka records, read once, feeds every dataset.
+
+    The batch is parsed once into :func:`analytics.transforms.slim` rows and cached. From
+    it: the malformed records; the valid events of windows still open, which with the
+    open-window events kept from earlier batches (``open/<batch>/`` in the job's state
+    folder) make the windows the watermark closes now; and this batch's events of windows
+    still open, saved for later batches. The watermark is Spark's rule: the latest event time
+    seen minus ``watermark``, never moving back. A window closes once the watermark reaches
+    its end, so each window is aggregated once, over all its events; an event whose window
+    closed before its batch is dropped and counted.
+
+    **Exactly once.** After writing the datasets (analytics.compaction, names derived from the
+    batch id) the job commits ``commits/<batch>.json`` (watermark, open-event folders). A
+    batch Spark runs again after a crash (its offsets are logged, its commit is not) is
+    skipped when that commit exists, else redone from the previous commit's state with the
+    same records: the same files are rewritten and a dataset whose log entry for the batch
+    exists is not written again, so no window is written twice.
+    """
+
+    def __init__(self, settings: Settings, state_dir: str, output_dir: str | None,
+                 tracker: ProgressTracker) -> None:
+        self.settings = settings
+        self.fs, self.state = filesystem(state_dir)
+        self.state_uri = state_dir
+        self.tracker = tracker
+        self.delay_us = duration_us(settings.watermark)
+        self.datasets = {} if output_dir is None else {
+            name: Dataset(_join(output_dir, name), name, schema)
+            for name, schema in DATASET_SCHEMAS.items()}
+
+    def create(self) -> None:
+        """The folders, before the query starts: a path that cannot be one is a JobError."""
+        for name, dataset in self.datasets.items():
+            legacy = Path(dataset.path) / "_spark_metadata"
+            if isinstance(dataset.fs, pafs.LocalFileSystem) and legacy.is_dir() and not (
+                    Path(dataset.path) / "_commits").is_dir():
+                raise JobError(f"{dataset.path} was written by the job before it read the "
+                               "topic once (Spark's file sink): move it aside or choose "
+                               "another ANALYTICS_OUTPUT_DIR")
+            try:
+                dataset.create()
+            except OSError as exc:
+                raise JobError(f"dataset {name} cannot be written at {dataset.path}: "
+                               f"{_short(exc)}") from None
+        self.fs.create_dir(f"{self.state}/commits", recursive=True)
+
+    def _commit_path(self, batch_id: int) -> str:
+        return f"{self.state}/commits/{batch_id:020d}.json"
+
+    def _previous(self, batch_id: int) -> dict:
+        infos = self.fs.get_file_info(pafs.FileSelector(f"{self.state}/commits"))
+        ids = sorted(int(i.base_name[:-5]) for i in infos
+                     if i.base_name.endswith(".json") and i.base_name[:-5].isdigit())
+        before = [i for i in ids if i < batch_id]
+        if not before:
+            return {"batch_id": None, "watermark_us": None, "open": []}
+        with self.fs.open_input_stream(self._commit_path(before[-1])) as f:
+            return dict(json.loads(f.read()))
+
+    def __call__(self, df: DataFrame, batch_id: int) -> None:
+        if self.fs.get_file_info(self._commit_path(batch_id)).type != pafs.FileType.NotFound:
+            log.info("batch %s was committed before a restart: skipped", batch_id)
+            return
+        previous = self._previous(batch_id)
+        rows = slim(parse(df), self.settings.window).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            self._process(rows, batch_id, previous)
+        finally:
+            rows.unpersist()
+
+    def _process(self, rows: DataFrame, batch_id: int, previous: dict) -> None:
+        spark = rows.sparkSession
+        prev_wm: int | None = previous["watermark_us"]
+        valid = F.col("reason").isNull()
+        end_us = F.unix_micros(F.col("window_end"))
+        late = (valid & (end_us <= F.lit(prev_wm))) if prev_wm is not None else F.lit(False)
+        stats = rows.agg(
+            F.count(F.lit(1)).alias("records"),
+            F.count_if(~valid).alias("malformed"),
+            F.count_if(late).alias("late"),
+            F.unix_micros(F.max("timestamp")).alias("max_ts"),
+            F.unix_micros(F.max("window_end")).alias("max_end")).first()
+        assert stats is not None
+        watermark = prev_wm
+        if stats["max_ts"] is not None:
+            candidate = stats["max_ts"] - self.delay_us
+            watermark = candidate if prev_wm is None else max(prev_wm, candidate)
+
+        events = rows.where(valid)
+        if prev_wm is not None:
+            events = events.where(end_us > F.lit(prev_wm))
+        events = events.select(*USED_EVENT_FIELDS, "window_end")
+        open_sets = previous["open"]  # each holds events of a window open after its batch
+        tables: dict[str, pa.Table] = {}
+        if watermark is not None and (prev_wm is None or watermark > prev_wm):
+            pool = events
+            if open_sets:
+                kept = spark.read.parquet(*[o["path"] for o in open_sets])
+                pool = pool.unionByName(kept.where(end_us > F.lit(prev_wm))
+                                        if prev_wm is not None else kept)
+            closed = pool.where(end_us <= F.lit(watermark)).drop("window_end")
+            vehicles, roads = transform(closed, self.settings.window)
+            tables["vehicle_windows"] = vehicles.toArrow()
+            tables["road_windows"] = roads.toArrow()
+        else:
+            tables["vehicle_windows"] = DATASET_SCHEMAS["vehicle_windows"].empty_table()
+            tables["road_windows"] = DATASET_SCHEMAS["road_windows"].empty_table()
+        tables["malformed"] = (malformed_records(rows).toArrow() if stats["malformed"]
+                               else DATASET_SCHEMAS["malformed"].empty_table())
+
+        still_open = [o for o in open_sets if watermark is None or o["max_end_us"] > watermark]
+        if stats["max_end"] is not None and (watermark is None or stats["max_end"] > watermark):
+            path = _join(self.state_uri, f"open/{batch_id:020d}")
+            pending = events if watermark is None else events.where(end_us > F.lit(watermark))
+            pending.write.mode("overwrite").parquet(path)
+            still_open.append({"path": path, "max_end_us": stats["max_end"]})
+
+        self._write(batch_id, tables)
+        commit = {"batch_id": batch_id, "watermark_us": watermark, "open": still_open,
+                  "records": stats["records"]}
+        write_atomic(self.fs, self._commit_path(batch_id), json.dumps(commit).encode())
+        self._clean_up(previous, still_open)
+        self._record(batch_id, stats, watermark, {k: t.num_rows for k, t in tables.items()})
+        for dataset in self.datasets.values():
+            replaced = dataset.compact(batch_id, self.settings.compact_files)
+            if replaced:
+                log.info("%s: compacted %d files after batch %s", dataset.name, replaced,
+                         batch_id)
+
+    def _write(self, batch_id: int, tables: dict[str, pa.Table]) -> None:
+        if not self.datasets:  # the console sink
+            for name, table in tables.items():
+                if table.num_rows:
+                    sys.stdout.write(f"-- batch {batch_id}: {name} ({table.num_rows} rows)\n"
+                                     f"{table.to_pandas().to_string(max_rows=50)}\n")
+                    sys.stdout.flush()
+            return
+        for name, dataset in self.datasets.items():
+            if dataset.committed(batch_id):
+                continue  # written before a crash, with the same rows
+            dataset.write_batch(batch_id, tables[name])
+
+    def _clean_up(self, previous: dict, still_open: list[dict]) -> None:
+        """Open-event folders the last commit named and this one does not; old commits."""
+        keep = {o["path"] for o in still_open}
+        for o in previous["open"]:
+            if o["path"] not in keep:
+                fs, path = filesystem(o["path"])
+                if fs.get_file_info(path).type == pafs.FileType.Directory:
+                    fs.delete_dir(path)
+        if previous["batch_id"] is not None:
+            for i in range(max(0, previous["batch_id"] - 100), previous["batch_id"]):
+                stale = self._commit_path(i)
+                if self.fs.get_file_info(stale).type == pafs.FileType.File:
+                    self.fs.delete_file(stale)
+
+    def _record(self, batch_id: int, stats: Row, watermark: int | None,
+                written: dict[str, int]) -> None:
+        mark = _iso(watermark)
+        for name in DATASET_SCHEMAS:
+            observed = {"rows_written": written[name]}
+            if name == "malformed":
+                observed = {"records": stats["records"], "malformed": stats["malformed"],
+                            **observed}
+            dropped = 0 if name == "malformed" else stats["late"]
+            self.tracker.record(name, batch_id, input_rows=stats["records"],
+                                dropped=dropped, watermark=mark, observed=observed)
+        self.tracker.save()
 
 
-def load(name: str, df: DataFrame, settings: Settings, scratch: Path) -> StreamingQuery:
-    """Start one query: parquet (+ checkpoint) or console, continuous or once."""
-    if settings.sink == "parquet":
-        df = df.repartition(1)  # one file per batch and dataset, not one per shuffle partition
-    writer: DataStreamWriter = df.writeStream.queryName(name).outputMode("append")
-    if settings.sink == "parquet":
-        writer = (writer.format("parquet")
-                  .option("path", settings.location(name))
-                  .option("checkpointLocation", settings.location(name, checkpoint=True)))
-    else:
-        writer = (writer.format("console").option("truncate", "false").option("numRows", 50)
-                  .option("checkpointLocation", str(scratch / name)))
-    if settings.once:
-        writer = writer.trigger(availableNow=True)
-    else:
-        writer = writer.trigger(processingTime=f"{settings.trigger_seconds} seconds")
-    return writer.start()
+def _iso(us: int | None) -> str | None:
+    """Microseconds since the epoch as Spark writes a watermark: 2026-01-01T08:08:00.000Z."""
+    if us is None:
+        return None
+    t = dt.datetime.fromtimestamp(us / 1e6, dt.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def _join(base: str, name: str) -> str:
+    return f"{base.rstrip('/')}/{name}"
 
 
 def _install_stop_handlers(stop: threading.Event) -> None:
@@ -180,7 +350,7 @@ def run(settings: Settings, spark: SparkSession | None = None,
     """Run the job until the backlog is done (``once``) or until ``stop``/SIGTERM/SIGINT.
 
     Uses ``spark`` if given (tests), else builds a session and stops it at the end. Returns
-    the progress totals per query; raises JobError if a query failed.
+    the progress totals per dataset; raises JobError if the query failed.
     """
     check_broker(settings.kafka_bootstrap_servers)
     own_session = spark is None
@@ -188,36 +358,44 @@ def run(settings: Settings, spark: SparkSession | None = None,
     stop = stop or threading.Event()
     if own_session:
         _install_stop_handlers(stop)
-    tracker = ProgressTracker(settings.progress_dir if settings.sink == "parquet" else None)
+    parquet = settings.sink == "parquet"
+    tracker = ProgressTracker(settings.progress_dir if parquet else None)
     settings.local_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="console-", dir=settings.local_dir))
-    queries: list[StreamingQuery] = []
+    query: StreamingQuery | None = None
     try:
-        raw = extract(session, settings)
-        for name, df in outputs(raw, settings).items():
-            try:
-                queries.append(load(name, df, settings, scratch))
-            except (Py4JJavaError, PySparkException) as exc:
-                raise JobError(f"query {name} could not start: {_short(exc)}") from None
-        log.info("started %s from %s/%s (%s, window %s, watermark %s) -> %s",
-                 ", ".join(QUERIES), settings.kafka_bootstrap_servers, settings.kafka_topic,
+        checkpoint = settings.location(QUERY, checkpoint=True) if parquet else \
+            str(scratch / "checkpoint")
+        state = settings.location(f"{QUERY}_batches", checkpoint=True) if parquet else \
+            str(scratch / "batches")
+        batches = Batches(settings, state, settings.output_dir if parquet else None, tracker)
+        batches.create()
+        writer = (extract(session, settings).writeStream.queryName(QUERY)
+                  .foreachBatch(batches).option("checkpointLocation", checkpoint))
+        if settings.once:
+            writer = writer.trigger(availableNow=True)
+        else:
+            writer = writer.trigger(processingTime=f"{settings.trigger_seconds} seconds")
+        try:
+            query = writer.start()
+        except (Py4JJavaError, PySparkException) as exc:
+            raise JobError(f"query {QUERY} could not start: {_short(exc)}") from None
+        log.info("started %s from %s/%s (%s, window %s, watermark %s) -> %s: %s",
+                 QUERY, settings.kafka_bootstrap_servers, settings.kafka_topic,
                  "once" if settings.once else f"every {settings.trigger_seconds:g}s",
                  settings.window, settings.watermark,
-                 settings.output_dir if settings.sink == "parquet" else "console")
-        while any(q.isActive for q in queries) and not stop.is_set():
-            for q in queries:
-                try:
-                    q.awaitTermination(1)
-                except (StreamingQueryException, Py4JJavaError) as exc:
-                    raise JobError(f"query {q.name} failed: {_short(exc)}") from None
-                tracker.poll(queries)
-                failure = q.exception()
-                if failure is not None:
-                    raise JobError(f"query {q.name} failed: {_short(failure)}")
+                 settings.output_dir if parquet else "console", ", ".join(DATASET_SCHEMAS))
+        while query.isActive and not stop.is_set():
+            try:
+                query.awaitTermination(1)
+            except (StreamingQueryException, Py4JJavaError) as exc:
+                raise JobError(f"query {QUERY} failed: {_short(exc)}") from None
+            failure = query.exception()
+            if failure is not None:
+                raise JobError(f"query {QUERY} failed: {_short(failure)}")
     finally:
-        for q in queries:
-            _stop_after_batch(q)
-        tracker.poll(queries)
+        if query is not None:
+            _stop_after_batch(query)
         if own_session:
             session.stop()
         shutil.rmtree(scratch, ignore_errors=True)

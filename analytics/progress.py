@@ -92,6 +92,17 @@ class ProgressTracker:
                      entry["rows_dropped_by_watermark"], extra, watermark)
         return True
 
+    def record(self, name: str, batch_id: int, *, input_rows: int, dropped: int,
+               watermark: str | None, observed: Mapping[str, int]) -> None:
+        """Fold in one committed micro-batch of the job's dataset ``name`` (its own counts:
+        ``dropped`` are the events whose window had closed before their batch)."""
+        self.consume({"name": name, "batchId": batch_id,
+                      "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+                      "numInputRows": input_rows, "durationMs": {"addBatch": 0},
+                      "stateOperators": [{"numRowsDroppedByWatermark": dropped}],
+                      "eventTime": {"watermark": watermark},
+                      "observedMetrics": {"batch": dict(observed)}})
+
     def poll(self, queries: Iterable[_Query]) -> None:
         """Consume the new progress reports of ``queries`` and save the totals."""
         changed = False

@@ -1,11 +1,16 @@
 """Read the job's parquet output with pyarrow only (no pyspark): for the web API and tools.
 
-Spark's streaming file sink writes ``part-*.parquet`` files into the dataset folder and lists
-the files of each committed micro-batch in ``_spark_metadata/`` (``0``, ``1``, ...,
-``9.compact`` ...: a ``v1`` line, then one JSON object per file with ``path`` and
-``action``). A file that is in the folder but not in that log belongs to a batch that failed
-or is being written, so :func:`committed_files` returns only the logged ones. Without a
-``_spark_metadata`` folder (a batch Spark job, a copy) every ``part-*.parquet`` file counts.
+The job commits each dataset's files in ``<dataset>/_commits/`` (see analytics.compaction):
+``<batch>.json`` names the files a micro-batch added, ``<batch>.compact.json`` is a snapshot
+of every live file after a compaction. :func:`committed_files` replays the newest snapshot
+and the batch entries after it; a file no entry names (a batch being written, a crashed
+attempt, a temporary file) is not read.
+
+Output of the job before it read the topic once is read too: Spark's streaming file sink
+wrote ``part-*.parquet`` files into the dataset folder and listed the files of each
+committed micro-batch in ``_spark_metadata/`` (``0``, ``1``, ..., ``9.compact`` ...: a ``v1``
+line, then one JSON object per file with ``path`` and ``action``); only the logged ones
+count. Without either log (a batch Spark job, a copy) every ``part-*.parquet`` file counts.
 
     from analytics.reader import read_windows
     table = read_windows("data/analytics", "vehicle_windows", vehicle_ids=["TESTCAR01"], limit=50)
@@ -19,7 +24,8 @@ import json
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlparse
@@ -45,8 +51,16 @@ SCHEMAS: dict[str, pa.Schema] = {
     ]),
 }
 """The contract of the two datasets, as pyarrow reads them."""
+MALFORMED_SCHEMA = pa.schema([
+    ("key", pa.string()), ("value", pa.string()), ("topic", pa.string()),
+    ("partition", pa.int32()), ("offset", pa.int64()), ("kafka_timestamp", _TS),
+    ("reason", pa.string()),
+])
+"""The records that are not valid events (``malformed/``)."""
 
 _LOG_NAME = re.compile(r"^(\d+)(\.compact)?$")
+_ENTRY_NAME = re.compile(r"^(\d+)(\.compact)?\.json$")
+COMMITS = "_commits"
 CACHE_FILES = 4096
 """Committed files never change, so each is read once and kept (the newest this many)."""
 _cache: OrderedDict[tuple[str, int, int], pa.Table] = OrderedDict()
@@ -66,9 +80,39 @@ def _log_files(metadata: Path) -> list[Path]:
     return files + [batches[b] for b in sorted(batches) if b > start]
 
 
+def entry_key(name: str) -> tuple[int, int] | None:
+    """The order of a ``_commits`` entry: (batch id, 0 for a batch or 1 for a snapshot)."""
+    m = _ENTRY_NAME.match(name)
+    return (int(m.group(1)), int(bool(m.group(2)))) if m else None
+
+
+def live_files(entries: list[tuple[str, Callable[[], dict]]]) -> list[str]:
+    """Replay ``(entry name, read it)`` pairs of a ``_commits`` log: the live file names."""
+    keyed = sorted(((k, read) for name, read in entries if (k := entry_key(name)) is not None),
+                   key=lambda e: e[0])
+    snapshots = [i for i, (k, _) in enumerate(keyed) if k[1] == 1]
+    start = snapshots[-1] if snapshots else 0
+    live: dict[str, None] = {}  # insertion-ordered set
+    for i, (_, read) in enumerate(keyed[start:]):
+        entry = read()
+        if i == 0 and snapshots:
+            live = dict.fromkeys(entry["live"])
+            continue
+        live.update(dict.fromkeys(entry.get("add", [])))
+    return list(live)
+
+
+def _read_json(path: Path) -> dict:
+    return dict(json.loads(path.read_text()))
+
+
 def committed_files(dataset: Path | str) -> list[Path]:
     """The parquet files of ``dataset`` that belong to committed batches, oldest first."""
     dataset = Path(dataset)
+    commits = dataset / COMMITS
+    if commits.is_dir():
+        names = live_files([(p.name, partial(_read_json, p)) for p in commits.iterdir()])
+        return [dataset / name for name in names]
     metadata = dataset / "_spark_metadata"
     if not metadata.is_dir():
         return sorted(p for p in dataset.glob("part-*.parquet") if p.is_file())
@@ -116,7 +160,13 @@ def read_windows(output_dir: Path | str, kind: Kind, *,
     when the job has written nothing yet (see :func:`available`).
     """
     schema = SCHEMAS[kind]
-    tables = [_read_file(f, schema) for f in committed_files(Path(output_dir) / kind)]
+    for attempt in range(3):
+        try:
+            tables = [_read_file(f, schema) for f in committed_files(Path(output_dir) / kind)]
+            break
+        except FileNotFoundError:  # a compaction replaced the files (or a log entry) listed
+            if attempt == 2:
+                raise
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     if vehicle_ids is not None and kind == "vehicle_windows":
         table = table.filter(pc.field("vehicle_id").isin(list(vehicle_ids)))

@@ -132,6 +132,10 @@ class Settings(SparkJobSettings):
     trigger_seconds: float = setting(
         10.0, "ANALYTICS_TRIGGER_SECONDS", "micro-batch interval in continuous mode",
         gt=0, le=3600)
+    compact_files: int = setting(
+        32, "ANALYTICS_COMPACT_FILES",
+        "merge a dataset's per-batch files into one file per window day once it has this "
+        "many (0: never)", ge=0, le=1_000_000)
 
     @field_validator("window", "watermark")
     @classmethod

@@ -125,6 +125,37 @@ def valid_events(parsed: DataFrame, schema: T.StructType = EVENT_SCHEMA) -> Data
     return parsed.where(F.col("reason").isNull()).select(*cols)
 
 
+def duration_us(text: str) -> int:
+    """A normalised duration ('2 minutes', see analytics.settings) in microseconds."""
+    count, unit = text.split()
+    seconds = {"millisecond": 0.001, "second": 1, "minute": 60, "hour": 3600,
+               "day": 86400}[unit.removesuffix("s")]
+    return int(int(count) * seconds * 1_000_000)
+
+
+def slim(parsed: DataFrame, window: str) -> DataFrame:
+    """One row per record with only what the job's outputs read: ``reason``, the event
+    fields the aggregates use (null for a malformed record), ``window_end`` (the end of the
+    event's window) and the raw record's metadata (null for a valid event). Small enough to
+    cache for the whole micro-batch."""
+    valid = F.col("reason").isNull()
+    defaults = default_values()
+    fields = {f.name: f for f in EVENT_SCHEMA.fields}
+    used = []
+    for name in USED_EVENT_FIELDS:
+        col = F.col(f"event.{name}")
+        if name in defaults:
+            col = F.coalesce(col, F.lit(defaults[name]).cast(fields[name].dataType))
+        used.append(F.when(valid, col).alias(name))
+    length = F.lit(duration_us(window))
+    start_us = F.unix_micros(F.col("event.timestamp"))
+    # F.window's end (windows aligned to the epoch) without F.window, which drops the rows
+    # whose timestamp is null (the malformed ones) from the whole frame
+    end = F.timestamp_micros((F.floor(start_us / length) + 1) * length)
+    raw = [F.when(~valid, F.col(c)).alias(c) for c in MALFORMED_COLUMNS if c != "reason"]
+    return parsed.select("reason", *used, F.when(valid, end).alias("window_end"), *raw)
+
+
 def malformed_records(parsed: DataFrame) -> DataFrame:
     """The records that are not valid events, with where they came from and why."""
     return parsed.where(F.col("reason").isNotNull()).select(*MALFORMED_COLUMNS)
