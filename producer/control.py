@@ -1,16 +1,20 @@
 """The Kafka edge for remote control: the command reader and the status writer.
 
 Every producer reads every command (no consumer group), starting at the end of the
-control topic, and answers on the status topic (key = producer id).
+control topic, and answers on the status topic (key = producer id). An instance joining a
+group (PRODUCER_GROUP) reads the status topic's tail to take on the fleet's running state,
+rate and size from the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import ValidationError
 
 from common.contract import ProducerStatus
 from common.kafka import Target, make_consumer, make_producer
@@ -82,6 +86,35 @@ class ControlChannel:
             value=status.model_dump_json().encode())
         self._unsent.add(fut)
         fut.add_done_callback(self._sent)
+
+    async def recent_statuses(self, count: int = 256) -> list[ProducerStatus]:
+        """The last ``count`` statuses on the status topic, oldest first (malformed ones
+        skipped): what the other instances of a group were doing a moment ago."""
+        consumer = make_consumer(self.target, client_id="fleetstream-status-reader",
+                                 group_id=None, enable_auto_commit=False)
+        out: list[ProducerStatus] = []
+        await consumer.start()
+        try:
+            parts = consumer.partitions_for_topic(self.status_topic) or {0}
+            tps = [TopicPartition(self.status_topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, max(0, ends[tp] - count))
+            pending = {tp for tp in tps if ends[tp] > 0}
+            while pending:
+                batch = await consumer.getmany(*pending, timeout_ms=1000)
+                for tp, records in batch.items():
+                    for rec in records:
+                        if rec.value is not None and rec.offset < ends[tp]:
+                            with contextlib.suppress(ValidationError):
+                                out.append(ProducerStatus.model_validate_json(rec.value))
+                for tp in list(pending):
+                    if await consumer.position(tp) >= ends[tp]:
+                        pending.discard(tp)
+        finally:
+            await consumer.stop()
+        return sorted(out, key=lambda st: st.updated_at)
 
     def _sent(self, fut: asyncio.Future[object]) -> None:
         self._unsent.discard(fut)

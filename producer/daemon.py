@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 FLUSH_TIMEOUT_S = 30.0
 TOPIC_TIMEOUT_S = 15.0
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+ADOPT_WINDOW_S = 10.0
+"""A joining instance takes on the group's state from statuses at most this old."""
 THREAD_TICK_WORK = 20_000
 """Ticks with more car sub-steps than this run in a worker thread, so signals, commands and
 statuses are served while a big fleet advances."""
@@ -319,6 +321,8 @@ class Daemon:
             await stack.enter_async_context(background(self.status_loop(), "status"))
             await self._drive()
             await self.shutdown_flush()
+            if self.fleet is not None:  # the last status counts none of the cars it leaves
+                self.fleet.revoke(set(self.fleet.shards))
             self.running = False
             await self.channel.publish(self.status(message="shutting down"))
         return 0
@@ -352,12 +356,32 @@ class Daemon:
             await retry(edge.start, what, self.stop_event)
             stack.push_async_callback(edge.stop)
         if s.producer_group is not None:
+            await retry(self._adopt_group_state, "status topic", self.stop_event)
             await retry(self._join_group, "producer group", self.stop_event)
             assert self.membership is not None
             stack.push_async_callback(self.membership.stop)
             await stack.enter_async_context(background(self.membership.run(), "shards"))
 
     # ---- one fleet, many instances (PRODUCER_GROUP) ---------------------------------------
+    async def _adopt_group_state(self) -> None:
+        """Start as the group's other instances run: running or not, rate and fleet size of
+        the freshest status one of them published within ADOPT_WINDOW_S (commands sent from
+        now on reach this instance too)."""
+        s = self.settings
+        since = datetime.now(UTC) - timedelta(seconds=ADOPT_WINDOW_S)
+        peers = [st for st in await self.channel.recent_statuses()
+                 if st.group == s.producer_group and st.producer_id != self.producer_id
+                 and st.updated_at >= since and st.fleet_size is not None
+                 and st.message != "shutting down"]
+        if not peers:
+            return
+        st = peers[-1]
+        self.running, self.rate_hz = st.running, st.rate_hz
+        self.fleet_size = st.fleet_size or self.fleet_size
+        log.info("group %s: %s at %.2f Hz, %d vehicles (as %s)", s.producer_group,
+                 "running" if self.running else "stopped", self.rate_hz, self.fleet_size,
+                 st.producer_id)
+
     async def _join_group(self) -> None:
         """The shards topic (as many partitions as the telemetry topic), then a seat in the
         group; from here on the group's assignments drive :attr:`fleet`."""

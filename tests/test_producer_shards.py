@@ -237,3 +237,59 @@ async def test_two_instances_share_one_fleet_and_hand_it_over(
         assert before and after, vid
         assert (after[0] - before[-1]).total_seconds() < 2 * SESSION_S + 5, (
             vid, before[-1], after[0])
+
+
+async def test_the_web_api_sees_one_fleet_and_a_joining_instance_follows_it(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """/status sums the instances and lists them; /start-sim and /stop-sim act on both; an
+    instance that joins a running fleet runs too (it takes the group's state from the status
+    topic), at the fleet's rate and size."""
+    from tests.support.webapi import running_app, wait_for
+    from webapi.settings import Settings as ApiSettings
+
+    fleet = Fleet(kafka_bootstrap, tmp_path)
+    fleet.env["SIM_AUTOSTART"] = "false"
+    api = ApiSettings(kafka_bootstrap_servers=kafka_bootstrap, kafka_topic=fleet.topic,
+                      kafka_control_topic=fleet.control, kafka_status_topic=fleet.status,
+                      kafka_network_topic=fleet.env["KAFKA_NETWORK_TOPIC"], cors_origins=(),
+                      analytics_output_dir=tmp_path, map_tile_url="", control_timeout_s=10.0,
+                      status_stale_s=5.0)
+    try:
+        fleet.start("a")
+        async with running_app(api) as client:
+            async def status(pred):
+                resp = await client.get("/status")
+                body = await resp.json() if resp.status == 200 else None
+                return body if body is not None and pred(body) else None
+
+            await wait_for(lambda: status(lambda b: [i["producer_id"] for i in b["instances"]]
+                                          == ["a"] and b["vehicles"] == FLEET), timeout=60)
+            resp = await client.post("/start-sim?rate_hz=2&fleet_size=30")
+            assert resp.status == 200, await resp.text()
+            fleet.start("b")  # not told to start: it follows the fleet
+
+            def split(body: dict) -> bool:
+                inst = body["instances"]
+                shards = sorted(p for i in inst for p in i["shards"] or [])
+                return ([i["producer_id"] for i in inst] == ["a", "b"]
+                        and shards == list(range(SHARDS)) and body["vehicles"] == 30
+                        and all(i["running"] and i["rate_hz"] == 2.0 and i["vehicles"] > 0
+                                and i["fleet_size"] == 30 for i in inst))
+
+            body = await wait_for(lambda: status(split), timeout=90)
+            assert body["running"] is True and body["rate_hz"] == 2.0
+            assert body["vehicles"] == sum(i["vehicles"] for i in body["instances"])
+            assert body["events_sent"] == sum(i["events_sent"] for i in body["instances"])
+            assert set(body["instances"][0]) == {
+                "producer_id", "running", "rate_hz", "vehicles", "fleet_size", "shards",
+                "group", "events_sent", "send_errors", "lag_s", "updated_at"}
+            resp = await client.post("/stop-sim")
+            assert resp.status == 200
+            await wait_for(lambda: status(lambda b: len(b["instances"]) == 2 and not any(
+                i["running"] for i in b["instances"]) and b["running"] is False), timeout=30)
+        for name in ("b", "a"):
+            assert stop_process(fleet.procs[name], timeout=60) == 0, fleet.log(name)
+    finally:
+        fleet.stop_all()
+    cars = check_continuity(await _read_all(kafka_bootstrap, fleet.topic))
+    assert set(cars) == {vehicle_id("TESTCAR01", i) for i in range(30)}

@@ -25,7 +25,7 @@ from webapi.settings import Settings
 pytestmark = pytest.mark.kafka
 
 STATUS_KEYS = {"running", "last_event", "rate_hz", "vehicles", "events_sent", "send_errors",
-               "lag_s", "behind_schedule", "producer_id", "updated_at"}
+               "lag_s", "behind_schedule", "producer_id", "updated_at", "instances"}
 
 
 @pytest.fixture

@@ -251,8 +251,10 @@ def test_openapi_event_schema_comes_from_the_model() -> None:
         assert doc["components"]["schemas"][name] == schema
     assert doc["openapi"].startswith("3.")
     status = doc["components"]["schemas"]["Status"]
-    assert set(status["required"]) == set(status["properties"]) == set(openapi.STATUS_KEYS)
+    assert set(status["required"]) == set(status["properties"]) == {*openapi.STATUS_KEYS,
+                                                                     "instances"}
     assert set(openapi.STATUS_KEYS) <= set(ProducerStatus.model_fields)
+    assert set(openapi.INSTANCE_KEYS) <= set(ProducerStatus.model_fields)
     orjson.dumps(doc)
 
 

@@ -132,6 +132,14 @@ class ControlChannel:
         running = [x for x in fresh if x[1].running]
         return max(running or fresh, key=lambda x: x[0])[1]
 
+    def instances(self) -> list[ProducerStatus]:
+        """The latest status of each producer heard from within ``status_stale_s``, by id
+        (several instances of one fleet: PRODUCER_GROUP, producer/shards.py)."""
+        now = time.monotonic()
+        return sorted((st for t, st in self.statuses.values()
+                       if now - t <= self.settings.status_stale_s),
+                      key=lambda st: st.producer_id)
+
     async def command(self, name: str, *, rate_hz: float | None = None,
                       fleet_size: int | None = None) -> ProducerStatus:
         """Send one command and wait for the first producer's reply, else ControlUnavailable."""

@@ -22,7 +22,13 @@ from webapi.ws import MAX_WS_HZ, MIN_WS_HZ
 REF = "#/components/schemas/{model}"
 STATUS_KEYS = ("running", "last_event", "rate_hz", "vehicles", "events_sent", "send_errors",
                "lag_s", "behind_schedule", "producer_id", "updated_at")
-"""GET /status answers these fields of the freshest ProducerStatus."""
+"""GET /status answers these fields of the freshest ProducerStatus (with several producer
+instances: running if any runs, vehicles, events_sent and send_errors summed, the worst lag),
+and ``instances``."""
+INSTANCE_KEYS = ("producer_id", "running", "rate_hz", "vehicles", "fleet_size", "shards",
+                 "group", "events_sent", "send_errors", "lag_s", "updated_at")
+"""GET /status lists each producer instance heard from within WEBAPI_STATUS_STALE_S with
+these fields of its latest ProducerStatus."""
 
 
 def _schemas() -> dict[str, Any]:
@@ -32,8 +38,12 @@ def _schemas() -> dict[str, Any]:
         out.update(schema.pop("$defs", {}))
         out[model.__name__] = schema
     producer = out["ProducerStatus"]
-    out["Status"] = {"type": "object", "title": "Status", "required": list(STATUS_KEYS),
-                     "properties": {k: producer["properties"][k] for k in STATUS_KEYS}}
+    instance = {"type": "object", "title": "ProducerInstance", "required": list(INSTANCE_KEYS),
+                "properties": {k: producer["properties"][k] for k in INSTANCE_KEYS}}
+    out["Status"] = {"type": "object", "title": "Status",
+                     "required": [*STATUS_KEYS, "instances"],
+                     "properties": {**{k: producer["properties"][k] for k in STATUS_KEYS},
+                                    "instances": {"type": "array", "items": instance}}}
     ref = {"$ref": REF.format(model="TelemetryEvent")}
     out["Items"] = {"type": "object", "required": ["items"],
                     "properties": {"items": {"type": "array", "items": ref}}}

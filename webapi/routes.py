@@ -30,7 +30,7 @@ from webapi.keys import (
 )
 from webapi.middleware import check_token
 from webapi.network import network_response
-from webapi.openapi import STATUS_KEYS
+from webapi.openapi import INSTANCE_KEYS, STATUS_KEYS
 from webapi.params import (
     ApiError,
     bbox_param,
@@ -82,7 +82,18 @@ async def status(request: web.Request) -> web.Response:
         store = request.app[STORE]
         if store.recent:
             body["last_event"] = orjson.loads(store.recent[-1].raw)
-    return json_obj({k: body[k] for k in STATUS_KEYS})
+    instances = request.app[CONTROL].instances()
+    if len(instances) > 1:  # one fleet over several instances (or several fleets): the sums
+        body.update(running=any(i.running for i in instances),
+                    vehicles=sum(i.vehicles for i in instances),
+                    events_sent=sum(i.events_sent for i in instances),
+                    send_errors=sum(i.send_errors for i in instances),
+                    lag_s=max(i.lag_s for i in instances),
+                    behind_schedule=any(i.behind_schedule for i in instances))
+    out = {k: body[k] for k in STATUS_KEYS}
+    out["instances"] = [i.model_dump(mode="json", include=set(INSTANCE_KEYS))
+                        for i in instances]
+    return json_obj(out)
 
 
 async def _command(request: web.Request, name: str, **kwargs: Any) -> ProducerStatus:
