@@ -103,7 +103,7 @@ def trips_frame(items: Sequence[Any]) -> pd.DataFrame:
     df = pd.DataFrame({
         "started_at": timestamps([it.get("started_at") for it in rows]),
         "vehicle_id": [_text(it.get("vehicle_id")) for it in rows],
-        "status": [_text(it.get("status")) or "?" for it in rows],
+        "status": [_text(it.get("status")).replace("_", " ") or "?" for it in rows],
         "duration_min": [num(s.get("duration_s")) / 60 for s in summaries],
         "distance_km": [num(s.get("distance_km")) for s in summaries],
         "max_speed_kmh": [num(s.get("max_speed_kmh")) for s in summaries],
@@ -124,7 +124,7 @@ def trip_label(row: pd.Series) -> str:
     """How a trip reads in the picker: vehicle, start time, status."""
     start = row["started_at"]
     when = start.strftime("%Y-%m-%d %H:%M:%S") if not pd.isna(start) else "unknown start"
-    return f"{row['vehicle_id'] or '?'} · {when} UTC · {row['status'].replace('_', ' ')}"
+    return f"{row['vehicle_id'] or '?'} · {when} UTC · {row['status']}"
 
 
 def route_frame(route: Any) -> pd.DataFrame:
