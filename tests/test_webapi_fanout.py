@@ -135,3 +135,33 @@ async def test_batch_clients_over_kafka_receive_the_same_frames(settings: Settin
             for ws in sockets:
                 await ws.close()
         await wait_for(lambda: not hub.groups)
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65_535, 65_536, 300_000])
+def test_frames_written_in_one_go_are_what_aiohttp_itself_writes(size: int) -> None:
+    """The sender joins queued frames into one socket write (webapi.ws.framed); each must be
+    byte for byte the frame aiohttp's own writer makes of the same payload."""
+    from aiohttp import WSMsgType
+    from aiohttp._websocket.writer import WebSocketWriter
+
+    from webapi.ws import framed
+
+    class Transport:
+        def __init__(self) -> None:
+            self.out = bytearray()
+
+        def write(self, data: bytes) -> None:
+            self.out += data
+
+        def is_closing(self) -> bool:
+            return False
+
+    class Protocol:
+        _paused = False
+
+    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    transport = Transport()
+    writer = WebSocketWriter(Protocol(), transport)  # type: ignore[arg-type]
+    asyncio.run(writer.send_frame(payload, WSMsgType.TEXT))
+    asyncio.run(writer.send_frame(b'{"a":1}', WSMsgType.TEXT))
+    assert framed([payload, b'{"a":1}']) == bytes(transport.out)
