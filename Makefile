@@ -145,11 +145,14 @@ compose-check: test-deps ## validate compose.yml (no Docker engine needed)
 ## ---- benchmarks (not tests: they print ratios against same-run baselines) -------------
 
 .PHONY: bench
-bench: bench-producer bench-webapi bench-ui bench-analytics bench-events bench-realism ## every benchmark
+bench: bench-producer bench-shards bench-webapi bench-ui bench-analytics bench-events bench-realism ## every benchmark
 
 .PHONY: bench-producer bench-webapi bench-ui bench-analytics bench-events bench-realism osm-data
 bench-producer: setup ## producer events/s vs Kafka's ProducerPerformance and bare aiokafka
 	$(PY) -m bench.producer
+.PHONY: bench-shards
+bench-shards: setup ## one fleet over 1, 2 and 4 producer processes: events/s and ratio to one
+	$(PY) -m bench.shards $(ARGS)
 bench-webapi: setup ## WebSocket latency, REST p99 and RSS under load
 	$(PY) -m bench.webapi
 bench-ui: setup ## Streamlit refresh time and payload size by fleet size
