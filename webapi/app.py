@@ -36,6 +36,8 @@ from webapi.keys import (
     REPLAYS,
     SETTINGS,
     STORE,
+    WEBHOOK_WORKER,
+    WEBHOOKS,
     WEBSOCKETS,
 )
 from webapi.metrics import Metrics
@@ -53,6 +55,9 @@ from webapi.ratelog import install_malformed_request_filter
 from webapi.routes import LATEST_CAP, RECENT_CAP, VIOLATIONS_CAP, add_routes
 from webapi.settings import Settings
 from webapi.store import TelemetryStore
+from webapi.webhook_delivery import DeliveryWorker
+from webapi.webhook_openapi import document_webhooks
+from webapi.webhooks import WebhookStore
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -83,6 +88,8 @@ def create_app(settings: Settings) -> web.Application:
     app[WEBSOCKETS] = set()
     app[NETWORK] = NetworkReader(settings)
     app[REPLAYS] = set()
+    app[WEBHOOKS] = WebhookStore(settings)
+    app[WEBHOOK_WORKER] = DeliveryWorker(settings, app[WEBHOOKS])
     fleet_metrics = FleetEventMetrics(metrics)
     app[FLEET_EVENTS] = EventStore(keep=settings.events_keep, trips_keep=settings.trips_keep)
     app[EVENT_HUB] = EventHub(fleet_metrics, settings.ws_queue_size, settings.ws_max_clients,
@@ -99,9 +106,11 @@ def create_app(settings: Settings) -> web.Application:
                                  vehicle_timeout_s=settings.vehicle_timeout_s,
                                  replay_max_range_s=settings.replay_max_range_s)
     document_fleet(app[OPENAPI], settings)
+    document_webhooks(app[OPENAPI], settings)
     app.cleanup_ctx.append(_telemetry_consumer)
     app.cleanup_ctx.append(_control_channel)
     app.cleanup_ctx.append(_network_reader)
+    app.cleanup_ctx.append(_webhooks)
     app.cleanup_ctx.append(_fleet_events)
     app.on_shutdown.append(_close_websockets)
     app.on_response_prepare.append(cors.on_prepare)
@@ -141,6 +150,15 @@ async def _fleet_events(app: web.Application) -> AsyncIterator[None]:
     yield
     await consumer.close()
     await definitions.close()
+
+
+async def _webhooks(app: web.Application) -> AsyncIterator[None]:
+    store, worker = app[WEBHOOKS], app[WEBHOOK_WORKER]
+    store.start()
+    worker.start()
+    yield
+    await worker.close()  # first: its last delivery records still go out through the store
+    await store.close()
 
 
 async def _close_websockets(app: web.Application) -> None:

@@ -16,6 +16,8 @@ from webapi.middleware import Cors
 from webapi.network import NetworkReader
 from webapi.settings import Settings
 from webapi.store import TelemetryStore
+from webapi.webhook_delivery import DeliveryWorker
+from webapi.webhooks import WebhookStore
 
 SETTINGS = web.AppKey("settings", Settings)
 CORS = web.AppKey("cors", Cors)
@@ -33,3 +35,5 @@ FLEET_EVENTS = web.AppKey("fleet_events", EventStore)  # derived events and trip
 FLEET_CONSUMER = web.AppKey("fleet_consumer", FleetEventsConsumer)
 EVENT_HUB = web.AppKey("event_hub", EventHub)  # WS /ws/events clients
 DEFINITIONS = web.AppKey("definitions", Definitions)  # geofences and alert rules
+WEBHOOKS = web.AppKey("webhooks", WebhookStore)  # registry + delivery records
+WEBHOOK_WORKER = web.AppKey("webhook_worker", DeliveryWorker)

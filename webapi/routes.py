@@ -27,6 +27,7 @@ from webapi.keys import (
     OPENAPI,
     SETTINGS,
     STORE,
+    WEBHOOKS,
 )
 from webapi.middleware import check_token
 from webapi.network import network_response
@@ -41,6 +42,7 @@ from webapi.params import (
     vehicles_param,
 )
 from webapi.replay import replay_handler
+from webapi.webhooks import WebhookRoutes
 from webapi.windows import AnalyticsUnreadable, read_rows
 from webapi.ws import ws_handler
 
@@ -301,3 +303,4 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/replay", replay_handler)
     r.add_get("/network", network)
     r.add_get("/dashboard", dashboard)
+    WebhookRoutes(app[WEBHOOKS], app[CORS]).add_to(app)

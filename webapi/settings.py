@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
 from common.fleet_events import (
@@ -45,8 +45,8 @@ class Settings(ServiceSettings):
     host: str = _f("127.0.0.1", "WEBAPI_HOST", "address to bind")
     port: int = _f(8000, "WEBAPI_PORT", "TCP port to bind", ge=0, le=65535)
     api_token: str | None = _f(None, "FLEETSTREAM_API_TOKEN",
-                               "when set, POST /start-sim and /stop-sim, and writes to "
-                               "/geofences and /alert-rules require it")
+                               "when set, POST /start-sim and /stop-sim, writes to "
+                               "/geofences and /alert-rules, and /webhooks require it")
     allowed_hosts: Annotated[tuple[str, ...], NoDecode] = _f(
         (), "WEBAPI_ALLOWED_HOSTS",
         "comma-separated host names accepted in the Host header besides localhost, IP "
@@ -134,6 +134,45 @@ class Settings(ServiceSettings):
                                     le=MAX_GEOFENCE_VERTICES)
     map_tile_url: str = _f(DEFAULT_TILE_URL, "WEBAPI_MAP_TILE_URL",
                            "dashboard map tiles ({z}/{x}/{y}); empty: a plain background")
+    webhooks_topic: str = _f("fleetstream.webhooks", "WEBAPI_WEBHOOKS_TOPIC",
+                             "compacted topic of the registered webhooks, secrets included "
+                             "(guard it with ACLs)")
+    webhook_deliveries_topic: str = _f("fleetstream.webhook-deliveries",
+                                       "WEBAPI_WEBHOOK_DELIVERIES_TOPIC",
+                                       "topic of webhook delivery records (7 days' retention; "
+                                       "GET /webhooks/{id}/deliveries on any instance)")
+    webhook_group: str = _f("fleetstream-webhooks", "WEBAPI_WEBHOOK_GROUP",
+                            "consumer group delivering webhooks: instances sharing it share "
+                            "the deliveries")
+    webhook_allow_private: bool = _f(False, "WEBAPI_WEBHOOK_ALLOW_PRIVATE",
+                                     "allow webhook targets on loopback, private, link-local "
+                                     "and other non-public addresses")
+    max_webhooks: int = _f(100, "WEBAPI_MAX_WEBHOOKS", "webhooks registered at most "
+                           "(POST beyond: 409)", ge=1, le=10_000)
+    webhook_max_attempts: int = _f(8, "WEBAPI_WEBHOOK_MAX_ATTEMPTS",
+                                   "attempts per webhook delivery before it is given up",
+                                   ge=1, le=1_000)
+    webhook_timeout_s: float = _f(10.0, "WEBAPI_WEBHOOK_TIMEOUT_S",
+                                  "timeout of one webhook request, seconds", gt=0, le=300)
+    webhook_backoff_s: float = _f(1.0, "WEBAPI_WEBHOOK_BACKOFF_S",
+                                  "back-off before a webhook's second attempt, doubling per "
+                                  "attempt (full jitter: a random wait up to it)", gt=0, le=3_600)
+    webhook_backoff_max_s: float = _f(300.0, "WEBAPI_WEBHOOK_BACKOFF_MAX_S",
+                                      "longest back-off between webhook attempts, seconds",
+                                      gt=0, le=86_400)
+    webhook_concurrency: int = _f(4, "WEBAPI_WEBHOOK_CONCURRENCY",
+                                  "concurrent requests to one webhook", ge=1, le=100)
+    webhook_max_in_flight: int = _f(1_000, "WEBAPI_WEBHOOK_MAX_IN_FLIGHT",
+                                    "webhook deliveries pending on one instance; beyond, it "
+                                    "stops fetching events until some finish", ge=1, le=100_000)
+
+    @field_validator("webhooks_topic", "webhook_deliveries_topic", "webhook_group")
+    @classmethod
+    def _webhook_names(cls, value: str, info: ValidationInfo) -> str:
+        if not value.strip():
+            raise ValueError(f"{ENV_NAMES.get(str(info.field_name), info.field_name)} must "
+                             "not be empty")
+        return value.strip()
 
     @field_validator("cors_origins", mode="before")
     @classmethod
