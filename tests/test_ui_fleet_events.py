@@ -25,7 +25,7 @@ from streamlit.testing.v1 import AppTest
 from common.contract import Location
 from common.fleet_events import MAX_GEOFENCE_VERTICES, Geofence, TripSummary, Violations
 from tests.support.webapi import make_event
-from ui import alerts, geofences, maps, trips
+from ui import alerts, geofences, maps, trip_map
 from ui.api import ApiClient, ApiError
 from ui.palette import GEOFENCE_COLOR, SPEED_BAND_COLORS, VIOLATION_COLOR, speed_color
 
@@ -236,7 +236,7 @@ def texts(at: AppTest) -> list[str]:
 # ---- pure builders ---------------------------------------------------------------------
 
 def test_trips_frame_keeps_trips_with_an_id_and_blanks_odd_values() -> None:
-    df = trips.trips_frame(TRIPS)
+    df = trip_map.trips_frame(TRIPS)
     assert df["trip_id"].tolist() == ["CAR002-trip-7", "CAR001-trip-1", "odd/trip ?#"]
     assert df.attrs["dropped"] == 3
     a = df.iloc[1]
@@ -247,12 +247,12 @@ def test_trips_frame_keeps_trips_with_an_id_and_blanks_odd_values() -> None:
     assert odd[["distance_km", "max_speed_kmh", "stops", "speeding"]].isna().all()
     assert odd["duration_min"] == pytest.approx(-5 / 60)  # shown as sent: the API's to fix
     assert str(odd["started_at"]) == "NaT" and str(odd["ended_at"]) == "NaT"
-    assert trips.trip_label(odd) == "? · unknown start UTC · ended"
-    assert trips.trips_frame([]).columns.tolist() == list(trips.TRIP_COLUMNS)
+    assert trip_map.trip_label(odd) == "? · unknown start UTC · ended"
+    assert trip_map.trips_frame([]).columns.tolist() == list(trip_map.TRIP_COLUMNS)
 
 
 def test_route_is_coloured_by_speed_band_and_violations_are_thick_red_paths() -> None:
-    deck, rt, segs = trips.trip_deck({**TRIP_A, "route": route(),
+    deck, rt, segs = trip_map.trip_deck({**TRIP_A, "route": route(),
                                       "violation_segments": segments()})
     assert len(rt) == len(SPEEDS) and rt.attrs["dropped"] == 1
     spec = json.loads(deck.to_json())
@@ -277,28 +277,28 @@ def test_route_is_coloured_by_speed_band_and_violations_are_thick_red_paths() ->
 
 
 def test_odd_trip_detail_draws_what_it_can() -> None:
-    deck, rt, segs = trips.trip_deck({**TRIP_ODD, "route": [], "violation_segments": "nope"})
+    deck, rt, segs = trip_map.trip_deck({**TRIP_ODD, "route": [], "violation_segments": "nope"})
     spec = json.loads(deck.to_json())
     assert spec["layers"] == [] and rt.empty and segs.empty
     assert spec["initialViewState"]["latitude"] == maps.DEFAULT_VIEW.latitude
     one = [{"lat": LAT0, "lon": LON0, "speed_kmh": None}]
-    spec = json.loads(trips.trip_deck({"route": one, "start_location": {"lat": LAT0,
+    spec = json.loads(trip_map.trip_deck({"route": one, "start_location": {"lat": LAT0,
                                                                         "lon": LON0}})[0]
                       .to_json())
     assert [ly["id"] for ly in spec["layers"]] == ["trip_ends"]  # one point: no path
 
 
 def test_summary_metrics_format_and_dash_what_is_missing() -> None:
-    got = dict(trips.summary_metrics(summary()))
+    got = dict(trip_map.summary_metrics(summary()))
     assert got == {"Distance": "8.25 km", "Duration": "0:12:00", "Moving": "0:10:00",
                    "Idle": "0:02:00", "Stops": "3", "Max speed": "135 km/h",
                    "Avg speed": "50 km/h", "Fuel used": "1.2 %", "Speeding": "2 (0:00:40)",
                    "Over redline · alerts": "1 · 4"}
-    odd = dict(trips.summary_metrics(TRIP_ODD["summary"]))
+    odd = dict(trip_map.summary_metrics(TRIP_ODD["summary"]))
     assert odd["Distance"] == "–" and odd["Max speed"] == "–" and odd["Stops"] == "–"
     assert odd["Duration"] == "–"  # negative: not a duration
     assert odd["Over redline · alerts"] == "– · –"
-    assert set(dict(trips.summary_metrics(None)).values()) == {"–", "– · –"}
+    assert set(dict(trip_map.summary_metrics(None)).values()) == {"–", "– · –"}
 
 
 def test_parse_geofence_accepts_polygons_features_and_names() -> None:
