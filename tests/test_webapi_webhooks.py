@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -493,3 +494,29 @@ async def test_private_targets_are_refused_unless_allowed(settings: Settings) ->
         assert (item["status"], item["attempts"], item["last_status_code"]) == ("gave_up", 2, None)
         assert item["last_error"].startswith("refused: 127.0.0.1 is a loopback address")
         assert receiver.hits == []
+
+
+async def test_the_readme_receiver_accepts_our_signature_and_refuses_forgeries(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Webhooks"):]
+    code = section[section.index("```python\n") + 10:]
+    code = code[:code.index("```")]
+    assert len(code.strip().splitlines()) <= 17
+    namespace: dict[str, Any] = {}
+    exec(code.replace("web.run_app(", "(lambda *a, **k: None)("), namespace)  # noqa: S102
+    app, secret = namespace["app"], namespace["SECRET"].decode()
+    body = alert(9).model_dump_json().encode()
+    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as session:
+        async def post(signature: str, data: bytes = body) -> int:
+            headers = {SIGNATURE_HEADER: signature, EVENT_ID_HEADER: alert(9).event_id}
+            async with session.post(server.make_url("/hook"), data=data,
+                                    headers=headers) as resp:
+                return resp.status
+
+        now = int(time.time())
+        assert await post(signature_header(secret, now, body)) == 204
+        assert alert(9).event_id in capsys.readouterr().out
+        assert await post(signature_header(secret, now, body), body + b" ") == 401
+        assert await post(signature_header("not-the-secret-at-all", now, body)) == 401
+        assert await post(signature_header(secret, now - 3600, body)) == 401  # a replay
