@@ -442,6 +442,9 @@ def test_trips_page_table_map_and_summary(stub, monkeypatch: pytest.MonkeyPatch)
     assert ids == ["geofences", "trip_violations", "trip_route", "trip_ends"]
     assert len(layer(trip_deck, "geofences")["data"]) == 1  # the open ring is not drawn
     assert any("1 without a position hidden" in c.value for c in at.caption)
+    at.run()  # an ended trip is not read again (its route comes from the Kafka log)
+    assert len(api.requests("GET", "/trips/CAR001-trip-1")) == 1
+    assert len(api.requests("GET", "/trips/CAR002-trip-7")) == 1
 
     pick.set_value("odd/trip ?#").run()
     assert not at.exception

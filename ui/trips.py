@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pydeck as pdk
@@ -94,10 +95,23 @@ def render(client: ApiClient, base: Sequence[pdk.Layer], vehicles: Sequence[str]
     show_trip(client, str(trip_id), row["vehicle_id"] or None, base)
 
 
+def trip_detail(client: ApiClient, trip_id: str, vehicle_id: str | None) -> dict[str, Any]:
+    """GET /trips/{trip_id}, kept for the session once the trip has ended (the API reads
+    its route from the Kafka log on each call; an ended trip's route no longer changes)."""
+    key = (client.base_url, trip_id, vehicle_id)
+    held = st.session_state.get("trip_detail")
+    if held is not None and held[0] == key:
+        return held[1]
+    detail = client.trip(trip_id, vehicle_id)
+    if detail.get("status") == "ended":
+        st.session_state["trip_detail"] = (key, detail)
+    return detail
+
+
 def show_trip(client: ApiClient, trip_id: str, vehicle_id: str | None,
               base: Sequence[pdk.Layer]) -> None:
     try:
-        detail = client.trip(trip_id, vehicle_id)
+        detail = trip_detail(client, trip_id, vehicle_id)
     except ApiError as exc:
         if exc.status == 404:
             st.warning(f"Trip {code(trip_id)} is no longer available (HTTP 404): "
