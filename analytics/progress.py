@@ -1,14 +1,15 @@
-"""What the streaming queries did: totals from their progress reports, logged and saved.
+"""What the jobs did: running totals per query or dataset, logged and saved.
 
-Spark reports one progress object per micro-batch (``StreamingQuery.recentProgress``). The
-tracker folds each new one into running totals per query (records read, rows written, rows
-dropped by the watermark, the observed malformed count), logs a line per batch and keeps
-``<output>/_progress/<query>.json`` up to date (totals since that folder was created).
+The analytics job records each committed micro-batch per dataset (``record``: records read,
+rows written, events dropped late, the malformed count, the watermark); the events job folds
+in Spark's progress reports (``StreamingQuery.recentProgress``, one per micro-batch). Either
+way the tracker logs a line per batch and keeps
+``<output>/_progress/<name>.json`` up to date (totals since that folder was created).
 
-``rows_dropped_by_watermark`` is Spark's ``numRowsDroppedByWatermark`` summed over the
-query's stateful operators: rows that arrived later than the watermark and were left out of
-the aggregates. Spark counts them after partial aggregation, so several late events of one
-vehicle (or road type) and window in one partition of one batch count as one row.
+``rows_dropped_by_watermark``: for the analytics job, the valid events whose window the
+watermark had closed before their batch (each counted once); for a Spark progress report,
+``numRowsDroppedByWatermark`` summed over the query's stateful operators, which Spark counts
+after partial aggregation (several late events of one key in one partition count as one).
 """
 
 from __future__ import annotations

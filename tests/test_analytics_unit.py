@@ -266,6 +266,80 @@ def test_reader_without_sink_log_reads_part_files(tmp_path: Path) -> None:
     assert read_windows(tmp_path, "road_windows").schema == SCHEMAS["road_windows"]
 
 
+def _day_row(day: int, minute: int, vehicle: str, samples: int = 1) -> tuple:
+    start = dt.datetime(2026, 1, day, 23, minute, tzinfo=UTC)
+    return (start, start + dt.timedelta(minutes=1), vehicle, samples, 10.0, 20.0, 0, 0, 1.0, 0.5)
+
+
+def _rows(out: Path) -> list[tuple]:
+    return sorted((r["window_start"], r["vehicle_id"], r["samples"])
+                  for r in read_windows(out, "vehicle_windows").to_pylist())
+
+
+def test_batches_commit_once_by_batch_id_and_the_reader_follows_the_log(tmp_path: Path) -> None:
+    from analytics.compaction import Dataset
+
+    ds = Dataset(str(tmp_path / "vehicle_windows"), "vehicle_windows", SCHEMAS["vehicle_windows"])
+    ds.create()
+    assert read_windows(tmp_path, "vehicle_windows").num_rows == 0
+    assert not available(tmp_path, "vehicle_windows") and not ds.committed(0)
+    # batch 0 holds windows of two days: one file per day
+    names = ds.write_batch(0, _vehicle_table([_day_row(1, 58, "A"), _day_row(2, 1, "A")]))
+    assert names == [f"part-b{0:020d}-d2026-01-01.parquet", f"part-b{0:020d}-d2026-01-02.parquet"]
+    assert ds.committed(0) and len(_rows(tmp_path)) == 2
+    # a file nobody committed (a batch being written, a crashed attempt) is not read
+    pq.write_table(_vehicle_table([_day_row(2, 9, "GHOST")]),
+                   tmp_path / "vehicle_windows" / f"part-b{1:020d}-d2026-01-02.parquet")
+    (tmp_path / "vehicle_windows" / "_commits" / f".{1:020d}.json.x.tmp").write_text("{")
+    assert [r[1] for r in _rows(tmp_path)] == ["A", "A"]
+    # batch 0 written again (redone after a crash before the job's commit): no duplicate
+    ds.write_batch(0, _vehicle_table([_day_row(1, 58, "A"), _day_row(2, 1, "A")]))
+    assert len(_rows(tmp_path)) == 2
+    ds.write_batch(1, _vehicle_table([]))  # a batch that closed no window
+    assert ds.committed(1) and len(committed_files(tmp_path / "vehicle_windows")) == 2
+
+
+def test_compaction_rewrites_each_day_into_one_file_and_readers_never_see_half(
+        tmp_path: Path) -> None:
+    from analytics.compaction import Dataset
+
+    folder = tmp_path / "vehicle_windows"
+    ds = Dataset(str(folder), "vehicle_windows", SCHEMAS["vehicle_windows"])
+    ds.create()
+    for batch in range(4):
+        ds.write_batch(batch, _vehicle_table([_day_row(1, 50 + batch, "A", batch),
+                                              _day_row(2, batch, "B", batch)]))
+    before = _rows(tmp_path)
+    assert len(before) == 8 and len(committed_files(folder)) == 8
+    assert ds.compact(3, min_files=9) == 0  # not yet
+    assert ds.compact(3, min_files=8) == 8
+    live = [p.name for p in committed_files(folder)]
+    assert live == [f"compact-c{3:020d}-d2026-01-01.parquet",
+                    f"compact-c{3:020d}-d2026-01-02.parquet"]
+    assert _rows(tmp_path) == before
+    replaced = sorted(p.name for p in folder.glob("part-*.parquet"))
+    assert len(replaced) == 8  # still there for a reader that listed the log just before
+    # more batches, then a second compaction: today's new files join today's compacted one;
+    # the files the first compaction replaced, and the log before it, are deleted now
+    for batch in (4, 5):
+        ds.write_batch(batch, _vehicle_table([_day_row(2, 10 + batch, "C")]))
+    assert _rows(tmp_path) == sorted([*before, *[(r[0], r[2], r[3]) for r in (
+        _day_row(2, 14, "C"), _day_row(2, 15, "C"))]])
+    after = _rows(tmp_path)
+    assert ds.compact(5, min_files=2) == 3
+    assert [p.name for p in committed_files(folder)] == [
+        f"compact-c{3:020d}-d2026-01-01.parquet", f"compact-c{5:020d}-d2026-01-02.parquet"]
+    assert _rows(tmp_path) == after
+    assert sorted(p.name for p in folder.glob("*.parquet")) == [  # this round's stay a while
+        f"compact-c{3:020d}-d2026-01-01.parquet", f"compact-c{3:020d}-d2026-01-02.parquet",
+        f"compact-c{5:020d}-d2026-01-02.parquet", f"part-b{4:020d}-d2026-01-02.parquet",
+        f"part-b{5:020d}-d2026-01-02.parquet"]
+    assert sorted(p.name for p in (folder / "_commits").iterdir()) == [
+        f"{3:020d}.compact.json", f"{4:020d}.json", f"{5:020d}.compact.json", f"{5:020d}.json"]
+    table = pq.read_table(folder / f"compact-c{5:020d}-d2026-01-02.parquet")
+    assert table.schema == SCHEMAS["vehicle_windows"] and table.num_rows == 6
+
+
 def test_the_reader_does_not_import_pyspark() -> None:
     code = ("import sys, analytics.reader; "
             "sys.exit(any(m.startswith('pyspark') for m in sys.modules))")

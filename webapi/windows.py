@@ -1,8 +1,8 @@
 """Reading the Spark job's windowed aggregates (parquet) for /analytics/*.
 
-The reading itself is ``analytics.reader`` (pyarrow only, no pyspark): it follows the
-streaming sink's ``_spark_metadata`` log so only committed files are read, and caches each
-file's table. Here the rows become JSON-ready dicts.
+The reading itself is ``analytics.reader`` (pyarrow only, no pyspark): it follows each
+dataset's ``_commits`` log so only committed files are read (a compaction swaps files in one
+log entry), and caches each file's table. Here the rows become JSON-ready dicts.
 """
 
 from __future__ import annotations
