@@ -120,7 +120,7 @@ class TopicSpec:
 
     name: str
     partitions: int = 1
-    replication: int = 1
+    replication: int | None = None  # None: the cluster's default.replication.factor
     config: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -163,9 +163,12 @@ async def _ensure(admin: AIOKafkaAdminClient, specs: list[TopicSpec], where: str
         missing = [s for s in specs if s.name not in existing]
         created = []
         if missing:
+            default_rf = (await asyncio.wait_for(_default_replication(admin), timeout_s)
+                          if any(s.replication is None for s in missing) else 1)
             try:
                 resp = await asyncio.wait_for(admin.create_topics(
-                    [NewTopic(s.name, s.partitions, s.replication, topic_configs=dict(s.config))
+                    [NewTopic(s.name, s.partitions, s.replication or default_rf,
+                              topic_configs=dict(s.config))
                      for s in missing]), timeout_s)
                 errors = list(getattr(resp, "topic_errors", None) or [])
             except TopicAlreadyExistsError:  # another process won the race: fine
@@ -189,6 +192,24 @@ async def _ensure(admin: AIOKafkaAdminClient, specs: list[TopicSpec], where: str
             log.info("created topic %s (%d partitions%s)", spec.name, spec.partitions,
                      ", compacted" if spec.is_compacted else "")
     return created
+
+
+async def _default_replication(admin: AIOKafkaAdminClient) -> int:
+    """The cluster's ``default.replication.factor`` (what auto-created topics get): 1 on the
+    local broker, 3 on the local cluster (tools.cluster) or a production one. The
+    CreateTopics version aiokafka speaks cannot ask the broker for its default (-1)."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    cluster = await admin.describe_cluster()  # the brokers alive now
+    broker = str(cluster["brokers"][0]["node_id"])
+    resource = ConfigResource(ConfigResourceType.BROKER, broker,
+                              {"default.replication.factor": None})
+    for response in await admin.describe_configs([resource]):
+        for res in response.resources:
+            for entry in res[4]:
+                if entry[0] == "default.replication.factor" and entry[1]:
+                    return max(1, min(int(entry[1]), len(cluster["brokers"])))
+    return 1
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str],

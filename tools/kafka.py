@@ -124,6 +124,13 @@ class LocalKafka:
     host: str = "127.0.0.1"
     heap: str = "512m"
     default_partitions: int = 3
+    # One node of a cluster (tools.cluster): its id, every controller as "id@host:port,...",
+    # the shared cluster id, and the replication every topic gets (min.insync.replicas is
+    # one less, so one node may be down and acks=all writes still succeed).
+    node_id: int = 1
+    voters: str | None = None
+    cluster_id: str | None = None
+    replication: int = 1
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -141,10 +148,12 @@ class LocalKafka:
     def write_config(self) -> None:
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        rf, min_isr = str(self.replication), str(max(1, self.replication - 1))
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{self.host}:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": (self.voters or
+                                         f"{self.node_id}@{self.host}:{self.controller_port}"),
             "listeners": (f"PLAINTEXT://{self.host}:{self.port},"
                           f"CONTROLLER://{self.host}:{self.controller_port}"),
             "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
@@ -154,12 +163,14 @@ class LocalKafka:
             "log.dirs": str(logs),
             "num.partitions": str(self.default_partitions),
             "auto.create.topics.enable": "true",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": rf,
+            "min.insync.replicas": min_isr,
+            "offsets.topic.replication.factor": rf,
             "offsets.topic.num.partitions": "3",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": min_isr,
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": min_isr,
             "group.initial.rebalance.delay.ms": "0",
             "num.network.threads": "2",
             "num.io.threads": "4",
@@ -180,7 +191,8 @@ class LocalKafka:
         if self._formatted():
             return
         proc = run_class("kafka.tools.StorageTool",
-                         ["format", f"--cluster-id={_cluster_id()}", "-c", str(self.config_file)],
+                         ["format", f"--cluster-id={self.cluster_id or _cluster_id()}",
+                          "-c", str(self.config_file)],
                          capture_output=True)
         if proc.returncode != 0:
             raise KafkaError(f"formatting {self.data_dir} failed:\n{proc.stdout}{proc.stderr}")
