@@ -451,6 +451,27 @@ async def test_a_restart_mid_delivery_still_delivers_the_event(settings: Setting
 
 
 @pytest.mark.kafka
+async def test_two_instances_share_the_deliveries(settings: Settings) -> None:
+    receiver = Receiver()
+    async with receiver_server(receiver) as target, running_app(settings) as first:
+        hook = await register(first, str(target.make_url("/shared")), ["alert"])
+        async with running_app(settings) as second:
+            workers = [first.app[WEBHOOK_WORKER], second.app[WEBHOOK_WORKER]]
+            await wait_for(lambda: all(w.ready.is_set() and len(w.partitions) == 1
+                                       for w in workers), timeout=60)
+            events = [alert(n, vehicle=f"CAR{n}") for n in range(10)]
+            await send_events(settings, *events)
+            ids = {e.event_id for e in events}
+            await wait_for(lambda: {h.headers[EVENT_ID_HEADER] for h in receiver.hits} == ids,
+                           timeout=60)
+            assert all(w.events_seen > 0 for w in workers)  # each served its partition
+            assert sum(w.events_seen for w in workers) == 10
+            for client in (first, second):  # either instance tells every delivery
+                items = await settled(client, hook["id"], 10)
+                assert {i["event_id"] for i in items} == ids
+
+
+@pytest.mark.kafka
 async def test_private_targets_are_refused_unless_allowed(settings: Settings) -> None:
     settings = settings.model_copy(update={"webhook_allow_private": False,
                                            "webhook_max_attempts": 2})
