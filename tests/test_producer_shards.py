@@ -82,6 +82,60 @@ def test_a_car_is_snapped_back_onto_the_edge_it_was_reported_on() -> None:
     assert np.allclose(back.v * 3.6, seen.speed_kmh) and np.allclose(back.odo, seen.odo)
 
 
+async def test_a_shard_kept_through_a_rebalance_is_not_read_back(monkeypatch) -> None:
+    """Cars of a shard the instance drove in the generation just before stay as they are;
+    after a gap in generations (it was dropped from the group meanwhile) they are read back;
+    growing and shrinking the fleet adds and drops only this instance's shards' cars."""
+    from producer import restore
+    from producer.builtin import warsaw
+    from producer.shards import ShardedFleet
+    from producer.sim import Simulation
+
+    reads: list[set[bytes]] = []
+
+    async def read_back(target, topic, wanted, **kw):
+        reads.append({k for keys in wanted.values() for k in keys})
+        return {}  # nothing published yet: fresh cars
+
+    monkeypatch.setattr(restore, "read_last_events", read_back)
+    sim = Simulation(warsaw(), seed=1, fleet_size=1, rate_hz=5.0, first_vehicle_id="TESTCAR01",
+                     run_key="r")
+    fleet = ShardedFleet(sim, "unused:9092", "t", n_shards=3, fleet_size=30,
+                         first_vehicle_id="TESTCAR01", heartbeat_s=60.0)
+    assert sim.size == 0
+
+    def shards_of_cars() -> set[int]:
+        return {shard_of(k, 3) for k in sim.encoder.keys}
+
+    async def scenario() -> None:
+        await fleet.assign({0, 1, 2}, 1)
+        assert sim.size == 30 and sorted(fleet.gids.tolist()) == list(range(30))
+        assert sim.ids == [vehicle_id("TESTCAR01", int(g)) for g in fleet.gids]
+        sim.encode(datetime.fromisoformat("2026-01-01T08:00:00+00:00"))
+        sim.advance()
+        seq = dict(zip(sim.ids, sim.state.seq.tolist(), strict=True))
+        fleet.revoke({0, 1, 2})
+        assert sim.size == 0 and fleet.shards == set()
+        reads.clear()
+        await fleet.assign({0, 2}, 2)  # the next generation: kept as they were
+        assert reads == [] and shards_of_cars() == {0, 2}
+        assert all(seq[v] == q == 1 for v, q in zip(sim.ids, sim.state.seq.tolist(),
+                                                      strict=True))
+        fleet.revoke({0, 2})
+        await fleet.assign({0, 2}, 5)  # dropped meanwhile: someone else may have driven them
+        assert reads and reads[-1] == set(sim.encoder.keys) and shards_of_cars() == {0, 2}
+        n = sim.size
+        await fleet.resize(60)
+        assert shards_of_cars() == {0, 2} and sim.size > n
+        assert all(int(g) < 60 for g in fleet.gids)
+        await fleet.resize(10)
+        assert sorted(fleet.gids.tolist()) == [g for g in range(10)
+                                               if shard_of(vehicle_id("TESTCAR01", g).encode(),
+                                                           3) in {0, 2}]
+
+    await scenario()
+
+
 # ---- processes -------------------------------------------------------------------------------
 
 class Fleet:
