@@ -133,7 +133,7 @@ async def test_read_endpoints_shapes_filters_and_order(dataset, make_settings) -
         stats = await get_json(client, "/stats")
         assert set(stats) == {"vehicles_reporting", "vehicles_stale", "events_per_s",
                               "consumed_total", "malformed_total", "malformed",
-                              "violations_total"}
+                              "violations_total", "fleet_events"}
         assert stats["vehicles_stale"] == 0
         assert stats["malformed"] == {kind: 1 for kind in MALFORMED}
         assert stats["vehicles_reporting"] == VEHICLES + 2

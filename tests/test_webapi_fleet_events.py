@@ -116,6 +116,35 @@ def test_route_downsampling_and_violation_runs() -> None:
          "points": [[5.0, 1.0]], "max_speed_kmh": 50.0}]
 
 
+def test_event_store_is_bounded_and_orders_a_trip_whose_end_came_first() -> None:
+    from webapi.fleet_events import EventStore, decode_event
+
+    store = EventStore(keep=10, trips_keep=2)
+
+    def add(model: Any) -> bool:
+        entry, parsed = decode_event(model.model_dump_json().encode(),
+                                     model.vehicle_id.encode(), 8192)
+        return store.add(entry, parsed)
+
+    t1 = T0 + timedelta(minutes=5)
+    assert add(ended("CAR1", "a", T0, t1, 9))  # partitions read out of order: end first
+    trip = store.trip_list(10)[0]
+    assert (trip["status"], trip["started_at"], trip["ended_at"]) == (
+        "ended", js(ended("CAR1", "a", T0, t1, 9))["summary"]["started_at"],
+        js(ended("CAR1", "a", T0, t1, 9))["summary"]["ended_at"])
+    assert add(started("CAR1", "a", T0))
+    assert store.trip_list(10)[0]["status"] == "ended"  # the late start does not reopen it
+    assert not add(started("CAR1", "a", T0))  # same event_id: a duplicate
+    for i in range(3):
+        add(started(f"CAR{i + 2}", f"t{i}", t1 + timedelta(seconds=i)))
+    assert [t["vehicle_id"] for t in store.trip_list(10)] == ["CAR4", "CAR3"]  # 2 kept
+    for i in range(20):
+        add(alert("CAR9", t1 + timedelta(seconds=i), 100 + i))
+    assert len(store.recent) == 10 and len(store.seen) <= store.seen_keep
+    assert [e.ts for e in store.events(3)] == sorted(e.ts for e in store.events(3))
+    assert store.events(3, kinds={"trip_started"}) == []  # pushed out of the ring
+
+
 async def test_events_are_deduplicated_filtered_and_bad_records_counted(
         settings: Settings) -> None:
     t = [T0 + timedelta(seconds=10 * i) for i in range(6)]

@@ -150,12 +150,13 @@ class Definitions:
                                      group_id=None, enable_auto_commit=False,
                                      auto_offset_reset="earliest", fetch_max_wait_ms=200)
             try:
-                await ensure_topics(self.settings, specs)
+                # shielded: aiokafka leaks a half-open connection when cancelled connecting
+                await finish_first(ensure_topics(self.settings, specs))
                 await finish_first(consumer.start())
                 tps = []
                 for topic in views:
-                    tps += await topic_partitions(self.settings, topic,
-                                                  client_id="fleetstream-webapi-definitions")
+                    tps += await finish_first(topic_partitions(
+                        self.settings, topic, client_id="fleetstream-webapi-definitions"))
                 consumer.assign(tps)
                 await finish_first(consumer.seek_to_beginning(*tps))
                 ends = await consumer.end_offsets(tps)

@@ -142,6 +142,7 @@ class EventStore:
             else:  # the end came first (partitions read out of order): keep it, fill the start
                 trip["started_at"] = format_timestamp(model.time)
                 trip["start_location"] = _loc(model.location)
+                trip["_since"] = model.time.timestamp()
             return
         summary = model.summary
         if trip is None:

@@ -37,10 +37,16 @@ def _schemas(schemas: dict[str, Any]) -> None:
     _add(schemas, "Geofence", TypeAdapter(Geofence))
     _add(schemas, "AlertRule", ALERT_RULE)
     _add(schemas, "TripSummary", TypeAdapter(TripSummary))
-    given = copy.deepcopy(schemas["Geofence"])
-    given["required"] = [k for k in given["required"] if k != "id"]
-    given["title"] = "GeofenceInput"
-    schemas["GeofenceInput"] = given
+    _tighten(schemas)
+    schemas["GeofenceInput"] = _input(schemas["Geofence"], "GeofenceInput")
+    rules = schemas["AlertRule"]
+    inputs = {}
+    for kind, ref in rules["discriminator"]["mapping"].items():
+        name = ref.rsplit("/", 1)[1]
+        schemas[f"{name}Input"] = _input(schemas[name], f"{name}Input")
+        inputs[kind] = REF.format(model=f"{name}Input")
+    schemas["AlertRuleInput"] = {"oneOf": [{"$ref": r} for r in inputs.values()],
+                                 "discriminator": {"propertyName": "kind", "mapping": inputs}}
     loc = {"type": "object", "required": ["lat", "lon"],
            "properties": {"lat": {"type": "number"}, "lon": {"type": "number"}}}
     ts = {"type": "string", "format": "date-time"}
@@ -82,6 +88,34 @@ def _schemas(schemas: dict[str, Any]) -> None:
         "properties": {"id": {"type": "string"}, "kind": {"enum": list(get_args(RuleKind))},
                        "name": {"type": ["string", "null"]}, "enabled": {"type": "boolean"},
                        "default": {"type": "boolean"}}}
+
+
+ID_PATTERN = r"^\S(.*\S)?$"
+
+
+def _tighten(schemas: dict[str, Any]) -> None:
+    """What the validators check beyond the generated schema, where JSON Schema can say it:
+    rings of at least 4 positions, [lon, lat] ranges, ids without surrounding space, and
+    ``kind`` always present (it tells the rule models apart)."""
+    ring = schemas["Polygon"]["properties"]["coordinates"]["items"]
+    ring["minItems"] = 4
+    ring["items"]["prefixItems"] = [{"type": "number", "minimum": -180, "maximum": 180},
+                                    {"type": "number", "minimum": -90, "maximum": 90}]
+    ring["description"] = "closed: the last position equals the first"
+    for name in ("Geofence", *(r.rsplit("/", 1)[1] for r in
+                               schemas["AlertRule"]["discriminator"]["mapping"].values())):
+        schema = schemas[name]
+        schema["properties"]["id"]["pattern"] = ID_PATTERN
+        if "kind" in schema["properties"] and "kind" not in schema["required"]:
+            schema["required"].append("kind")
+
+
+def _input(schema: dict[str, Any], title: str) -> dict[str, Any]:
+    """A request body's schema: ``id`` optional (a uuid4 hex is made)."""
+    given = copy.deepcopy(schema)
+    given["required"] = [k for k in given["required"] if k != "id"]
+    given["title"] = title
+    return given
 
 
 def _items(item: dict[str, Any]) -> dict[str, Any]:
@@ -167,7 +201,8 @@ def document_fleet(doc: dict[str, Any], settings: Settings) -> None:
         "/alert-rules": {"get": get("the alert rules in effect: the stored ones, or while "
                                     "none is stored the defaults (default: true)", [],
                                     _ok(_items(_ref("AlertRuleShown"))), **unready),
-                         "post": post("alert rule", "AlertRule", "WEBAPI_MAX_ALERT_RULES")},
+                         "post": post("alert rule", "AlertRuleInput",
+                                      "WEBAPI_MAX_ALERT_RULES")},
         "/alert-rules/{id}": {"get": get("one alert rule", [ident], _ok("AlertRuleShown"),
                                          **{"404": _err("no such rule"), **unready}),
                               "delete": delete("alert rule", {"409": _err(

@@ -170,8 +170,9 @@ def _validation_error(exc: ValidationError) -> ApiError:
     shown = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
              for e in errors[:MAX_ERRORS]]
     first = shown[0] if shown else {"loc": [], "msg": str(exc)}
-    where = ".".join(first["loc"]) or "body"
-    return ApiError(422, f"body: {where}: {first['msg']}", parameter="body", errors=shown)
+    where = ".".join(first["loc"])
+    message = f"body: {where}: {first['msg']}" if where else f"body: {first['msg']}"
+    return ApiError(422, message, parameter="body", errors=shown)
 
 
 async def _document(request: web.Request, cap: int) -> tuple[str, bytes]:
