@@ -178,11 +178,12 @@ class DeliveryWorker:
             await self.store.ready.wait()
             attempt = 0
             while True:
+                seen = self.events_seen
                 try:
                     await self._consume()
                 except (KafkaError, KafkaEdgeError) as exc:
                     self._log.warning("kafka", "webhook delivery: %s; retrying", exc)
-                attempt += 1
+                attempt = 1 if self.events_seen > seen else attempt + 1
                 await asyncio.sleep(backoff(attempt))
         finally:
             await finish_first(self._session.close())
