@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from common.contract import Location
 from common.fleet_events import (
@@ -79,8 +80,9 @@ async def send(bootstrap: str, topic: str, records: list[Any]) -> None:
     await producer.start()
     try:
         for rec in records:
-            if isinstance(rec, tuple):
-                await producer.send_and_wait(topic, key=rec[0], value=rec[1])
+            if isinstance(rec, tuple):  # (key, value) or (key, value, partition)
+                await producer.send_and_wait(topic, key=rec[0], value=rec[1],
+                                             partition=rec[2] if len(rec) > 2 else None)
             else:
                 await producer.send_and_wait(topic, key=rec.vehicle_id.encode(),
                                              value=rec.model_dump_json().encode())
@@ -200,19 +202,25 @@ async def test_trips_list_and_detail_with_route_and_violation_segments(
     telemetry += [make_event("CAR9", seq=i, timestamp=start + timedelta(seconds=i))
                   for i in range(31)]
     await publish(settings.kafka_bootstrap_servers, settings.kafka_topic, telemetry)
+    # CAR7's telemetry on a partition its key does not hash to (another writer's choice)
+    key_partition = DefaultPartitioner()(b"CAR7", [0, 1, 2], [0, 1, 2])
+    elsewhere = [(b"CAR7", make_event("CAR7", seq=i, timestamp=start + timedelta(seconds=i))
+                  .model_dump_json().encode(), (key_partition + 1) % 3) for i in range(5)]
+    await send(settings.kafka_bootstrap_servers, settings.kafka_topic, elsewhere)
     events = [started("CAR1", "trip-1", start, 0), ended("CAR1", "trip-1", start, stop, 30),
-              started("CAR2", "trip-2", stop, 4), started("CAR3", "trip-1", stop, 0)]
+              started("CAR2", "trip-2", stop, 4), started("CAR3", "trip-1", stop, 0),
+              ended("CAR7", "trip-7", start, start + timedelta(seconds=4), 4)]
     await send(settings.kafka_bootstrap_servers, settings.kafka_events_topic, events)
     async with running_app(settings) as client:
-        await wait_for(lambda: client.app[FLEET_EVENTS].consumed_total == 4)
+        await wait_for(lambda: client.app[FLEET_EVENTS].consumed_total == 5)
         listed = (await (await client.get("/trips")).json())["items"]
         keys = {"trip_id", "vehicle_id", "status", "started_at", "ended_at", "start_location",
                 "end_location", "summary"}
         assert all(set(t) == keys for t in listed)
-        assert [(t["vehicle_id"], t["status"]) for t in listed] == [
-            ("CAR2", "in_progress"), ("CAR3", "in_progress"), ("CAR1", "ended")] or [
-            (t["vehicle_id"], t["status"]) for t in listed] == [
-            ("CAR3", "in_progress"), ("CAR2", "in_progress"), ("CAR1", "ended")]
+        assert sorted((t["vehicle_id"], t["status"]) for t in listed[:2]) == [
+            ("CAR2", "in_progress"), ("CAR3", "in_progress")]  # started together, last
+        assert sorted((t["vehicle_id"], t["status"]) for t in listed[2:]) == [
+            ("CAR1", "ended"), ("CAR7", "ended")]
         car1 = next(t for t in listed if t["vehicle_id"] == "CAR1")
         assert car1["summary"] == js(events[1])["summary"]
         assert car1["ended_at"] == js(events[1])["summary"]["ended_at"]
@@ -252,6 +260,8 @@ async def test_trips_list_and_detail_with_route_and_violation_segments(
         assert missing.status == 404 and "unknown trip 'nope'" in (await missing.json())["error"]
         live = await (await client.get("/trips/trip-2")).json()
         assert live["status"] == "in_progress" and live["route"] == []
+        other = await (await client.get("/trips/trip-7")).json()
+        assert [p["seq"] for p in other["route"]] == [0, 1, 2, 3, 4]
 
 
 async def test_ws_events_snapshot_then_live_frames_filtered(settings: Settings) -> None:

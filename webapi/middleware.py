@@ -122,7 +122,7 @@ def metrics_middleware(metrics: Metrics) -> Middleware:
             route = request.match_info.route.resource
             name = route.canonical if route is not None else "unmatched"
             metrics.requests.labels(request.method, name, str(status)).inc()
-            if name != "/ws":
+            if name not in ("/ws", "/ws/events"):  # long-lived: not a latency
                 metrics.latency.labels(request.method, name).observe(time.perf_counter() - start)
 
     return measure

@@ -71,7 +71,17 @@ def route_point(raw: bytes) -> dict[str, Any]:
 
 async def read_route(settings: Settings, vehicle_id: str, since: float,
                      until: float | None) -> list[dict[str, Any]]:
-    """The vehicle's telemetry points in [since, until or now], oldest first (full)."""
+    """The vehicle's telemetry points in [since, until or now], oldest first (full): from
+    its key's partition, or, if that has none (a writer that partitions otherwise), from
+    every partition."""
+    points = await _read(settings, vehicle_id, since, until, by_key=True)
+    if not points:
+        points = await _read(settings, vehicle_id, since, until, by_key=False)
+    return points
+
+
+async def _read(settings: Settings, vehicle_id: str, since: float, until: float | None, *,
+                by_key: bool) -> list[dict[str, Any]]:
     end = time.time() if until is None else until
     end = min(max(end, since), since + settings.replay_max_range_s)
     req = ReplayRequest(since, end, None, frozenset({vehicle_id}), False)
@@ -90,7 +100,7 @@ async def read_route(settings: Settings, vehicle_id: str, since: float,
                     return []
                 raise
             partitions = sorted(f.tp.partition for f in replay.feeds)
-            if partitions:
+            if by_key and partitions:
                 mine = DefaultPartitioner()(vehicle_id.encode(), partitions, partitions)
                 replay.feeds = [f for f in replay.feeds if f.tp.partition == mine]
             async for _ts, raw in replay.events():
