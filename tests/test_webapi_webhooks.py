@@ -499,21 +499,31 @@ async def test_private_targets_are_refused_unless_allowed(settings: Settings) ->
 
         # A target that turns private after registration (DNS changed) is refused at delivery:
         # written to the registry topic directly, as if it had passed the check back then.
-        hook = Webhook(id=uuid.uuid4().hex, url=local, secret=SECRET, kinds=["alert"],
-                       created_at=datetime.now(UTC))
+        # An IP literal is checked before connecting, a name by the connection's resolver.
+        by_name = local.replace("127.0.0.1", "localhost")
+        hooks = [Webhook(id=uuid.uuid4().hex, url=url, secret=SECRET, kinds=["alert"],
+                         created_at=datetime.now(UTC)) for url in (local, by_name)]
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
         await producer.start()
         try:
-            await producer.send_and_wait(settings.webhooks_topic, key=hook.id.encode(),
-                                         value=hook.model_dump_json().encode())
+            for hook in hooks:
+                await producer.send_and_wait(settings.webhooks_topic, key=hook.id.encode(),
+                                             value=hook.model_dump_json().encode())
         finally:
             await producer.stop()
-        await wait_for(lambda: client.app[WEBHOOK_WORKER].store.hooks.get(hook.id))
+        store = client.app[WEBHOOK_WORKER].store
+        await wait_for(lambda: all(h.id in store.hooks for h in hooks))
         await worker_ready(client)
         await send_events(settings, alert(5))
-        [item] = await settled(client, hook.id, 1)
-        assert (item["status"], item["attempts"], item["last_status_code"]) == ("gave_up", 2, None)
-        assert item["last_error"].startswith("refused: 127.0.0.1 is a loopback address")
+        [literal] = await settled(client, hooks[0].id, 1)
+        assert (literal["status"], literal["attempts"], literal["last_status_code"]) == (
+            "gave_up", 2, None)
+        assert literal["last_error"].startswith("refused: 127.0.0.1 is a loopback address")
+        [named] = await settled(client, hooks[1].id, 1)
+        assert (named["status"], named["attempts"], named["last_status_code"]) == (
+            "gave_up", 2, None)
+        assert "refused: localhost resolves to" in named["last_error"]
+        assert "loopback" in named["last_error"]
         assert receiver.hits == []
 
 

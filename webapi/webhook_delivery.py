@@ -97,6 +97,10 @@ def retry_delay(attempt: int, first_s: float, max_s: float, rng: random.Random) 
     return rng.uniform(0, backoff(attempt, first_delay_s=first_s, max_delay_s=max_s, jitter=0))
 
 
+class RefusedAddress(OSError):
+    """Raised by :class:`SafeResolver`; the message says which address and why."""
+
+
 class SafeResolver(AbstractResolver):
     """aiohttp's resolver, refusing a host any of whose addresses is not public
     (:func:`webapi.webhook_targets.forbidden_reason`); aiohttp then fails the connection."""
@@ -110,7 +114,7 @@ class SafeResolver(AbstractResolver):
         for result in results:
             reason = forbidden_reason(str(result["host"]))
             if reason is not None:
-                raise OSError(f"refused: {host} resolves to {reason}")
+                raise RefusedAddress(f"refused: {host} resolves to {reason}")
         return results
 
     async def close(self) -> None:
@@ -354,6 +358,10 @@ class DeliveryWorker:
                 code = resp.status
         except TimeoutError:
             return None, f"timeout after {self.settings.webhook_timeout_s:g} s"
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, RefusedAddress):
+                return None, str(exc.os_error)[:MAX_ERROR_LEN]
+            return None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LEN]
         except (aiohttp.ClientError, OSError) as exc:
             return None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LEN]
         if 200 <= code < 300:
