@@ -12,7 +12,10 @@ is sent with ``acks=all`` and, once the broker has acknowledged it, applied to t
 once (read-your-writes); records of that key older than the acknowledged offset that the
 follower has yet to read are then skipped, so the view never steps back to them.
 
-Records that do not validate (a foreign writer) are skipped and counted (``invalid``).
+Records that do not validate (a foreign writer) are skipped and counted (``invalid``). A
+view keeps each definition's JSON (re-serialised once from the validated model), not the
+model: a thousand 1,000-vertex geofences are about 22 MB of JSON, and GET /geofences joins
+them without serialising anything.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class DefinitionView:
         self.what = what  # "geofence", "alert rule": for messages
         self.parse = parse
         self.raw: dict[bytes, bytes] = {}
-        self.items: dict[str, Any] = {}
+        self.items: dict[str, bytes] = {}  # id -> the definition's JSON (validated)
         self.pins: dict[bytes, int] = {}  # key -> offset of our acknowledged write
         self.invalid = 0
         self.ready = asyncio.Event()
@@ -102,7 +105,9 @@ class DefinitionView:
             log.warning("%s %r on %s skipped: its id is %r", self.what, ident[:80], self.topic,
                         model.id[:80])
             return
-        self.items[ident] = model
+        canonical = model.model_dump_json().encode()  # served as is: no model kept
+        self.raw[key] = canonical
+        self.items[ident] = canonical
 
     def wrote(self, key: bytes, value: bytes | None, offset: int) -> None:
         """Apply our own acknowledged write at ``offset``."""

@@ -235,10 +235,15 @@ async def _delete(request: web.Request, view: DefinitionView) -> web.Response:
     return web.Response(status=204)
 
 
+def _raw(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="application/json")
+
+
 async def geofences(request: web.Request) -> web.Response:
     view = request.app[DEFINITIONS].geofences
     view.require_ready()
-    return _json({"items": [view.items[k].model_dump(mode="json") for k in sorted(view.items)]})
+    items = view.items
+    return _raw(b'{"items":[' + b",".join(items[k] for k in sorted(items)) + b"]}")
 
 
 async def geofence(request: web.Request) -> web.Response:
@@ -247,7 +252,7 @@ async def geofence(request: web.Request) -> web.Response:
     view.require_ready()
     if ident not in view.items:
         raise ApiError(404, f"no geofence {ident!r}")
-    return _json(view.items[ident].model_dump(mode="json"))
+    return _raw(view.items[ident])
 
 
 async def create_geofence(request: web.Request) -> web.Response:
@@ -263,8 +268,7 @@ async def delete_geofence(request: web.Request) -> web.Response:
 
 def _rules_shown(view: DefinitionView) -> list[dict[str, Any]]:
     if view.items:
-        return [{**view.items[k].model_dump(mode="json"), "default": False}
-                for k in sorted(view.items)]
+        return [{**orjson.loads(view.items[k]), "default": False} for k in sorted(view.items)]
     return [{**r.model_dump(mode="json"), "default": True} for r in DEFAULT_ALERT_RULES]
 
 
