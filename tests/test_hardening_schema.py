@@ -67,8 +67,10 @@ def api_url(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
 
 CONTROL = ("--include-path", "/start-sim", "--include-path", "/stop-sim",
            "--include-path", "/status")
-DEFINITIONS = ("--include-path", "/geofences", "--include-path", "/alert-rules")
-DEFINITIONS_EXCLUDED = ("--exclude-path", "/geofences", "--exclude-path", "/alert-rules")
+DEFINITIONS = ("--include-path", "/geofences", "--include-path", "/alert-rules",
+               "--include-path", "/webhooks")
+DEFINITIONS_EXCLUDED = ("--exclude-path", "/geofences", "--exclude-path", "/alert-rules",
+                        "--exclude-path", "/webhooks")
 
 
 @pytest.mark.parametrize("selection", [
@@ -77,8 +79,9 @@ DEFINITIONS_EXCLUDED = ("--exclude-path", "/geofences", "--exclude-path", "/aler
     ("--exclude-path", "/start-sim", "--exclude-path", "/stop-sim", "--exclude-path", "/status",
      "--exclude-path", "/ws", "--exclude-path", "/replay", "--exclude-path", "/ws/events",
      *DEFINITIONS_EXCLUDED),
-    # geofence and rule bodies: JSON Schema cannot say "a closed ring" or "printable", so a
-    # schema-valid body may still get its documented 422; every other check runs
+    # geofence, rule and webhook bodies: JSON Schema cannot say "a closed ring", "printable"
+    # or "resolves to a public address", so a schema-valid body may still get its
+    # documented 422; every other check runs
     (*DEFINITIONS, "--exclude-checks", "positive_data_acceptance"),
     # the producer's: none runs here, so their documented answer is 503 ("no producer
     # answered", "no producer status"); every other check still runs on them
