@@ -6,9 +6,11 @@ Each run starts N instances in one producer group (PRODUCER_GROUP) on a fresh te
 topic, unpaced (ticks back to back, as fast as each can), waits until the group has split
 the shards between all N (their statuses on the status topic cover every shard and add up
 to the fleet), lets them warm up, then counts the events written over a fixed window by the
-topic's end offsets (from outside the processes). Prints each run, then the medians and the
-ratio to one instance, with the machine's core count: N instances can only go faster while
-there are free cores for them (and for the broker, on a one-machine setup).
+topic's end offsets (from outside the processes). One producer without a group (``solo``,
+as ``python -m producer`` runs by default) is measured alike, in the same rounds. Prints each
+run, then the medians and the ratios to one instance and to the solo producer, with the
+machine's core count: N instances can only go faster while there are free cores for them
+(and for the broker, on a one-machine setup).
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ async def _settled(bootstrap: str, status_topic: str, n: int, fleet: int,
                         st = ProducerStatus.model_validate_json(r.value)
                         if st.reply_to is None:
                             latest[st.producer_id] = st
+                if n == 0:  # solo: no group, no shards
+                    if any(st.running and st.vehicles == fleet for st in latest.values()):
+                        return
+                    continue
                 live = [st for st in latest.values() if st.shards and st.running]
                 shards = sorted(p for st in live for p in st.shards or [])
                 if (len(live) == n and shards == list(range(SHARDS))
@@ -71,10 +77,12 @@ async def _written(bootstrap: str, topic: str) -> int:
 
 def run_once(bootstrap: str, n: int, fleet: int, warmup_s: float, window_s: float,
              logs: Path) -> float:
-    """Events/s of ``n`` instances sharing a fleet of ``fleet`` cars."""
+    """Events/s of ``n`` instances sharing a fleet of ``fleet`` cars (0: one producer
+    without a group)."""
     tag = uuid.uuid4().hex[:8]
     topic = f"bench-shards-{tag}"
     create_topic(bootstrap, topic, SHARDS)
+    create_topic(bootstrap, f"bench-st-{tag}", 1)  # read below before a producer makes it
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_TOPIC": topic,
            "KAFKA_CONTROL_TOPIC": f"bench-ctl-{tag}", "KAFKA_STATUS_TOPIC": f"bench-st-{tag}",
            "KAFKA_NETWORK_TOPIC": f"bench-net-{tag}", "KAFKA_SHARDS_TOPIC": f"bench-sh-{tag}",
@@ -83,7 +91,9 @@ def run_once(bootstrap: str, n: int, fleet: int, warmup_s: float, window_s: floa
            "PRODUCER_SESSION_TIMEOUT_S": "10"}
     procs = []
     try:
-        for i in range(n):
+        if n == 0:
+            del env["PRODUCER_GROUP"]
+        for i in range(max(n, 1)):
             with open(logs / f"{tag}-{i}.log", "wb") as log:
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "producer", "--unpaced", "--log-level", "WARNING"],
@@ -120,21 +130,22 @@ def main() -> None:
         print(f"broker {bootstrap}; {cores} cores on this machine (shared by the broker, the "
               f"instances and whatever else runs); fleet {args.fleet:,}, {SHARDS} shards, "
               f"unpaced, {args.window:g} s windows", flush=True)
-        res: dict[int, list[float]] = {n: [] for n in counts}
+        res: dict[int, list[float]] = {n: [] for n in [0, *counts]}
         for rep in range(args.reps):  # alternate the counts: drift hits them all alike
-            for n in counts:
+            for n in res:
                 res[n].append(run_once(bootstrap, n, args.fleet, args.warmup, args.window,
                                        Path(tmp)))
-                print(f"  run {rep + 1}: {n} instance(s): {res[n][-1]:,.0f} events/s",
-                      flush=True)
+                name = "solo (no group)" if n == 0 else f"{n} instance(s)"
+                print(f"  run {rep + 1}: {name}: {res[n][-1]:,.0f} events/s", flush=True)
         med = {n: statistics.median(v) for n, v in res.items()}
         base = med[counts[0]]
         print()
         print(f"medians of {args.reps} runs, {cores} cores, events/s by the topic's end offsets")
-        print(f"| instances | events/s | ratio to {counts[0]} |")
-        print("|---:|---:|---:|")
-        for n in counts:
-            print(f"| {n} | {med[n]:,.0f} | {med[n] / base:.2f} |")
+        print(f"| instances | events/s | ratio to {counts[0]} | ratio to solo |")
+        print("|---|---:|---:|---:|")
+        for n in res:
+            print(f"| {'solo, no group' if n == 0 else n} | {med[n]:,.0f} | "
+                  f"{med[n] / base:.2f} | {med[n] / med[0]:.2f} |")
 
 
 if __name__ == "__main__":
