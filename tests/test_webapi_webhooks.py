@@ -198,7 +198,8 @@ class Receiver:
         script = self.scripts.get(path, [])
         status = script.pop(0) if script else self.default.get(path, 200)
         self.hits.append(Hit(path, dict(request.headers), body, status, time.time()))
-        return web.Response(status=status, text="ok")
+        location = {"Location": "/elsewhere"} if 300 <= status < 400 else {}
+        return web.Response(status=status, text="ok", headers=location)
 
     def at(self, path: str, status: int | None = None) -> list[Hit]:
         return [h for h in self.hits if h.path == path and (status is None or h.status == status)]
@@ -352,10 +353,12 @@ async def test_delivered_signed_listed_without_secret_and_deleted(settings: Sett
 
 @pytest.mark.kafka
 async def test_retried_until_delivered_or_given_up(settings: Settings) -> None:
-    receiver = Receiver(scripts={"/flaky": [500, 503]}, default={"/broken": 500})
+    receiver = Receiver(scripts={"/flaky": [500, 503]}, default={"/broken": 500,
+                                                                  "/moved": 307})
     async with receiver_server(receiver) as target, running_app(settings) as client:
         flaky = await register(client, str(target.make_url("/flaky")), ["alert"])
         broken = await register(client, str(target.make_url("/broken")), ["alert"])
+        moved = await register(client, str(target.make_url("/moved")), ["alert"])
         await worker_ready(client)
         [body] = await send_events(settings, event := alert(2))
 
@@ -371,10 +374,13 @@ async def test_retried_until_delivered_or_given_up(settings: Settings) -> None:
                 failed["last_error"]) == ("gave_up", 3, 500, "HTTP 500")
         assert failed["first_attempt_at"] < failed["last_attempt_at"]
         assert [h.status for h in receiver.at("/broken")] == [500] * 3
+        [redirected] = await settled(client, moved["id"], 1)  # redirects are not followed
+        assert (redirected["status"], redirected["last_error"]) == ("gave_up", "HTTP 307")
+        assert len(receiver.at("/moved")) == 3 and not receiver.at("/elsewhere")
         worker = client.app[WEBHOOK_WORKER]
         await wait_for(lambda: worker.in_flight == 0)
         assert len(receiver.at("/broken")) == 3  # nothing after giving up
-        assert worker.outcomes["gave_up"] == 1 and worker.outcomes["delivered"] == 1
+        assert worker.outcomes["gave_up"] == 2 and worker.outcomes["delivered"] == 1
 
 
 @pytest.mark.kafka
