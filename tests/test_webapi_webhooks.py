@@ -381,6 +381,11 @@ async def test_retried_until_delivered_or_given_up(settings: Settings) -> None:
         await wait_for(lambda: worker.in_flight == 0)
         assert len(receiver.at("/broken")) == 3  # nothing after giving up
         assert worker.outcomes["gave_up"] == 2 and worker.outcomes["delivered"] == 1
+        text = await (await client.get("/metrics")).text()
+        assert 'fleetstream_webapi_webhook_deliveries_total{status="gave_up"} 2.0' in text
+        assert 'fleetstream_webapi_webhook_attempts_total{result="failed"} 8.0' in text
+        assert 'fleetstream_webapi_webhook_attempts_total{result="ok"} 1.0' in text
+        assert "fleetstream_webapi_webhook_in_flight 0.0" in text
 
 
 @pytest.mark.kafka

@@ -89,7 +89,7 @@ def create_app(settings: Settings) -> web.Application:
     app[NETWORK] = NetworkReader(settings)
     app[REPLAYS] = set()
     app[WEBHOOKS] = WebhookStore(settings)
-    app[WEBHOOK_WORKER] = DeliveryWorker(settings, app[WEBHOOKS])
+    app[WEBHOOK_WORKER] = DeliveryWorker(settings, app[WEBHOOKS], metrics)
     fleet_metrics = FleetEventMetrics(metrics)
     app[FLEET_EVENTS] = EventStore(keep=settings.events_keep, trips_keep=settings.trips_keep)
     app[EVENT_HUB] = EventHub(fleet_metrics, settings.ws_queue_size, settings.ws_max_clients,

@@ -46,11 +46,13 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
+from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from common.fleet_events import FLEET_EVENT
 from common.kafka import KafkaEdgeError, await_partitions, backoff, make_consumer
 from common.lifecycle import cancel_and_wait, finish_first
+from webapi.metrics import Metrics
 from webapi.ratelog import RateLimitedLog
 from webapi.settings import Settings
 from webapi.webhook_targets import forbidden_reason, is_ip_literal
@@ -123,6 +125,27 @@ class SafeResolver(AbstractResolver):
 
 # ---- the worker ---------------------------------------------------------------------------
 
+class WebhookMetrics:
+    """The worker's instruments, in the app's registry (``/metrics``)."""
+
+    def __init__(self, metrics: Metrics, worker: DeliveryWorker) -> None:
+        r = metrics.registry
+        self.attempts = Counter("fleetstream_webapi_webhook_attempts",
+                                "Webhook POSTs made, by result", ["result"], registry=r)
+        self.outcomes = Counter("fleetstream_webapi_webhook_deliveries",
+                                "Webhook deliveries finished, by status", ["status"], registry=r)
+        self.malformed = Counter("fleetstream_webapi_webhook_malformed_events",
+                                 "Events-topic records the webhook worker skipped as invalid",
+                                 registry=r)
+        for result in ("ok", "failed"):
+            self.attempts.labels(result)
+        for status in ("delivered", "gave_up"):
+            self.outcomes.labels(status)
+        in_flight = Gauge("fleetstream_webapi_webhook_in_flight",
+                          "Webhook deliveries pending on this instance", registry=r)
+        in_flight.set_function(lambda: worker.in_flight)
+
+
 @dataclass
 class _Partition:
     next: int  # the offset after the last event dispatched
@@ -146,7 +169,8 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 class DeliveryWorker:
-    def __init__(self, settings: Settings, store: WebhookStore) -> None:
+    def __init__(self, settings: Settings, store: WebhookStore,
+                 metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.store = store
         self.topic = settings.kafka_events_topic
@@ -162,6 +186,7 @@ class DeliveryWorker:
         self._limits: dict[str, asyncio.Semaphore] = {}
         self._rng = random.Random()  # jitter, not secrets  # noqa: S311
         self._log = RateLimitedLog(log)
+        self.metrics = WebhookMetrics(metrics or Metrics(), self)
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.run(), name="webapi-webhook-delivery")
@@ -277,6 +302,7 @@ class DeliveryWorker:
             event = FLEET_EVENT.validate_json(value or b"")
         except ValidationError:
             self.malformed += 1
+            self.metrics.malformed.inc()
             self._log.warning("malformed", "webhook delivery: skipped a malformed event at "
                               "offset %d of %s", offset, self.topic)
             return
@@ -325,6 +351,7 @@ class DeliveryWorker:
                 first = first or at
                 code, error = await self.attempt(current, event_id, body)
             self.outcomes["attempts"] += 1
+            self.metrics.attempts.labels("ok" if error is None else "failed").inc()
             status: DeliveryStatus = ("delivered" if error is None
                       else "gave_up" if attempt == s.webhook_max_attempts else "retrying")
             self.store.publish(DeliveryRecord(
@@ -333,6 +360,7 @@ class DeliveryWorker:
                 first_attempt_at=first, last_attempt_at=at))
             if status != "retrying":
                 self.outcomes[status] += 1
+                self.metrics.outcomes.labels(status).inc()
                 return
             await asyncio.sleep(retry_delay(attempt, s.webhook_backoff_s,
                                             s.webhook_backoff_max_s, self._rng))
