@@ -15,7 +15,7 @@ from analytics.events_config import decode
 from common.fleet_events import DEFAULT_ALERT_RULES
 from common.kafka import read_compacted
 from tests.support.webapi import running_app, wait_for
-from webapi.keys import DEFINITIONS
+from webapi.keys import DEFINITIONS, FLEET_CONSUMER
 from webapi.settings import Settings
 
 pytestmark = pytest.mark.kafka
@@ -95,6 +95,10 @@ async def test_geofence_crud_token_and_the_job_reads_it(settings: Settings) -> N
         defs, _ = await job_view(settings)  # a tombstone: the job no longer sees it
         assert [f.id for f in defs.fences] == [stored["id"]]
         await wait_for(lambda: "yard" not in other.app[DEFINITIONS].geofences.items)
+    for app in (client.app, other.app):  # shut down: tasks done, clients stopped
+        assert app[DEFINITIONS].task is not None and app[DEFINITIONS].task.done()
+        assert app[DEFINITIONS].producer is None
+        assert app[FLEET_CONSUMER].task is not None and app[FLEET_CONSUMER].task.done()
 
 
 async def test_alert_rules_defaults_replace_and_delete(settings: Settings) -> None:

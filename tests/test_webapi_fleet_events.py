@@ -156,7 +156,8 @@ async def test_events_are_deduplicated_filtered_and_bad_records_counted(
     nan = good[2].model_dump_json().replace('"value":6500.0', '"value":NaN').encode()
     bad = [(b"CAR1", b"{not json"), (b"CAR1", b'{"kind":"teleported"}'),
            (b"OTHER", good[1].model_dump_json().encode()),  # key is not the vehicle
-           (b"CAR2", nan), (b"CAR1", b"x" * 9000), (b"CAR1", None)]
+           (b"CAR2", nan), (b"CAR1", b"x" * 9000), (b"CAR1", None),
+           (b"CAR3", alert("CAR3", NOW + timedelta(hours=1), 1).model_dump_json().encode())]
     # out of order across keys; the alert of CAR2 twice (the job is at-least-once)
     await send(settings.kafka_bootstrap_servers, settings.kafka_events_topic,
                [good[4], good[0], good[2], *bad, good[2], good[1], good[3]])
@@ -164,7 +165,7 @@ async def test_events_are_deduplicated_filtered_and_bad_records_counted(
         consumer = client.app[FLEET_CONSUMER]
         await wait_for(lambda: client.app[FLEET_EVENTS].consumed_total
                        + client.app[FLEET_EVENTS].duplicates_total + consumer.rejected_total
-                       == 12)
+                       == 13)
         body = await (await client.get("/events")).json()
         assert body == {"items": [js(e) for e in good]}  # chronological, each once
         by_kind = await (await client.get("/events", params={"kind": "alert"})).json()
@@ -180,9 +181,10 @@ async def test_events_are_deduplicated_filtered_and_bad_records_counted(
             assert (await client.get("/events", params=params)).status == 422
 
         stats = (await (await client.get("/stats")).json())["fleet_events"]
-        assert stats == {"consumed_total": 5, "duplicates_total": 1, "rejected_total": 6,
-                         "rejected": {"invalid": 1, "key_mismatch": 1, "not_json": 1,
-                                      "oversized": 1, "tombstone": 1, "unknown_kind": 1},
+        assert stats == {"consumed_total": 5, "duplicates_total": 1, "rejected_total": 7,
+                         "rejected": {"in_future": 1, "invalid": 1, "key_mismatch": 1,
+                                      "not_json": 1, "oversized": 1, "tombstone": 1,
+                                      "unknown_kind": 1},
                          "trips": 1}
         metrics = await (await client.get("/metrics")).text()
         assert 'fleetstream_webapi_fleet_events_rejected_total{reason="key_mismatch"} 1.0' \

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections import OrderedDict, deque
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -50,7 +52,7 @@ from webapi.settings import Settings
 log = logging.getLogger(__name__)
 
 REJECT_REASONS = ("oversized", "tombstone", "not_json", "unknown_kind", "invalid",
-                  "key_mismatch", "undecodable")
+                  "key_mismatch", "in_future", "undecodable")
 """Why a record of the events topic was skipped (/stats and /metrics)."""
 MAX_RECORDS = 2000
 
@@ -73,8 +75,11 @@ class Rejected(Exception):  # noqa: N818 - a kind of record, like webapi.decode.
         self.detail = detail
 
 
-def decode_event(value: bytes | None, key: bytes | None, max_bytes: int) -> tuple[FleetEntry, Any]:
-    """Validate one record of the events topic -> (entry, model); raise :class:`Rejected`."""
+def decode_event(value: bytes | None, key: bytes | None, max_bytes: int,
+                 latest: float = math.inf) -> tuple[FleetEntry, Any]:
+    """Validate one record of the events topic -> (entry, model); raise :class:`Rejected`.
+    An event timed after ``latest`` (epoch seconds) is ``in_future``, as in the telemetry
+    consumer (WEBAPI_MAX_EVENT_FUTURE_S)."""
     if value is None:
         raise Rejected("tombstone", "empty record")
     if len(value) > max_bytes:
@@ -99,6 +104,9 @@ def decode_event(value: bytes | None, key: bytes | None, max_bytes: int) -> tupl
         ts = model.time.timestamp()
     except (OverflowError, ValueError):
         raise Rejected("invalid", f"time {model.time} out of range") from None
+    if ts > latest:
+        raise Rejected("in_future", f"time {format_timestamp(model.time)} is ahead of this "
+                                    "server's clock by more than WEBAPI_MAX_EVENT_FUTURE_S")
     raw = model.model_dump_json().encode()
     return FleetEntry(ts, model.kind, model.vehicle_id, model.event_id, raw), model
 
@@ -366,10 +374,11 @@ class FleetEventsConsumer:
 
     def take(self, records: list[ConsumerRecord[bytes, bytes]]) -> list[FleetEntry]:
         new: list[FleetEntry] = []
+        latest = time.time() + self.settings.max_event_future_s
         for rec in records:
             try:
                 entry, model = decode_event(rec.value, rec.key,
-                                            self.settings.max_message_bytes)
+                                            self.settings.max_message_bytes, latest)
             except Rejected as bad:
                 self._reject(bad, rec.partition, rec.offset)
                 continue
