@@ -13,6 +13,7 @@ import aiohttp
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client import generate_latest
 
 from common.contract import Location
 from common.fleet_events import (
@@ -344,3 +345,27 @@ async def test_dashboard_alert_strip_shows_alerts_live_and_escaped(
 
 async def _is(text_coro: Any, expected: str) -> bool:
     return await text_coro == expected
+
+
+def test_event_hub_filters_bounds_queues_and_counts_clients() -> None:
+    from webapi.fleet_events import EventHub, FleetEntry, FleetEventMetrics
+    from webapi.metrics import Metrics
+
+    metrics = Metrics()
+    hub = EventHub(FleetEventMetrics(metrics), queue_size=3, max_clients=3, max_per_address=2)
+    alerts = hub.subscribe(frozenset({"alert"}), None, "a")
+    car2 = hub.subscribe(None, frozenset({"CAR2"}), "a")
+    assert hub.full("a") and not hub.full("b") and not hub.full()
+    entries = [FleetEntry(float(i), "alert" if i % 2 else "trip_started", f"CAR{i % 3}",
+                          f"id{i}", f'{{"n":{i}}}'.encode()) for i in range(10)]
+    hub.publish(entries)
+    assert list(alerts.queue) == [b'{"type":"event","data":{"n":%d}}' % i for i in (5, 7, 9)]
+    assert alerts.dropped == 2  # 1 and 3: the oldest, pushed out of its bounded queue
+    assert list(car2.queue) == [b'{"type":"event","data":{"n":%d}}' % i for i in (2, 5, 8)]
+    assert car2.dropped == 0
+    text = generate_latest(metrics.registry).decode()
+    assert "fleetstream_webapi_events_ws_dropped_total 2.0" in text
+    assert "fleetstream_webapi_events_ws_clients 2.0" in text
+    hub.unsubscribe(alerts)
+    hub.unsubscribe(alerts)  # twice: no harm
+    assert hub.per_address == {"a": 1} and len(hub.subscribers) == 1
