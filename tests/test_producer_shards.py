@@ -15,7 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -279,18 +279,19 @@ async def test_two_instances_share_one_fleet_and_hand_it_over(
     records = await _read_all(kafka_bootstrap, fleet.topic)
     cars = check_continuity(records)
     assert set(cars) == {vehicle_id("TESTCAR01", i) for i in range(50)}
-    # b's cars went on after the kill, with a's events, within the session timeout (+ the
-    # rebalance and the read-back; timestamps are the producers', not this test's clock)
+    # b's cars went on after the kill, on a, once the session timeout was over: their longest
+    # silence is the timeout plus the rebalance (a learns of it at its next heartbeat, a
+    # third of the timeout) and the read-back; measured here: 6.8 s for a 6 s timeout.
+    # (Timestamps are the producers', not this test's clock.)
     b_cars = [v for v in (vehicle_id("TESTCAR01", i) for i in range(FLEET))
               if shard_of(v.encode(), SHARDS) in b_shards]
     assert b_cars
     for vid in b_cars:
         stamps = [datetime.fromisoformat(d["timestamp"]) for d in cars[vid]]
-        before = [t for t in stamps if t <= killed_at]
-        after = [t for t in stamps if t > killed_at]
-        assert before and after, vid
-        assert (after[0] - before[-1]).total_seconds() < 2 * SESSION_S + 5, (
-            vid, before[-1], after[0])
+        # the first event after the kill (b stamped its last tick's events up to 1/RATE ahead)
+        first = next(i for i, t in enumerate(stamps) if t > killed_at + timedelta(seconds=0.5))
+        silence = (stamps[first] - stamps[first - 1]).total_seconds()
+        assert SESSION_S / 2 < silence < SESSION_S + 8, (vid, silence)
 
 
 async def test_the_web_api_sees_one_fleet_and_a_joining_instance_follows_it(
