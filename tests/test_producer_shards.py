@@ -136,6 +136,29 @@ async def test_a_shard_kept_through_a_rebalance_is_not_read_back(monkeypatch) ->
     await scenario()
 
 
+async def test_read_back_goes_as_far_back_as_a_car_s_last_event(kafka_bootstrap: str,
+                                                                  topic: str) -> None:
+    """A car last heard from long ago is found behind thousands of newer records (chunks
+    that double); a car never published is missing from the answer, after the whole
+    partition was read."""
+    from producer.restore import read_last_events
+
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        for i in range(3):
+            await producer.send(topic, b"old-%d" % i, key=b"OLD", partition=0)
+        for i in range(5000):
+            await producer.send(topic, b"busy-%d" % i, key=b"BUSY", partition=0)
+        await producer.send(topic, b"other", key=b"OLD", partition=1)  # not its shard
+        await producer.flush()
+    finally:
+        await producer.stop()
+    found = await read_last_events(kafka_bootstrap, topic, {0: {b"OLD", b"BUSY", b"NEW"}},
+                                   first_chunk=100)
+    assert found == {b"OLD": b"old-2", b"BUSY": b"busy-4999"}
+
+
 # ---- processes -------------------------------------------------------------------------------
 
 class Fleet:
