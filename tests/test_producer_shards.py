@@ -31,7 +31,6 @@ from producer.shards import shard_of
 from tests.support.processes import stop_process
 from tests.test_producer_kafka import StatusWatcher, _read_all
 
-pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
 SESSION_S = 6.0  # the broker's smallest session timeout (group.min.session.timeout.ms)
 FLEET, RATE, SHARDS = 40, 5.0, 6
@@ -136,6 +135,7 @@ async def test_a_shard_kept_through_a_rebalance_is_not_read_back(monkeypatch) ->
     await scenario()
 
 
+@pytest.mark.kafka
 async def test_read_back_goes_as_far_back_as_a_car_s_last_event(kafka_bootstrap: str,
                                                                   topic: str) -> None:
     """A car last heard from long ago is found behind thousands of newer records (chunks
@@ -260,6 +260,7 @@ def check_continuity(records: list) -> dict[str, list[dict]]:
     return cars
 
 
+@pytest.mark.kafka
 async def test_two_instances_share_one_fleet_and_hand_it_over(
         kafka_bootstrap: str, tmp_path: Path) -> None:
     fleet = Fleet(kafka_bootstrap, tmp_path)
@@ -317,6 +318,7 @@ async def test_two_instances_share_one_fleet_and_hand_it_over(
         assert SESSION_S / 2 < silence < SESSION_S + 8, (vid, silence)
 
 
+@pytest.mark.kafka
 async def test_the_web_api_sees_one_fleet_and_a_joining_instance_follows_it(
         kafka_bootstrap: str, tmp_path: Path) -> None:
     """/status sums the instances and lists them; /start-sim and /stop-sim act on both; an
