@@ -260,10 +260,12 @@ class Batches:
             still_open.append({"path": path, "max_end_us": stats["max_end"]})
 
         self._write(batch_id, tables)
+        kept = {o["path"] for o in still_open}
         commit = {"batch_id": batch_id, "watermark_us": watermark, "open": still_open,
+                  "released": [o["path"] for o in previous["open"] if o["path"] not in kept],
                   "records": stats["records"]}
         write_atomic(self.fs, self._commit_path(batch_id), json.dumps(commit).encode())
-        self._clean_up(previous, still_open)
+        self._clean_up(previous)
         self._record(batch_id, stats, watermark, {k: t.num_rows for k, t in tables.items()})
         for dataset in self.datasets.values():
             replaced = dataset.compact(batch_id, self.settings.compact_files)
@@ -284,14 +286,14 @@ class Batches:
                 continue  # written before a crash, with the same rows
             dataset.write_batch(batch_id, tables[name])
 
-    def _clean_up(self, previous: dict, still_open: list[dict]) -> None:
-        """Open-event folders the last commit named and this one does not; old commits."""
-        keep = {o["path"] for o in still_open}
-        for o in previous["open"]:
-            if o["path"] not in keep:
-                fs, path = filesystem(o["path"])
-                if fs.get_file_info(path).type == pafs.FileType.Directory:
-                    fs.delete_dir(path)
+    def _clean_up(self, previous: dict) -> None:
+        """The open-event folders the previous batch released (kept one batch longer, so a
+        batch redone after a crash still finds the state its previous commit names), and
+        commits older than the previous one."""
+        for path in previous.get("released", []):
+            fs, local = filesystem(path)
+            if fs.get_file_info(local).type == pafs.FileType.Directory:
+                fs.delete_dir(local)
         if previous["batch_id"] is not None:
             for i in range(max(0, previous["batch_id"] - 100), previous["batch_id"]):
                 stale = self._commit_path(i)

@@ -7,8 +7,8 @@ events generated here with orjson; 0.01 % malformed) to a fresh topic, then, per
 
 * baseline: the same Kafka connector reads the whole backlog in one availableNow query with
   a no-op sink and counts it (a streaming read, the job's code path minus the work);
-* job: ``analytics.job.run`` in once mode (three queries, parse, windows, parquet), from a
-  fresh checkpoint and output folder.
+* job: ``analytics.job.run`` in once mode (one query, the batch parsed once, windows,
+  malformed records, parquet), from a fresh checkpoint and output folder.
 
 Prints events/s for both, medians over the repetitions, and the ratio job/baseline. One
 SparkSession (local[2] unless --master) serves every run. Starts its own broker on free ports

@@ -280,6 +280,54 @@ def test_job_once_end_to_end(spark: SparkSession, kafka_bootstrap: str, topic: s
         assert saved["rows_dropped_by_watermark"] == 1
 
 
+@pytest.mark.kafka
+def test_small_batches_give_the_same_windows_and_a_batch_redone_adds_nothing(
+        spark: SparkSession, kafka_bootstrap: str, topic_factory, tmp_path: Path) -> None:
+    """Two records per micro-batch: every window's events span several batches (kept as
+    open-window events in the checkpoint until the watermark closes it), CAR-B's
+    out-of-order sample lands in a later batch than its successor, and the malformed files
+    are compacted. Then a crash in the middle of the last batch is replayed."""
+    from analytics.job import run
+
+    one = topic_factory("telemetry", 1)
+    bad = malformed_json()
+    flush = event("FLUSH", at(10), 0.0, 50.0, 0.0, 0)
+    publish(kafka_bootstrap, one, as_records(EVENTS) + [(b"bad", v) for v, _ in bad]
+            + as_records([flush]))
+    out = tmp_path / "analytics"
+    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, kafka_topic=one,
+                        output_dir=out, once=True, max_offsets_per_trigger=2,
+                        compact_files=3, local_dir=tmp_path / "local")
+    totals = run(settings, spark=spark)
+    batches = len(EVENTS) // 2 + -(-(len(bad) + 1) // 2)
+    assert totals["malformed"]["batches"] == batches
+    assert vehicle_rows(out) == sorted(with_window(VEHICLE_ROWS))
+    assert road_rows(out) == sorted(with_window(ROAD_ROWS))
+    assert sorted(v for v, _, _ in read_windows_malformed(out)) == sorted(
+        v.decode() for v, _ in bad)
+    malformed_files = [f.name for f in committed_files(out / "malformed")]
+    assert len(malformed_files) < 3 and malformed_files[0].startswith("compact-")
+    state = out / "_checkpoints" / "analytics_batches"
+    commit = json.loads((state / "commits" / f"{batches - 1:020d}.json").read_text())
+    assert [Path(o["path"]).name for o in commit["open"]] == [f"{batches - 1:020d}"]  # FLUSH
+    assert len(commit["released"]) == 4  # the four batches of EVENTS, deleted after the next
+
+    # A crash in the middle of the last batch: its offsets are logged; Spark's commit, the
+    # job's commit and road_windows' log entry are not. Spark runs that batch again.
+    last = batches - 1
+    for path in [out / "_checkpoints" / "analytics" / "commits" / name
+                 for name in (str(last), f".{last}.crc")] + [
+            state / "commits" / f"{last:020d}.json",
+            out / "road_windows" / "_commits" / f"{last:020d}.json"]:
+        path.unlink()
+    assert road_rows(out) == []
+    totals = run(settings, spark=spark)
+    assert totals["road_windows"]["batches"] == batches + 1  # the batch ran again
+    assert vehicle_rows(out) == sorted(with_window(VEHICLE_ROWS))
+    assert road_rows(out) == sorted(with_window(ROAD_ROWS))
+    assert len(read_windows_malformed(out)) == len(bad)
+
+
 def read_windows_malformed(out: Path) -> list[tuple[str, str, str]]:
     import pyarrow.parquet as pq
 
