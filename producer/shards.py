@@ -143,6 +143,8 @@ class ShardedFleet:
     # ---- the group's decisions ----------------------------------------------------------
     def revoke(self, shards: set[int]) -> None:
         """Stop driving the cars of ``shards`` (the caller then flushes the publisher)."""
+        if not shards:  # the first join revokes nothing
+            return
         gone = np.isin(self.shard_array(self.fleet_size)[self.gids], sorted(shards)) \
             if self.gids.size else np.zeros(0, dtype=bool)
         held = self._drop(gone)
