@@ -239,9 +239,9 @@ class Batches:
         if watermark is not None and (prev_wm is None or watermark > prev_wm):
             pool = events
             if open_sets:
-                kept = spark.read.parquet(*[o["path"] for o in open_sets])
-                pool = pool.unionByName(kept.where(end_us > F.lit(prev_wm))
-                                        if prev_wm is not None else kept)
+                earlier = spark.read.parquet(*[o["path"] for o in open_sets])
+                pool = pool.unionByName(earlier.where(end_us > F.lit(prev_wm))
+                                        if prev_wm is not None else earlier)
             closed = pool.where(end_us <= F.lit(watermark)).drop("window_end")
             vehicles, roads = transform(closed, self.settings.window)
             tables["vehicle_windows"] = vehicles.toArrow()
