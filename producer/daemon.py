@@ -415,9 +415,14 @@ class Daemon:
             await self.shutdown_flush()
 
     async def _shards_assigned(self, shards: set[int], generation: int) -> None:
-        async with self.tick_lock:
-            if self.fleet is not None:
-                await self.fleet.assign(shards, generation)
+        """Take the cars of ``shards``; a read-back that fails is tried again (assigning
+        twice adds only the cars still missing), so no shard is left undriven."""
+        fleet = self.fleet
+        if fleet is not None:
+            async with self.tick_lock:
+                with contextlib.suppress(Stopped):
+                    await retry(lambda: fleet.assign(shards, generation),
+                                f"taking over shards {sorted(shards)}", self.stop_event)
         self.wake.set()
 
     async def _publish_network(self) -> None:

@@ -19,7 +19,9 @@ from datetime import datetime
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import ValidationError
 
+from common.contract import TelemetryEvent
 from common.kafka import Target, make_consumer
 from producer.fleet import LastSeen
 from producer.vehicle import DTC_CODES, VEHICLE_TYPES
@@ -67,19 +69,41 @@ async def read_last_events(target: Target, topic: str, wanted: Mapping[int, set[
 
 async def _read_range(consumer: AIOKafkaConsumer, tp: TopicPartition, lo: int, hi: int,
                       keys: set[bytes]) -> dict[bytes, bytes]:
-    """The last record of each key of ``keys`` among offsets [lo, hi) of ``tp``."""
+    """The last usable record of each key of ``keys`` among offsets [lo, hi) of ``tp``:
+    the last one of each, checked; for the rare key whose last record is not usable, the
+    range is read again checking each of its records."""
+    last = await _scan(consumer, tp, lo, hi, keys, check=False)
+    bad = {k for k, v in last.items() if not usable(v)}
+    if bad:
+        for k in bad:
+            del last[k]
+        last.update(await _scan(consumer, tp, lo, hi, bad, check=True))
+    return last
+
+
+async def _scan(consumer: AIOKafkaConsumer, tp: TopicPartition, lo: int, hi: int,
+                keys: set[bytes], *, check: bool) -> dict[bytes, bytes]:
     consumer.seek(tp, lo)
     last: dict[bytes, bytes] = {}
     pos = lo
     while pos < hi:
         batch = await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)
         for rec in batch.get(tp, []):
-            if rec.offset >= hi:
-                return last
-            if rec.key in keys and rec.value is not None:
+            if (rec.offset < hi and rec.key in keys and rec.value is not None
+                    and (not check or usable(rec.value))):
                 last[rec.key] = rec.value
         pos = await consumer.position(tp)
     return last
+
+
+def usable(value: bytes) -> bool:
+    """A telemetry event a car can be continued from (anything else on the topic, e.g. a
+    malformed record under a car's key, is passed over: the read goes on further back)."""
+    try:
+        TelemetryEvent.model_validate_json(value)
+    except ValidationError:
+        return False
+    return True
 
 
 _FAULT_INDEX = {code: i for i, code in enumerate(DTC_CODES)}
