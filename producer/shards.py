@@ -23,6 +23,7 @@ of the session timeout); its cars' events may then overlap the new owner's.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -31,6 +32,7 @@ from datetime import UTC, datetime
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
 from common.kafka import Target, make_consumer
@@ -283,9 +285,14 @@ class Membership:
             raise
 
     async def run(self) -> None:
-        """Keep the seat: the group drops a member that stops polling."""
+        """Keep the seat: the group drops a member that stops polling (a Kafka error is
+        logged and polling goes on; the client rejoins by itself)."""
         while self._consumer is not None:
-            await self._consumer.getmany(timeout_ms=1000)
+            try:
+                await self._consumer.getmany(timeout_ms=1000)
+            except KafkaError as exc:
+                log.warning("producer group %s: %s", self.group, exc)
+                await asyncio.sleep(1.0)
 
     async def stop(self) -> None:
         """Leave the group (the others take the shards at once)."""
@@ -294,6 +301,8 @@ class Membership:
             await consumer.stop()
 
     def generation(self) -> int:
+        """The group generation of the current assignment (aiokafka keeps it private; -1
+        when unknown, and then every shard assigned is read back: slower, still right)."""
         coordinator = getattr(self._consumer, "_coordinator", None)
         return int(getattr(coordinator, "generation", -1))
 
