@@ -199,7 +199,8 @@ async def daemon_process(bootstrap: str, topic: str, fleet: int, events: int) ->
     try:
         partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         proc = subprocess.Popen([sys.executable, "-m", "producer", "--unpaced", "--steps",
-                                 str(steps), "--log-level", "WARNING"], env=env, stdout=subprocess.DEVNULL)
+                                 str(steps), "--log-level", "WARNING"],
+                                env=env, stdout=subprocess.DEVNULL)
         marks: dict[float, float] = {}
         while True:
             n = await _end_offsets_total(consumer, partitions)
