@@ -53,7 +53,7 @@ from webapi.webhook_delivery import (
     verify,
 )
 from webapi.webhook_targets import TargetRefused, check_target, check_url, forbidden_reason
-from webapi.webhooks import Webhook, parse_spec
+from webapi.webhooks import OUTBOX_MAX, DeliveryRecord, Webhook, WebhookStore, parse_spec
 
 AUTH = {"Authorization": "Bearer tok"}
 SECRET = "s3cret-for-the-test-only"  # noqa: S105
@@ -153,6 +153,7 @@ def test_spec_errors_name_the_field_and_never_echo_the_secret() -> None:
         return info.value.body  # type: ignore[attr-defined]
 
     ok = {"url": "https://example.com/h", "secret": SECRET, "kinds": ["alert"]}
+    assert SECRET not in repr(parse_spec(orjson.dumps(ok)))  # nor in a log line of it
     assert parse_spec(orjson.dumps({**ok, "kinds": ["alert", "trip_started", "alert"]})
                       ).kinds == ["trip_started", "alert"]
     short = error({**ok, "secret": "short-secret"})
@@ -166,6 +167,21 @@ def test_spec_errors_name_the_field_and_never_echo_the_secret() -> None:
     assert error({**ok, "extra": 1})["parameter"] == "extra"
     assert error([1, 2])["parameter"] == "body"
     assert error({"url": "https://example.com/h"})["parameter"] == "secret"
+
+
+def test_delivery_records_wait_for_kafka_in_a_bounded_outbox() -> None:
+    store = WebhookStore(Settings())
+    record = DeliveryRecord(webhook_id="ab", event_id="e", kind="alert", attempts=1,
+                            status="retrying", last_status_code=500, last_error="HTTP 500",
+                            first_attempt_at=T0, last_attempt_at=T0)
+    for _ in range(OUTBOX_MAX + 5):
+        store.publish(record)
+    assert len(store._outbox) == OUTBOX_MAX and store.records_lost == 5
+    store.take(Settings().webhook_deliveries_topic, b"ab", record.model_dump_json().encode())
+    assert [r.public() for r in store.deliveries["ab"].values()] == [{
+        "event_id": "e", "kind": "alert", "attempts": 1, "status": "retrying",
+        "last_status_code": 500, "last_error": "HTTP 500",
+        "first_attempt_at": T0.isoformat(), "last_attempt_at": T0.isoformat()}]
 
 
 # ---------------------------------------------------------------------------- receivers
@@ -469,7 +485,7 @@ async def test_two_instances_share_the_deliveries(settings: Settings) -> None:
         async with running_app(settings) as second:
             workers = [first.app[WEBHOOK_WORKER], second.app[WEBHOOK_WORKER]]
             await wait_for(lambda: all(w.ready.is_set() and len(w.partitions) == 1
-                                       for w in workers), timeout=60)
+                                       for w in workers), timeout=180)  # a rebalance
             events = [alert(n, vehicle=f"CAR{n}") for n in range(10)]
             await send_events(settings, *events)
             ids = {e.event_id for e in events}

@@ -375,7 +375,7 @@ class DeliveryWorker:
             if is_ip_literal(host):
                 reason = forbidden_reason(host)
                 if reason is not None:
-                    return None, f"refused: {reason}"
+                    return None, f"refused: {reason}"[:MAX_ERROR_LEN]
         timestamp = int(time.time())
         headers = {"Content-Type": "application/json", EVENT_ID_HEADER: event_id,
                    WEBHOOK_ID_HEADER: hook.id,

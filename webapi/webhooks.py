@@ -18,9 +18,10 @@ earlier one of the same event. :class:`WebhookStore` follows both topics with on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -58,6 +59,8 @@ DELIVERIES_KEPT = 200
 DELIVERIES_RETENTION_MS = 7 * 86_400_000
 MAX_ERROR_LEN = 300
 WRITE_TIMEOUT_S = 10.0
+OUTBOX_MAX = 10_000
+"""Delivery records queued at most while Kafka is unreachable."""
 DeliveryStatus = Literal["delivered", "retrying", "gave_up"]
 
 
@@ -69,7 +72,7 @@ class WebhookSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     url: str = Field(min_length=1, max_length=MAX_URL_LEN)
-    secret: str = Field(min_length=MIN_SECRET_LEN, max_length=MAX_SECRET_LEN)
+    secret: str = Field(min_length=MIN_SECRET_LEN, max_length=MAX_SECRET_LEN, repr=False)
     kinds: list[EventKind] = Field(min_length=1, max_length=64)
 
     @field_validator("url")
@@ -166,6 +169,8 @@ class WebhookStore:
         self.deliveries: OrderedDict[str, OrderedDict[str, DeliveryRecord]] = OrderedDict()
         self.ready = asyncio.Event()
         self.invalid = 0
+        self.records_lost = 0
+        self._outbox: deque[DeliveryRecord] = deque()
         self.producer: AIOKafkaProducer | None = None
         self.task: asyncio.Task[None] | None = None
         self._log = RateLimitedLog(log)
@@ -181,6 +186,11 @@ class WebhookStore:
         self.task = asyncio.create_task(self.run(), name="webapi-webhook-store")
 
     async def close(self) -> None:
+        """Stop following; the records still queued go out first, if Kafka takes them."""
+        producer = self.producer
+        if producer is not None and self._outbox:
+            with contextlib.suppress(KafkaError, TimeoutError):
+                await asyncio.wait_for(self._flush(producer), WRITE_TIMEOUT_S)
         await cancel_and_wait(self.task)
 
     async def run(self) -> None:
@@ -196,7 +206,8 @@ class WebhookStore:
                 self.producer = producer
                 attempt = 0
                 while True:
-                    batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                    await self._flush(producer)
+                    batch = await consumer.getmany(timeout_ms=200, max_records=500)
                     for tp, records in batch.items():
                         for rec in records:
                             self.take(rec.topic, rec.key, rec.value)
@@ -310,29 +321,31 @@ class WebhookStore:
         self.deliveries.pop(hook_id, None)
 
     def publish(self, record: DeliveryRecord) -> None:
-        """Send a delivery record without waiting; lost (logged) if Kafka is unreachable."""
-        producer = self.producer
-        if producer is None:
-            self._log.warning("record-lost", "delivery record of %s not published: Kafka is "
-                              "not reachable", record.webhook_id)
-            return
-        task = asyncio.ensure_future(producer.send(
-            self.settings.webhook_deliveries_topic, key=record.webhook_id.encode(),
-            value=record.model_dump_json().encode()))
-        task.add_done_callback(self._published)
+        """Queue a delivery record for the topic (sent by the store's task, which waits out a
+        Kafka outage); beyond OUTBOX_MAX queued, the oldest is dropped and counted."""
+        if len(self._outbox) >= OUTBOX_MAX:
+            self._outbox.popleft()
+            self.records_lost += 1
+            self._log.warning("record-lost", "delivery records dropped: %d queued while Kafka "
+                              "is unreachable (%d lost so far)", OUTBOX_MAX, self.records_lost)
+        self._outbox.append(record)
 
-    def _published(self, fut: asyncio.Future[Any]) -> None:
-        if fut.cancelled():
-            return
-        exc = fut.exception()
-        if exc is not None:
-            self._log.warning("record-lost", "delivery record not published: %r", exc)
-            return
-        fut.result().add_done_callback(self._acked)
+    async def _flush(self, producer: AIOKafkaProducer) -> None:
+        while self._outbox:
+            record = self._outbox.popleft()
+            try:
+                sent = await producer.send(self.settings.webhook_deliveries_topic,
+                                           key=record.webhook_id.encode(),
+                                           value=record.model_dump_json().encode())
+            except BaseException:
+                self._outbox.appendleft(record)
+                raise
+            sent.add_done_callback(self._acked)
 
     def _acked(self, fut: asyncio.Future[Any]) -> None:
         if not fut.cancelled() and fut.exception() is not None:
-            self._log.warning("record-lost", "delivery record not published: %r",
+            self.records_lost += 1
+            self._log.warning("record-lost", "a delivery record was not published: %r",
                               fut.exception())
 
 
