@@ -291,14 +291,14 @@ async def settled(client: AppClient, hook_id: str, count: int) -> list[dict[str,
         items = await deliveries(client, hook_id)
         final = [i for i in items if i["status"] != "retrying"]
         return items if len(final) >= count else None
-    result: list[dict[str, Any]] = await wait_for(done, timeout=60, interval=0.1)
+    result: list[dict[str, Any]] = await wait_for(done, timeout=120, interval=0.1)
     return result
 
 
 async def worker_ready(client: AppClient, partitions: int = 2) -> None:
     worker = client.app[WEBHOOK_WORKER]
     await wait_for(lambda: worker.ready.is_set() and len(worker.partitions) == partitions,
-                   timeout=60)
+                   timeout=120)
 
 
 def check_signed(hit: Hit, body: bytes, hook_id: str, event_id: str) -> None:
