@@ -118,7 +118,9 @@ def test_good_urls_pass() -> None:
 
 async def test_targets_are_resolved_and_checked() -> None:
     for url in ("http://localhost:8080/x", "http://127.0.0.1/", "http://[::ffff:127.0.0.1]/",
-                "http://10.0.0.1/", "https://169.254.169.254/latest/meta-data"):
+                "http://10.0.0.1/", "https://169.254.169.254/latest/meta-data",
+                "http://2130706433/", "http://0x7f000001/", "http://127.1/",
+                "http://[fe80::1%25eth0]/"):  # loopback spelled as numbers; a scoped address
         with pytest.raises(TargetRefused, match="refused"):
             await check_target(url, allow_private=False)
         await check_target(url, allow_private=True)  # allowed: nothing is even resolved
