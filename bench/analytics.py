@@ -7,6 +7,7 @@ events generated here with orjson; 0.01 % malformed) to a fresh topic, then, per
 
 * baseline: the same Kafka connector reads the whole backlog in one availableNow query with
   a no-op sink and counts it (a streaming read, the job's code path minus the work);
+* parse: the baseline plus the job's parse (``from_json`` and the validity check), counted;
 * job: ``analytics.job.run`` in once mode (one query, the batch parsed once, windows,
   malformed records, parquet), from a fresh checkpoint and output folder.
 
@@ -140,6 +141,28 @@ def baseline(spark, bootstrap: str, topic: str, work: Path) -> tuple[float, int]
     return elapsed, records
 
 
+def parse_only(spark, bootstrap: str, topic: str, work: Path) -> tuple[float, int]:
+    """The baseline plus the job's parse (from_json and the validity check), counted: the
+    least any job that looks inside every record does."""
+    from pyspark.sql import functions as F
+
+    from analytics.transforms import parse
+
+    raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap)
+           .option("subscribe", topic).option("startingOffsets", "earliest").load())
+    counted = parse(raw).observe("count", F.count(F.lit(1)).alias("records"),
+                                 F.count_if(F.col("reason").isNull()).alias("valid"))
+    t0 = time.perf_counter()
+    query = (counted.writeStream.format("noop").queryName(f"parse_{uuid.uuid4().hex[:6]}")
+             .option("checkpointLocation", str(work / "parse-ckpt"))
+             .trigger(availableNow=True).start())
+    query.awaitTermination()
+    elapsed = time.perf_counter() - t0
+    reports = [json.loads(p.json) for p in query.recentProgress]
+    return elapsed, sum(r.get("observedMetrics", {}).get("count", {}).get("records", 0)
+                        for r in reports)
+
+
 def job(spark, settings: Settings) -> tuple[float, dict]:
     from analytics.job import run
 
@@ -190,30 +213,40 @@ def _bench(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
                     spark_conf={"spark.ui.enabled": "false",
                                 "spark.driver.memory": args.driver_memory})
     spark = build_session(base)
-    results: dict[str, list[float]] = {"baseline": [], "job": []}
+    results: dict[str, list[float]] = {"baseline": [], "parse": [], "job": []}
     try:
         for rep in range(-args.warmup, args.reps):
             b_s, counted = baseline(spark, bootstrap, topic, work / f"b{rep}")
             if counted != n:
                 print(f"baseline counted {counted:,} records, expected {n:,}", file=sys.stderr)
                 return 1
+            p_s, parsed = parse_only(spark, bootstrap, topic, work / f"p{rep}")
+            if parsed != n:
+                print(f"parse-only counted {parsed:,} records, expected {n:,}", file=sys.stderr)
+                return 1
             settings = base.model_copy(update={"output_dir": str(work / f"out{rep}")})
             j_s, totals = job(spark, settings)
             written = totals["vehicle_windows"]["observed"].get("rows_written", 0)
             malformed = totals["malformed"]["observed"].get("malformed", 0)
             if rep < 0:
-                print(f"warm-up: baseline {b_s:.1f}s, job {j_s:.1f}s (not counted)")
+                print(f"warm-up: baseline {b_s:.1f}s, parse {p_s:.1f}s, job {j_s:.1f}s "
+                      "(not counted)")
                 continue
             results["baseline"].append(b_s)
+            results["parse"].append(p_s)
             results["job"].append(j_s)
             print(f"rep {rep + 1}: baseline read+count {b_s:6.1f}s ({n / b_s:9,.0f} ev/s) | "
-                  f"job {j_s:6.1f}s ({n / j_s:9,.0f} ev/s), {written:,} vehicle windows, "
+                  f"parse {p_s:6.1f}s | job {j_s:6.1f}s ({n / j_s:9,.0f} ev/s), "
+                  f"{written:,} vehicle windows, "
                   f"{malformed} malformed")
     finally:
         spark.stop()
     b_med, j_med = statistics.median(results["baseline"]), statistics.median(results["job"])
+    p_med = statistics.median(results["parse"])
     print(f"median over {args.reps} reps, {n:,} events, {args.master}:")
     print(f"  baseline (same connector, read + count): {b_med:6.1f}s  {n / b_med:10,.0f} ev/s")
+    print(f"  read + parse + count (the job's parse):  {p_med:6.1f}s  {n / p_med:10,.0f} ev/s "
+          f"({b_med / p_med:.2f} of the baseline: the most a parsing job can reach)")
     print(f"  analytics job, once mode:                {j_med:6.1f}s  {n / j_med:10,.0f} ev/s")
     print(f"  ratio job/baseline throughput: {b_med / j_med:.2f} "
           f"(the job takes {j_med / b_med:.1f}x the time of a plain read)")
