@@ -184,9 +184,12 @@ async def _document(request: web.Request, cap: int) -> tuple[str, bytes]:
         raise ApiError(422, f"body: not valid JSON: {str(exc)[:120]}", parameter="body") from None
     if not isinstance(doc, dict):
         raise ApiError(422, "body: must be a JSON object", parameter="body")
-    if doc.get("id") is None:
+    if "id" not in doc:
         doc["id"] = uuid.uuid4().hex
-    return str(doc["id"]), orjson.dumps(doc)
+    elif not isinstance(doc["id"], str):
+        raise ApiError(422, "body.id: must be a string (leave it out to have one made)",
+                       parameter="body")
+    return doc["id"], orjson.dumps(doc)
 
 
 def _ident(request: web.Request) -> str:

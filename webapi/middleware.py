@@ -19,7 +19,7 @@ from webapi.params import ApiError
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-CORS_METHODS = "GET, POST, OPTIONS"
+CORS_METHODS = "GET, POST, DELETE, OPTIONS"
 CORS_HEADERS = "Authorization, X-API-Token, Content-Type"
 SERVER_NAME = "FleetStream"
 """The Server header: names no framework or version."""
