@@ -15,7 +15,11 @@ Each sub-step (at most 1 s), for all cars at once:
    B_AMBER or less, is a stop line the car brakes for (Gipps-style safe speed) and never
    passes; an amber light the car cannot stop for comfortably is driven through;
    at a junction without lights, a car gives way to a car from another approach that gets
-   there first (gap acceptance, GAP_S);
+   there first (gap acceptance, GAP_S), and a car on a minor approach (a lower road class, a
+   give-way or stop sign: producer/roads.py, after SUMO's junction model) to any car on a
+   major one due within GAP_S of it; a stop sign is a stop line until the car has stopped
+   at it; a zebra crossing with a pedestrian on it is a stop line for the cars that can
+   still stop at B_AMBER or less; no car enters a junction it would have to stop in;
 4. the move along the route, crossing intersections; no car leaves an edge whose light is red;
 5. cars closer than S0 to their leader are pushed back (no overlaps);
 6. engine, fuel, faults;
@@ -38,17 +42,16 @@ import numpy as np
 
 from producer import demand, follow
 from producer import vehicle as vh
-from producer.roads import AMBER, B_PLAN, RED, URBAN, RoadNetwork
+from producer.roads import AMBER, B_PLAN, RED, STOP, URBAN, RoadNetwork
+from producer.roads import SETBACK_M as SETBACK_M  # where cars stop before a junction
 
 MAX_SUBSTEP_S = 1.0  # longer steps are integrated in sub-steps of at most this
 B_AMBER = 3.0
 """m/s^2: at amber a driver stops when this deceleration (or less) suffices, else goes."""
 IDM_A = 1.2  # m/s^2, IDM maximum acceleration of an average driver in a car
 GAP_S = 3.5  # s: the gap a driver entering a street needs before a car from another approach
-SETBACK_M = 3.5
-"""A car stopping at a junction (red light, giving way) stops this far before the junction's
-node, clear of the cars crossing it."""
 HEADWAY_S = np.array([1.5, 1.2, 1.0])  # IDM time gap T by driver kind
+STOP_TOL_M = 0.5  # a car this close to a stop sign's line, stopped there, has made its stop
 
 
 @dataclass(frozen=True, eq=False)
@@ -238,19 +241,26 @@ def safe_speed(room2: np.ndarray, b: np.ndarray | float, v: np.ndarray, h: float
 
 def stop_lines(net: RoadNetwork, s: FleetState,
                left: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(edge whose end the car must stop at, or -1; distance to that stop line)."""
+    """(edge whose end the car must stop at, or -1; distance to that stop line): the next
+    two stop points of the route (lights, stop signs, zebra crossings)."""
     node = net.edge_to[s.edge]
-    on = net.edge_light[s.edge]
+    on = net.edge_stop[s.edge]
     e1 = np.where(on, s.edge, net.light_edge[0, s.dest, node])
-    d1 = np.where(on, left, left + net.light_dist[0, s.dest, node]) - SETBACK_M
+    back = net.edge_setback
+    d1 = np.where(on, left, left + net.light_dist[0, s.dest, node]) - back[np.maximum(e1, 0)]
     e2 = np.where(on, net.light_edge[0, s.dest, node], net.light_edge[1, s.dest, node])
     d2 = np.where(on, left + net.light_dist[0, s.dest, node],
-                  left + net.light_dist[1, s.dest, node]) - SETBACK_M
+                  left + net.light_dist[1, s.dest, node]) - back[np.maximum(e2, 0)]
     v2 = s.v * s.v
 
     def must_stop(e: np.ndarray, d: np.ndarray) -> np.ndarray:
-        state = net.light_state(np.maximum(e, 0), s.t)
-        return (e >= 0) & ((state == RED) | ((state == AMBER) & (v2 <= 2 * B_AMBER * d)))
+        ee = np.maximum(e, 0)
+        state = net.light_state(ee, s.t)
+        can = v2 <= 2 * B_AMBER * d
+        light = (state == RED) | ((state == AMBER) & can)
+        walker = net.crossing_busy(ee, s.t) & can
+        sign = (net.edge_sign[ee] == STOP) & ~((ee == s.edge) & (d <= STOP_TOL_M))
+        return (e >= 0) & (light | walker | sign)
 
     stop1, stop2 = must_stop(e1, d1), must_stop(e2, d2)
     edge = np.where(stop1, e1, np.where(stop2, e2, -1))
@@ -258,31 +268,69 @@ def stop_lines(net: RoadNetwork, s: FleetState,
     return edge, dist
 
 
-def _give_way(net: RoadNetwork, s: FleetState, active: np.ndarray, lead: np.ndarray,
-              left: np.ndarray, stop_e: np.ndarray) -> np.ndarray:
-    """Gap acceptance at junctions without lights: of the first cars of the different
-    approaches to a junction arriving within GAP_S of each other, the first to arrive (then
-    the lowest index) goes; the others give way, i.e. stop at their line, when they can at
-    B_AMBER or less. (At lights the signal separates the crossing flows; there two cars
-    heading into the same street are still let in one per sub-step.)"""
-    front = active & ~((lead >= 0) & (s.edge[np.maximum(lead, 0)] == s.edge))
-    eta = left / np.maximum(s.v, 1.0)
-    cand = np.flatnonzero(front & (eta < GAP_S + 3.0) & (stop_e != s.edge) & (s.next_e >= 0)
-                          & ~net.edge_light[s.edge])
-    out = np.zeros(s.size, dtype=bool)
+def _give_way(net: RoadNetwork, s: FleetState, active: np.ndarray, left: np.ndarray,
+              stop_d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gap acceptance at junctions without lights, over the route ahead (the next junction
+    of each car's route, ``net.junc_*``, however many segments ahead): of the first cars of
+    the approaches to a junction due within GAP_S + 3 s, one goes: a car that can no longer
+    stop at B_AMBER or less (it is committed), else the one on the approach of the highest
+    rank (``net.edge_rank``: road class, signs), among equals the first to arrive (then the
+    lowest index). The others give way, i.e. stop at their approach's line, when they can
+    at B_AMBER or less: a car of a lower rank when that car is due before it or within
+    GAP_S after it, one of the same rank when it is due within GAP_S after that car. At
+    lights the signal separates the crossing flows, but two approaches green at once (e.g.
+    opposite ones) send cars across each other's way: there the approaches of one phase
+    are a conflict group in which a left turn yields to the others (SUMO's permissive left
+    turn, a minor green ``g``) and a car yields to one heading into the same street; the
+    junction still lets one car per sub-step into each street (step 4).
+
+    Returns (gives way, its approach edge, metres to its line)."""
+    n = s.size
+    out = np.zeros(n, dtype=bool)
+    to = net.edge_to[s.edge]
+    on_j = net.node_junction[to]  # the car's edge ends at a junction
+    at = net.junc_node[s.dest, to]
+    node = np.where(on_j, to, at)
+    appr = np.where(on_j, s.edge, net.junc_edge[s.dest, to])
+    dist = np.where(on_j, left, left + net.junc_dist[s.dest, to])
+    line = dist - net.edge_setback[np.maximum(appr, 0)]
+    eta = dist / np.maximum(s.v, 1.0)
+    ok = (active & (node >= 0) & (eta < GAP_S + 3.0) & (s.next_e >= 0)
+          & ~(stop_d < line + 0.5))
+    cand = np.flatnonzero(ok)
     if cand.size < 2:
-        return out
-    node = net.edge_to[s.edge[cand]]
-    order = np.lexsort((cand, eta[cand], node))
-    first = np.concatenate([[True], node[order][1:] != node[order][:-1]])
-    best = np.full(net.n_nodes, np.inf)
-    best[node[order][first]] = eta[cand][order][first]
-    loser = np.ones(cand.size, dtype=bool)
-    loser[order[first]] = False
-    c = cand[loser]
-    out[c] = ((eta[c] < best[net.edge_to[s.edge[c]]] + GAP_S)
-              & (s.v[c] ** 2 <= 2 * B_AMBER * left[c]))
-    return out
+        return out, appr, line
+    # the first car of each approach
+    order = np.lexsort((cand, eta[cand], appr[cand]))
+    c_s = cand[order]
+    head = np.concatenate([[True], appr[c_s][1:] != appr[c_s][:-1]])
+    cand = c_s[head]
+    if cand.size < 2:
+        return out, appr, line
+    a_c = appr[cand]
+    lit = net.edge_light[a_c]
+    out_e = np.where(on_j[cand], s.next_e[cand],
+                     net.next_edge[s.dest[cand], np.maximum(node[cand], 0)])
+    turn = (net.edge_heading[np.maximum(out_e, 0)] - net.edge_heading[a_c] + 540.0) % 360 - 180
+    # conflict groups: the junction (no lights), the junction and the phase (lights)
+    jn = node[cand].astype(np.int64) * 4 + np.where(lit, 1 + net.edge_ns[a_c], 0)
+    # committed: too fast to stop at its line comfortably
+    can = s.v[cand] ** 2 <= 2 * B_AMBER * np.maximum(line[cand], 0.0)
+    rank = np.where(lit, np.where(turn < -30.0, -1, 0), net.edge_rank[a_c])
+    rank = np.where(can, rank, np.iinfo(np.int16).max).astype(np.int32)
+    order = np.lexsort((cand, eta[cand], -rank, jn))
+    first = np.concatenate([[True], jn[order][1:] != jn[order][:-1]])
+    group = np.cumsum(first) - 1  # group number of each sorted candidate
+    best = eta[cand][order][first][group]
+    best_rank = rank[order][first][group]
+    best_out = out_e[order][first][group]
+    loser = ~first
+    c, r = cand[order][loser], rank[order][loser]
+    due = np.where(r < best_rank[loser], best[loser] < eta[c] + GAP_S,
+                   eta[c] < best[loser] + GAP_S)
+    due &= ~lit[order][loser] | (r < best_rank[loser]) | (out_e[order][loser] == best_out[loser])
+    out[c] = due & can[order][loser]
+    return out, appr, line
 
 
 def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork,
@@ -317,9 +365,17 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
     trip_end = s.trip_left < stop_d
     stop_e = np.where(trip_end, -1, stop_e)
     stop_d = np.where(trip_end, s.trip_left, stop_d)
-    give_way = _give_way(net, s, active, lead, left, stop_e)
-    stop_e = np.where(give_way, s.edge, stop_e)
-    stop_d = np.where(give_way, np.minimum(left - SETBACK_M, stop_d), stop_d)
+    give_way, appr, line = _give_way(net, s, active, left, stop_d)
+    stop_e = np.where(give_way, appr, stop_e)
+    stop_d = np.where(give_way, np.minimum(line, stop_d), stop_d)
+    # keep the junction clear (SUMO's keepClear): no car enters a junction it would have to
+    # stop in, behind a leader that has left too little room beyond it
+    own = left - net.edge_setback[s.edge]
+    clear = ((lead >= 0) & (s.edge[np.maximum(lead, 0)] != s.edge) & net.node_junction[
+        net.edge_to[s.edge]] & (gap - left < length + follow.S0) & (own > 0)
+        & (s.v * s.v <= 2 * B_AMBER * own) & (own < stop_d))
+    stop_e = np.where(clear, s.edge, stop_e)
+    stop_d = np.where(clear, own, stop_d)
     stop_d = np.maximum(stop_d, 0.0)  # a line closer than the setback: stop where it is
     b_stop = np.clip(s.v * s.v / (2 * np.maximum(stop_d, 0.01)), B_PLAN, vh.B_MAX)
     v_cap = np.minimum(v_cap, np.where(np.isfinite(stop_d),
@@ -352,9 +408,13 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
         if not win.all():
             lose, winner_v = idx[~win], np.zeros(net.n_edges)
             winner_v[target[win]] = v_new[idx[win]]
-            pos[lose] = np.maximum(np.minimum(pos[lose], net.edge_len[edge[lose]] - SETBACK_M),
+            pos[lose] = np.maximum(np.minimum(pos[lose], net.edge_len[edge[lose]]
+                                              - net.edge_setback[edge[lose]]),
                                    np.where(edge[lose] == s.edge[lose], s.pos[lose], 0.0))
             v_new[lose] = np.minimum(v_new[lose], winner_v[target[~win]])
+            same = edge[lose] == s.edge[lose]  # held on the edge it started on: as it moved
+            v_new[lose[same]] = np.minimum(v_new[lose[same]], np.maximum(
+                2 * (pos[lose[same]] - s.pos[lose[same]]) / h - s.v[lose[same]], 0.0))
             held[lose] = True
             idx = idx[win]
         lit = net.edge_light[edge[idx]]

@@ -22,6 +22,10 @@ Point features, coordinates as ``[lon, lat]`` (RFC 7946). Properties, OSM style:
   has none are lights inferred at urban crossings. Their ``traffic_signals:cycle`` tags, when
   some carry one, set every light's cycle (the median; else ``LIGHT_CYCLE_S``).
 - ``amenity=fuel`` features (Points, or areas by their mean) are fuel stations.
+- Point features with ``highway=stop`` / ``highway=give_way`` are stop and give-way signs,
+  those with ``highway=crossing`` and ``crossing=uncontrolled/zebra/marked`` (or
+  ``crossing_ref=zebra``) are zebra crossings where cars give way to pedestrians; each is
+  attached to the road node it stands on (producer/roads.py says how they are driven).
 
 Connectivity respects direction: only the largest strongly connected part is kept.
 A file whose coordinates look like ``[lat, lon]`` is rejected with an error saying so.
@@ -208,6 +212,14 @@ def signal_cycle_s(value: Any) -> float | None:
     return secs if 20.0 <= secs <= 300.0 else None
 
 
+ZEBRA = frozenset({"uncontrolled", "zebra", "marked"})
+
+
+def is_zebra(props: dict[str, Any]) -> bool:
+    """A crossing where drivers must give way to pedestrians (marked, no signals)."""
+    return _tag(props, "crossing") in ZEBRA or _tag(props, "crossing_ref") == "zebra"
+
+
 def _point_list(geometry: Any, where: str) -> list[tuple[float, float]]:
     """(lat, lon) of a Point / MultiPoint, or of a polygon's first ring's mean (fuel)."""
     if not isinstance(geometry, dict):
@@ -250,6 +262,9 @@ def load_roads(path: Path) -> RoadNetwork:
     lights: list[tuple[float, float]] = []
     fuel: list[tuple[float, float]] = []  # amenity=fuel: where cars low on fuel go
     cycles: list[float] = []  # traffic_signals:cycle tags, seconds
+    stops: list[tuple[float, float]] = []  # highway=stop
+    give_ways: list[tuple[float, float]] = []  # highway=give_way
+    crossings: list[tuple[float, float]] = []  # zebra crossings
     skipped: Counter[str] = Counter()
     for i, feature in enumerate(features):
         where = f"roads file {path}: feature {i}"
@@ -263,11 +278,18 @@ def load_roads(path: Path) -> RoadNetwork:
             fuel.extend(_point_list(geometry, where))
             continue
         if isinstance(geometry, dict) and geometry.get("type") in ("Point", "MultiPoint"):
-            if _tag(props, "highway") == "traffic_signals":
+            highway = _tag(props, "highway")
+            if highway == "traffic_signals":
                 lights.extend(_point_list(geometry, where))
                 cycle = signal_cycle_s(props.get("traffic_signals:cycle"))
                 if cycle is not None:
                     cycles.append(cycle)
+            elif highway == "stop":
+                stops.extend(_point_list(geometry, where))
+            elif highway == "give_way":
+                give_ways.extend(_point_list(geometry, where))
+            elif highway == "crossing" and is_zebra(props):
+                crossings.extend(_point_list(geometry, where))
             continue
         lines = _lines(geometry, where)
         if not lines:
@@ -293,13 +315,17 @@ def load_roads(path: Path) -> RoadNetwork:
     try:
         net = build_network(f"geojson:{path.name}", roads, light_points=lights or None,
                             fuel_points=fuel or None, skipped=dict(sorted(skipped.items())),
+                            stop_points=stops or None, give_way_points=give_ways or None,
+                            crossing_points=crossings or None,
                             light_cycle_s=(statistics.median(cycles) if cycles
                                            else LIGHT_CYCLE_S))
     except ValueError as exc:
         raise RoadsFileError(f"roads file {path}: {exc}") from exc
     log.info("roads file %s: %d roads kept (%d nodes, %d directed segments, %.1f km), "
-             "%d traffic lights %s, %d fuel stations; skipped %s", path, len(roads),
+             "%d traffic lights %s, %d fuel stations, %d stop / %d give-way approaches, "
+             "%d zebra crossing approaches; skipped %s", path, len(roads),
              net.n_nodes, net.n_edges, net.total_km(), int(net.node_light.sum()),
              "from the data" if net.lights_from_data else "inferred", net.fuel_places.size,
-             dict(skipped.most_common()) or "nothing")
+             int((net.edge_sign == 2).sum()), int((net.edge_sign == 1).sum()),
+             int(net.edge_cross.sum()), dict(skipped.most_common()) or "nothing")
     return net

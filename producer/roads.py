@@ -32,6 +32,30 @@ crossings (four or more ways). Their phase is a pure function of the simulated t
 light, north-south approaches have green then amber while east-west ones have red, and the
 other way round; lights of one junction (within about 50 m) share one offset. The cycle is
 ``LIGHT_CYCLE_S`` unless the road file tags its own (``light_cycle_s``).
+
+Junctions without lights follow SUMO's junction model (https://sumo.dlr.de/docs/Simulation/
+Intersections.html; node types https://sumo.dlr.de/docs/Networks/PlainXML.html#node_types):
+
+- priority: where the ways meeting at a junction differ in class, links from the lower class
+  are minor and yield to cars on the higher one (SUMO's ``priority`` node type, with the
+  per-class priorities of its OSM type map ``data/typemap/osmNetconvert.typ.xml``:
+  ``PRIORITY`` below); ``highway=give_way`` and ``highway=stop`` signs make their approach
+  minor to every other one; equal classes: the first car to arrive goes (fleet.py).
+  A minor approach is driven so that the car can still stop at the junction from within the
+  visibility distance (``VISIBILITY_M``, SUMO's default connection ``visibility``, 4.5 m):
+  at most ``sqrt(2 B_PLAN VISIBILITY_M)`` at the node (``edge_cap2``);
+- stop signs (``highway=stop``, SUMO's ``priority_stop``/``allway_stop``): a full stop at the
+  line, then gap acceptance as at a give-way sign;
+- zebra crossings (``highway=crossing`` with ``crossing=uncontrolled/zebra/marked``, or
+  ``crossing_ref=zebra``; not at a light): cars give way to a pedestrian on the crossing.
+  Pedestrians arrive as a Poisson process of rate ``PED_RATE_PER_H`` per crossing and take
+  ``PED_CROSS_S`` to cross; time is cut in slots of that length and a slot is busy with
+  probability ``1 - exp(-rate * PED_CROSS_S)`` (at least one arrival), drawn from a hash of
+  the node and the slot: a pure function of the simulated time, like the lights.
+
+A sign's node is where the data puts it: on the junction (it then applies to the approaches of
+the lowest class there) or on the minor way a few metres before it (it then applies to the
+last segment into the nearest junction within ``SIGN_REACH_M`` along that way).
 """
 
 from __future__ import annotations
@@ -66,6 +90,39 @@ A_LAT = 2.5
 V_TURN_MIN = 3.0
 """m/s: the slowest turn (a U-turn), about 11 km/h."""
 JUNCTION_TANGENT_M = 12.0
+
+PRIORITY: dict[str, int] = {
+    "motorway": 14, "trunk": 13, "primary": 12, "secondary": 11, "tertiary": 10,
+    "motorway_link": 9, "trunk_link": 8, "primary_link": 7, "secondary_link": 6,
+    "tertiary_link": 5, "unclassified": 4, "road": 4, "residential": 3, "living_street": 2,
+    "service": 1,
+}
+"""Road priority by OSM ``highway`` class: SUMO's ``osmNetconvert.typ.xml`` (``road``, which
+it does not list, as ``unclassified``); ways without a class (the built-in city) are all 0."""
+NO_SIGN, GIVE_WAY, STOP = 0, 1, 2
+VISIBILITY_M = 4.5
+"""m: SUMO's default ``visibility`` of a minor connection: from this close a driver sees the
+cars coming on the major road."""
+SIGN_REACH_M = 30.0
+PED_RATE_PER_H = 20.0
+"""Pedestrians per hour at an uncontrolled marked crossing: the lowest peak-hour volume at
+which FHWA's crosswalk guidelines (Zegeer et al., "Safety Effects of Marked Versus Unmarked
+Crosswalks at Uncontrolled Locations", FHWA-HRT-04-100, 2005) consider marking one: a low,
+not a busy, figure."""
+PED_SPEED_MS = 1.07
+"""m/s: the walking speed traffic engineers design crossings for (MUTCD 2009 4E.06:
+3.5 ft/s)."""
+CROSSING_M = 7.0  # a two-lane street
+SETBACK_M = 3.5
+"""A car stopping at a junction (red light, giving way) stops this far before the junction's
+node, clear of the cars crossing it; farther where another way leaves the node at a narrow
+angle (``edge_setback``)."""
+LANE_M = 3.0
+"""m: an urban lane's width. A car waiting before a junction keeps its front a lane's width
+from the centreline of every other way at the node: where two ways meet at an angle theta
+< 90 deg, it waits LANE_M / sin(theta) before the node (at most MAX_SETBACK_M)."""
+MAX_SETBACK_M = 10.0
+PED_CROSS_S = CROSSING_M / PED_SPEED_MS
 
 
 @dataclass(frozen=True)
@@ -113,6 +170,24 @@ class RoadNetwork:
     kinds: tuple[str, ...] = ("",)
     skipped: dict[str, int] = field(default_factory=dict)  # input ways left out, by reason
     lights_from_data: bool = False
+    edge_prio: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+    edge_sign: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+    edge_cross: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    edge_stop: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    """bool: the edge ends at a stop point of the route tables (a light, a stop sign or a
+    zebra crossing); ``light_edge``/``light_dist`` hold the first two of them ahead"""
+    edge_rank: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
+    """priority of the approach at its junction: its class's, -1 with a sign"""
+    edge_setback: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """metres before the edge's end where a car stops (SETBACK_M, more at narrow angles)"""
+    node_junction: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    """bool: three or more ways meet at the node"""
+    junc_node: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int32))
+    """[place, node] -> the first junction (three or more ways) on the route, -1: none"""
+    junc_edge: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int32))
+    """[place, node] -> the route's edge into that junction (its approach)"""
+    junc_dist: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    """[place, node] -> metres from the node to that junction"""
 
     @property
     def n_nodes(self) -> int:
@@ -137,6 +212,18 @@ class RoadNetwork:
         state = np.where(phase < green, GREEN, np.where(phase < green + LIGHT_AMBER_S, AMBER, RED))
         return np.where(self.edge_light[edges], state, GREEN).astype(np.int8)
 
+    def crossing_busy(self, edges: np.ndarray, t: float) -> np.ndarray:
+        """True where a pedestrian is on the zebra crossing at the end of ``edges``."""
+        node = self.edge_to[edges].astype(np.uint64)
+        slot = np.full(node.shape, int(t // PED_CROSS_S), dtype=np.uint64)
+        x = node * np.uint64(0x9E3779B97F4A7C15) + slot * np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(31)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(29)
+        u = (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+        busy = u < 1.0 - math.exp(-PED_RATE_PER_H / 3600.0 * PED_CROSS_S)
+        return np.asarray(self.edge_cross[edges] & busy)
+
     def red_for(self, edges: np.ndarray, t: float) -> np.ndarray:
         """True where the light at the end of ``edges`` is red (or amber) at time ``t``."""
         return np.asarray(self.light_state(edges, t) != GREEN)
@@ -159,7 +246,10 @@ def build_network(name: str, roads: Sequence[Road], *,
                   light_points: Sequence[tuple[float, float]] | None = None,
                   fuel_points: Sequence[tuple[float, float]] | None = None,
                   light_cycle_s: float = LIGHT_CYCLE_S,
-                  skipped: dict[str, int] | None = None) -> RoadNetwork:
+                  skipped: dict[str, int] | None = None,
+                  stop_points: Sequence[tuple[float, float]] | None = None,
+                  give_way_points: Sequence[tuple[float, float]] | None = None,
+                  crossing_points: Sequence[tuple[float, float]] | None = None) -> RoadNetwork:
     """Merge polylines into a directed network, keep its largest strongly connected part,
     place the lights (``light_points`` when given, else inferred), compute routes.
     ``fuel_points`` (fuel stations) become places too, at their nearest node; their indices
@@ -258,16 +348,42 @@ def build_network(name: str, roads: Sequence[Road], *,
         fuel_places = np.asarray([known[int(p)] for p in stations.tolist()], dtype=np.int32)
     travel_s = edge_len / (edge_limit / 3.6)
     junction = ways >= 3
+    prio_of_kind = np.asarray([PRIORITY.get(k, 0) for k in kinds], dtype=np.int16)
+    edge_prio = prio_of_kind[edge_kind]
+    edge_sign = np.zeros(m, dtype=np.int8)
+    for sign, pts in ((GIVE_WAY, give_way_points), (STOP, stop_points)):
+        if pts:
+            for e in _sign_edges(_snap(node_lat, node_lon, pts, 3.0), edge_prio, edge_to,
+                                 edge_from, edge_len, in_ptr, in_order, out_ptr, order,
+                                 junction):
+                edge_sign[e] = max(edge_sign[e], sign)
+    max_in = np.zeros(n, dtype=np.int16)
+    np.maximum.at(max_in, edge_to, edge_prio)
+    edge_rank = np.where(edge_sign > 0, -1, edge_prio).astype(np.int16)
+    minor = (junction[edge_to] & ~edge_light
+             & ((edge_sign > 0) | (edge_prio < max_in[edge_to])))
+    edge_cap2 = np.where(minor, 2 * B_PLAN * VISIBILITY_M, np.inf)
+    node_cross = np.zeros(n, dtype=bool)
+    if crossing_points:
+        node_cross[_snap(node_lat, node_lon, crossing_points, 3.0)] = True
+    edge_cross = node_cross[edge_to] & ~node_light[edge_to]
+    edge_stop = edge_light | edge_cross | (edge_sign == STOP)
+    edge_setback = _setbacks(edge_heading, edge_rev, edge_to, in_ptr, in_order, out_ptr, order,
+                             junction)
     cont2 = _continuations(places, out_ptr, order, in_ptr, in_order, edge_rev, edge_len,
                            edge_limit / 3.6, edge_heading, junction, edge_to)
     tables = [_routes_to(int(p), n, in_ptr, in_order, edge_from, edge_to, edge_len,
-                         edge_limit / 3.6, edge_heading, edge_light, junction, travel_s, cont2)
+                         edge_limit / 3.6, edge_heading, edge_stop, junction, travel_s, cont2,
+                         edge_cap2)
               for p in places]
     next_edge = np.stack([t[0] for t in tables]).astype(np.int32)
     node_budget = np.stack([t[1] for t in tables])
     light_edge = np.stack([np.stack([t[2], t[4]]) for t in tables], axis=1).astype(np.int32)
     light_dist = np.stack([np.stack([t[3], t[5]]) for t in tables], axis=1)
     place_dist = np.stack([t[6] for t in tables])
+    junc_node = np.stack([t[7] for t in tables]).astype(np.int32)
+    junc_edge = np.stack([t[8] for t in tables]).astype(np.int32)
+    junc_dist = np.stack([t[9] for t in tables])
     # budget per (place, edge): this edge's length, then the turn into the next edge
     nx = next_edge[:, edge_to]  # [place, edge]
     at_place = nx < 0
@@ -276,6 +392,7 @@ def build_network(name: str, roads: Sequence[Road], *,
                     edge_heading[nx_safe], junction[edge_to][None, :])
     end2 = np.minimum(tc * tc, node_budget[:, edge_to])
     end2 = np.where(at_place, cont2[None, :], end2)
+    end2 = np.minimum(end2, edge_cap2[None, :])
     budget = 2 * B_PLAN * edge_len[None, :] + end2
     return RoadNetwork(
         name=name, node_lat=node_lat, node_lon=node_lon, node_light=node_light,
@@ -286,7 +403,10 @@ def build_network(name: str, roads: Sequence[Road], *,
         next_edge=next_edge, budget=budget, light_edge=light_edge, light_dist=light_dist,
         place_dist=place_dist,
         fuel_places=fuel_places, light_cycle=float(light_cycle_s), kinds=tuple(kinds),
-        skipped=dict(skipped or {}), lights_from_data=from_data)
+        skipped=dict(skipped or {}), lights_from_data=from_data, edge_prio=edge_prio,
+        edge_sign=edge_sign, edge_cross=edge_cross, edge_stop=edge_stop, edge_rank=edge_rank,
+        edge_setback=edge_setback, node_junction=junction, junc_node=junc_node, junc_edge=junc_edge,
+        junc_dist=junc_dist)
 
 
 def _largest_strong_component(n: int, pairs: np.ndarray) -> np.ndarray:
@@ -364,6 +484,64 @@ def _snap(lat: np.ndarray, lon: np.ndarray, points: Sequence[tuple[float, float]
     return np.asarray(found, dtype=np.int64)
 
 
+def _setbacks(heading: np.ndarray, rev: np.ndarray, edge_to: np.ndarray, in_ptr: np.ndarray,
+              in_edges: np.ndarray, out_ptr: np.ndarray, out_edges: np.ndarray,
+              junction: np.ndarray) -> np.ndarray:
+    """Per edge: where before its end node a car waits (LANE_M's rule, see its docstring)."""
+    out = np.full(heading.size, SETBACK_M)
+    for j in np.flatnonzero(junction).tolist():
+        ins = in_edges[in_ptr[j]:in_ptr[j + 1]]
+        outs = out_edges[out_ptr[j]:out_ptr[j + 1]]
+        # rays from the node: back along each incoming edge, along each outgoing one
+        ray_e = np.concatenate([ins, outs])
+        ray = np.concatenate([(heading[ins] + 180.0) % 360.0, heading[outs]])
+        for k, e in enumerate(ins.tolist()):
+            other = (ray_e != e) & (ray_e != rev[e])
+            if not other.any():
+                continue
+            diff = np.abs((ray[other] - ray[k] + 180.0) % 360.0 - 180.0)
+            theta = math.radians(float(diff.min()))
+            if 0.0 < theta < math.pi / 2:
+                out[e] = min(max(SETBACK_M, LANE_M / math.sin(theta)), MAX_SETBACK_M)
+            elif theta == 0.0:
+                out[e] = MAX_SETBACK_M
+    return out
+
+
+def _sign_edges(nodes: np.ndarray, prio: np.ndarray, edge_to: np.ndarray,
+                edge_from: np.ndarray, length: np.ndarray, in_ptr: np.ndarray,
+                in_edges: np.ndarray, out_ptr: np.ndarray, out_edges: np.ndarray,
+                junction: np.ndarray) -> list[int]:
+    """The approach edges a sign standing at each of ``nodes`` applies to (module docstring):
+    on a junction, its incoming edges of the lowest class; on a way, the last edge into the
+    nearest junction within SIGN_REACH_M ahead."""
+    found: list[int] = []
+    for s in nodes.tolist():
+        ins = in_edges[in_ptr[s]:in_ptr[s + 1]]
+        if ins.size == 0:
+            continue
+        if junction[s]:
+            low = prio[ins].min()
+            found.extend(int(e) for e in ins[prio[ins] == low])
+            continue
+        best: tuple[float, int] | None = None
+        for e0 in ins.tolist():
+            prev, node, dist, last = int(edge_from[e0]), s, 0.0, e0
+            while not junction[node] and dist <= SIGN_REACH_M:
+                outs = [int(e) for e in out_edges[out_ptr[node]:out_ptr[node + 1]]
+                        if int(edge_to[e]) != prev]
+                if len(outs) != 1:
+                    break
+                last = outs[0]
+                prev, node = node, int(edge_to[last])
+                dist += float(length[last])
+            if junction[node] and dist <= SIGN_REACH_M and (best is None or dist < best[0]):
+                best = (dist, last)
+        if best is not None:
+            found.append(best[1])
+    return found
+
+
 def _nearest_nodes(lat: np.ndarray, lon: np.ndarray,
                    points: Sequence[tuple[float, float]]) -> np.ndarray:
     ids = [int(np.argmin(haversine_m(lat, lon, pl, po))) for pl, po in points]
@@ -414,7 +592,7 @@ def _routes_to(place: int, n: int, in_ptr: np.ndarray, in_edges: np.ndarray,
                edge_from: np.ndarray, edge_to: np.ndarray, length: np.ndarray,
                limit: np.ndarray, heading: np.ndarray, light: np.ndarray,
                junction: np.ndarray, cost: np.ndarray,
-               cont2: np.ndarray) -> tuple[np.ndarray, ...]:
+               cont2: np.ndarray, cap2: np.ndarray) -> tuple[np.ndarray, ...]:
     """Per node: the edge that starts its fastest route to ``place`` (Dijkstra over the
     incoming edges), the speed budget at the node and the first two lights ahead."""
     inf = float("inf")
@@ -440,6 +618,7 @@ def _routes_to(place: int, n: int, in_ptr: np.ndarray, in_edges: np.ndarray,
                 heapq.heappush(heap, (nd, v))
     # in settling order every node's next node comes first: one pass fills the tables
     ln, lim, to, lt = length.tolist(), limit.tolist(), edge_to.tolist(), light.tolist()
+    cp = cap2.tolist()
     nxt_a = np.asarray(nxt, dtype=np.int64)
     has = nxt_a >= 0
     nx_to = np.where(has, edge_to[np.maximum(nxt_a, 0)], 0)
@@ -457,10 +636,16 @@ def _routes_to(place: int, n: int, in_ptr: np.ndarray, in_edges: np.ndarray,
     le1, ld1, le2, ld2 = [-1] * n, [inf] * n, [-1] * n, [inf] * n
     metres = [inf] * n
     metres[place] = 0.0
+    jct = junction.tolist()
+    jn, je, jd = [-1] * n, [-1] * n, [inf] * n
     for u in settled[1:]:
         e = nxt[u]
         v = to[e]
-        k_e = b2 * ln[e] + min(tc2[u], node_budget[v])
+        if jct[v]:
+            jn[u], je[u], jd[u] = v, e, ln[e]
+        else:
+            jn[u], je[u], jd[u] = jn[v], je[v], ln[e] + jd[v]
+        k_e = b2 * ln[e] + min(tc2[u], node_budget[v], cp[e])
         node_budget[u] = min(lim[e] * lim[e], k_e)
         metres[u] = ln[e] + metres[v]
         if lt[e]:
@@ -470,4 +655,5 @@ def _routes_to(place: int, n: int, in_ptr: np.ndarray, in_edges: np.ndarray,
             le1[u], ld1[u] = le1[v], ln[e] + ld1[v]
             le2[u], ld2[u] = le2[v], ln[e] + ld2[v]
     return (nxt_a.astype(np.int32), np.asarray(node_budget), np.asarray(le1),
-            np.asarray(ld1), np.asarray(le2), np.asarray(ld2), np.asarray(metres))
+            np.asarray(ld1), np.asarray(le2), np.asarray(ld2), np.asarray(metres),
+            np.asarray(jn), np.asarray(je), np.asarray(jd))

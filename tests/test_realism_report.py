@@ -325,6 +325,10 @@ OSM_XML = """<?xml version='1.0' encoding='UTF-8'?>
   <node id="6" version="1" lat="60.1720" lon="24.9420"/>
   <node id="7" version="1" lat="60.1730" lon="24.9410"/>
   <node id="8" version="1" lat="60.1725" lon="24.9450"><tag k="shop" v="bakery"/></node>
+  <node id="9" version="1" lat="60.1701" lon="24.9401"><tag k="highway" v="stop"/></node>
+  <node id="14" version="1" lat="60.1702" lon="24.9402"><tag k="highway" v="give_way"/></node>
+  <node id="15" version="1" lat="60.1703" lon="24.9403">
+    <tag k="highway" v="crossing"/><tag k="crossing" v="zebra"/></node>
   <way id="10" version="1">
     <nd ref="1"/><nd ref="2"/><nd ref="3"/>
     <tag k="highway" v="residential"/><tag k="oneway" v="yes"/><tag k="maxspeed" v="30"/>
@@ -346,8 +350,12 @@ def test_osm_conversion_keeps_every_highway_way_with_all_tags(tmp_path: Path) ->
     src.write_text(OSM_XML)
     features, counts = osm.to_features(src)
     by_id = {f["id"]: f for f in features}
-    assert set(by_id) == {"node/2", "node/4", "way/10", "way/11", "way/12"}
-    assert counts == {"highway_ways": 2, "traffic_signals": 1, "fuel": 2}
+    assert set(by_id) == {"node/2", "node/4", "node/9", "node/14", "node/15", "way/10",
+                          "way/11", "way/12"}
+    assert counts == {"highway_ways": 2, "traffic_signals": 1, "stop": 1, "give_way": 1,
+                      "crossing": 1, "fuel": 2}
+    assert by_id["node/15"]["properties"] == {"highway": "crossing", "crossing": "zebra"}
+    assert by_id["node/9"]["geometry"] == {"type": "Point", "coordinates": [24.9401, 60.1701]}
     road = by_id["way/10"]
     assert road["properties"] == {"highway": "residential", "oneway": "yes", "maxspeed": "30",
                                   "name": "Testikatu"}

