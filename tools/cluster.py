@@ -128,8 +128,12 @@ class KafkaCluster:
         asyncio.run(self.wait_brokers(len(self.nodes), timeout))
 
     def stop(self) -> None:
-        for n in self.nodes:
-            n.stop()
+        """All nodes at once (a controlled shutdown each), so the quorum goes down together."""
+        threads = [threading.Thread(target=n.stop) for n in self.nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
 
     def restart(self, node_id: int, timeout: float = 120.0) -> None:
         node = self.node(node_id)
@@ -282,8 +286,13 @@ class SparkStandalone:
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM each process started from this folder (workers first), then SIGKILL."""
-        for _name, pid in sorted(self.pids().items(), reverse=True):
-            _terminate(pid, b"org.apache.spark.deploy", timeout)
+        threads = [threading.Thread(target=_terminate, args=(pid, b"org.apache.spark.deploy",
+                                                             timeout))
+                   for pid in self.pids().values()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
         for proc in self.procs.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(1)
@@ -332,9 +341,12 @@ class Cluster:
             self.spark.start()
 
     def stop(self) -> None:
-        if self.spark is not None:
-            self.spark.stop()
+        spark = threading.Thread(target=self.spark.stop) if self.spark is not None else None
+        if spark is not None:
+            spark.start()
         self.kafka.stop()
+        if spark is not None:
+            spark.join()
 
     def pids(self) -> dict[str, int]:
         return {**self.kafka.pids(), **(self.spark.pids() if self.spark else {})}
