@@ -248,7 +248,7 @@ def test_job_once_end_to_end(spark: SparkSession, kafka_bootstrap: str, topic: s
         for f in committed_files(out / kind):
             written = pq.read_schema(f)
             assert [(x.name, x.type) for x in written] == [(x.name, x.type) for x in schema]
-    # pandas straight from the folder (part files, _spark_metadata ignored) agrees
+    # pandas straight from the folder (part files; _commits ignored) agrees
 
     assert len(pd.read_parquet(out / "vehicle_windows")) == len(VEHICLE_ROWS)
 
