@@ -253,13 +253,26 @@ def stop_lines(net: RoadNetwork, s: FleetState,
                   left + net.light_dist[1, s.dest, node]) - back[np.maximum(e2, 0)]
     v2 = s.v * s.v
 
+    def clear_of_junction(e: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """A stop line ahead that would fall inside the junction before its (short) edge is
+        drawn back to the line before that junction: nobody waits in a junction."""
+        ee = np.maximum(e, 0)
+        inside = ((e >= 0) & (e != s.edge) & (net.edge_len[ee] < back[ee])
+                  & net.node_junction[net.edge_from[ee]])
+        to_junction = d + back[ee] - net.edge_len[ee]
+        own = np.where(net.edge_from[ee] == node, back[s.edge], SETBACK_M)
+        return np.where(inside, to_junction - own, d)
+
+    d1, d2 = clear_of_junction(e1, d1), clear_of_junction(e2, d2)
+
     def must_stop(e: np.ndarray, d: np.ndarray) -> np.ndarray:
         ee = np.maximum(e, 0)
         state = net.light_state(ee, s.t)
         can = v2 <= 2 * B_AMBER * d
         light = (state == RED) | ((state == AMBER) & can)
         walker = net.crossing_busy(ee, s.t) & can
-        sign = (net.edge_sign[ee] == STOP) & ~((ee == s.edge) & (d <= STOP_TOL_M))
+        made = (d < 0) | ((d <= STOP_TOL_M) & (s.v <= 0.1))  # stopped at the line, or past it
+        sign = (net.edge_sign[ee] == STOP) & ~((ee == s.edge) & made)
         return (e >= 0) & (light | walker | sign)
 
     stop1, stop2 = must_stop(e1, d1), must_stop(e2, d2)

@@ -12,7 +12,7 @@ import pytest
 
 from producer import follow
 from producer import vehicle as vh
-from producer.fleet import SETBACK_M, FleetState, init_fleet, step
+from producer.fleet import SETBACK_M, FleetState, init_fleet, select, step
 from producer.geojson import load_roads
 from producer.roads import GREEN, LIGHT_CYCLE_S, RED, Road, RoadNetwork, build_network
 
@@ -204,3 +204,59 @@ def test_properties_over_a_random_osm_like_grid(tmp_path: Path, seed: int) -> No
     assert crossed_lights > 20
     assert s.red_crossings == 0 and s.light_crossings >= crossed_lights  # its own count
     assert (s.odo - odo0).mean() > 0.3  # km each in 400 s: they get around, no gridlock
+
+
+def _t_net(sign: str | None = None) -> RoadNetwork:
+    """A primary street east-west (0..400 m) and a residential one joining it from the south
+    at 200 m; ``sign`` (stop / give_way) stands on the residential one 12 m before."""
+    main = Road(*zip(*[_pt(x, 0.0) for x in range(0, 401, 50)], strict=True), road_type=0,
+                limit_kmh=50, kind="primary")
+    side = Road(*zip(*[_pt(200.0, y) for y in (-300.0, -150.0, -12.0, 0.0)], strict=True),
+                road_type=0, limit_kmh=30, kind="residential")
+    kw = {f"{sign}_points": [_pt(200.0, -12.0)]} if sign else {}
+    return build_network("t", [main, side], place_points=[_pt(0, 0), _pt(400, 0)], **kw)
+
+
+def _two_cars(net: RoadNetwork, side_m: float, side_v: float, main_m: float,
+              main_v: float) -> FleetState:
+    """Car 0 on the residential street ``side_m`` before the junction, car 1 on the primary
+    one ``main_m`` before it, both heading for the east end."""
+    s = init_fleet(2, np.random.default_rng(0), net)
+    junction = int(np.argmin(np.hypot(net.node_lat - LAT0, net.node_lon - (LON0 + 200 * M_LON))))
+    into = np.flatnonzero(net.edge_to == junction)
+    north = int(into[np.abs(net.edge_heading[into] - 0.0) < 1][0])
+    east = int(into[np.abs(net.edge_heading[into] - 90.0) < 1][0])
+    edge = np.array([north, east], dtype=np.int32)
+    pos = net.edge_len[edge] - np.array([side_m, main_m])
+    dest = np.ones(2, dtype=np.int32)
+    return replace(s, edge=edge, pos=pos, v=np.array([side_v, main_v]),
+                   next_e=net.next_edge[dest, net.edge_to[edge]], dest=dest,
+                   vclass=np.zeros(2, dtype=np.int8), kind=np.ones(2, dtype=np.int8),
+                   factor=np.ones(2), accel=np.ones(2), sprint_ttl=np.zeros(2),
+                   gear=np.full(2, 2, dtype=np.int8))
+
+
+@pytest.mark.parametrize("sign", [None, "give_way", "stop"])
+def test_a_minor_road_yields_to_the_major_one(sign: str | None) -> None:
+    net = _t_net(sign)
+    # the side car is due first (eta 2 s), the main-road car 1.5 s later: the side car,
+    # on the minor approach, waits for it; alone on the road it would have gone
+    s = _two_cars(net, side_m=10.0, side_v=5.0, main_m=50.0, main_v=14.0)
+    start = s.edge.copy()
+    entered = [-1, -1]
+    side_v = []
+    for k in range(40):
+        s = step(s, 1.0, np.random.default_rng(k), net)
+        side_v.append(float(s.v[0]))
+        for c in (0, 1):
+            if entered[c] < 0 and s.edge[c] != start[c]:
+                entered[c] = k
+    assert 0 <= entered[1] < entered[0]  # the major road's car first
+    assert min(side_v[:entered[0]]) == 0.0  # the side car stopped to let it by
+    alone = select(_two_cars(net, side_m=10.0, side_v=5.0, main_m=50.0, main_v=14.0),
+                   np.array([0]))  # the side car only
+    speeds = []
+    for k in range(10):
+        alone = step(alone, 1.0, np.random.default_rng(k), net)
+        speeds.append(float(alone.v[0]))
+    assert (min(speeds) == 0.0) == (sign == "stop")  # only a stop sign needs a full stop

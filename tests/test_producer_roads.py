@@ -354,3 +354,91 @@ def test_more_bad_files_get_a_clear_error(tmp_path: Path, case: str) -> None:
     with pytest.raises(RoadsFileError) as err:
         load_roads(path)
     assert str(path) in str(err.value) and problem in str(err.value)
+
+
+def _t_junction(tmp_path: Path, extra: list | None = None) -> RoadNetwork:
+    """A primary street east-west (points every ~34 m) and a residential one joining it from
+    the south at (lon0 + 2d, lat0), with a node 0.00004 deg (~4.4 m) before the junction."""
+    lon0, lat0, d = 21.0, 52.0, 0.0005
+    feats = [_feature([[lon0 + k * d, lat0] for k in range(5)], highway="primary"),
+             _feature([[lon0 + 2 * d, lat0 - 4 * d], [lon0 + 2 * d, lat0 - 0.00004],
+                       [lon0 + 2 * d, lat0]], highway="residential"),
+             _feature([[lon0, lat0], [lon0, lat0 - 4 * d], [lon0 + 2 * d, lat0 - 4 * d]],
+                      highway="residential"),
+             _feature([[lon0 + 4 * d, lat0], [lon0 + 4 * d, lat0 - 4 * d],
+                       [lon0 + 2 * d, lat0 - 4 * d]], highway="residential")]
+    return load_roads(_collection(tmp_path / "t.geojson", feats + (extra or [])))
+
+
+def _point(lon: float, lat: float, **props: object) -> dict:
+    return {"type": "Feature", "properties": props,
+            "geometry": {"type": "Point", "coordinates": [lon, lat]}}
+
+
+def _into(net: RoadNetwork, lon: float, lat: float, heading: float) -> int:
+    """The edge ending at the node at (lon, lat) driven in ``heading`` (degrees)."""
+    node = int(np.argmin(np.hypot(net.node_lon - lon, net.node_lat - lat)))
+    turn = np.abs((net.edge_heading - heading + 180.0) % 360.0 - 180.0)
+    return int(np.flatnonzero((net.edge_to == node) & (turn < 5))[0])
+
+
+def test_minor_roads_yield_by_class_and_signs(tmp_path: Path) -> None:
+    from producer.roads import GIVE_WAY, PRIORITY, STOP
+
+    lon0, lat0, d = 21.0, 52.0, 0.0005
+    net = _t_junction(tmp_path)
+    north = _into(net, lon0 + 2 * d, lat0, 0.0)  # the residential street into the junction
+    east = _into(net, lon0 + 2 * d, lat0, 90.0)  # the primary one
+    assert net.node_junction[net.edge_to[north]]
+    assert net.edge_rank[north] == PRIORITY["residential"] < net.edge_rank[east]
+    assert net.edge_sign.sum() == 0
+    # the minor approach is planned to reach the junction at a speed it can stop from
+    # within the visibility distance; the major one is not slowed
+    place = 0
+    assert net.budget[place, north] <= 2 * 2.0 * (net.edge_len[north] + 4.5) + 1e-6
+    # a give-way sign on the minor way 4.4 m before the junction applies to its last edge
+    for tag, sign in (("give_way", GIVE_WAY), ("stop", STOP)):
+        signed = _t_junction(tmp_path, [_point(lon0 + 2 * d, lat0 - 0.00004, highway=tag)])
+        e = _into(signed, lon0 + 2 * d, lat0, 0.0)
+        assert signed.edge_sign[e] == sign and signed.edge_rank[e] == -1
+        assert int((signed.edge_sign > 0).sum()) == 1
+        assert bool(signed.edge_stop[e]) == (sign == STOP)  # a stop sign is a stop point
+
+
+def test_zebra_crossings_and_pedestrians(tmp_path: Path) -> None:
+    from producer.roads import PED_CROSS_S, PED_RATE_PER_H
+
+    lon0, lat0, d = 21.0, 52.0, 0.0005
+    marked = _point(lon0 + d, lat0, highway="crossing", crossing="uncontrolled")
+    unmarked = _point(lon0 + 3 * d, lat0, highway="crossing", crossing="unmarked")
+    net = _t_junction(tmp_path, [marked, unmarked])
+    both = np.flatnonzero(net.edge_cross)
+    node = int(np.argmin(np.hypot(net.node_lon - (lon0 + d), net.node_lat - lat0)))
+    assert both.size == 2 and (net.edge_to[both] == node).all()  # one per direction
+    assert net.edge_stop[both].all()
+    # pedestrians: busy in the share of slots with at least one Poisson arrival
+    t = np.arange(0.0, 200 * 3600.0, PED_CROSS_S)
+    busy = np.array([net.crossing_busy(both[:1], float(x))[0] for x in t])
+    p = 1 - np.exp(-PED_RATE_PER_H / 3600.0 * PED_CROSS_S)
+    assert busy.mean() == pytest.approx(p, rel=0.15)
+    assert not net.crossing_busy(np.flatnonzero(~net.edge_cross), 100.0).any()
+
+
+def test_waiting_positions_keep_clear_of_a_narrow_angle_way(tmp_path: Path) -> None:
+    from producer.roads import LANE_M, SETBACK_M
+
+    lon0, lat0, d = 21.0, 52.0, 0.0005
+    # a street joining another at 30 degrees
+    k = np.cos(np.radians(lat0))
+    tip = [lon0 + 2 * d, lat0]
+    slant = [tip[0] - 4 * d * np.cos(np.radians(30)) / k, lat0 - 4 * d * np.sin(np.radians(30))]
+    feats = [_feature([[lon0 + j * d, lat0] for j in range(5)], highway="primary"),
+             _feature([[float(slant[0]), float(slant[1])], tip], highway="secondary"),
+             _feature([[lon0, lat0], [float(slant[0]), float(slant[1])]], highway="secondary"),
+             _feature([[lon0 + 4 * d, lat0], [lon0 + 4 * d, lat0 - 3 * d],
+                       [float(slant[0]), float(slant[1])]], highway="residential")]
+    net = load_roads(_collection(tmp_path / "merge.geojson", feats))
+    e = _into(net, tip[0], tip[1], 60.0)
+    assert net.edge_setback[e] == pytest.approx(LANE_M / np.sin(np.radians(30)), rel=0.05)
+    square = _into(net, lon0 + 4 * d, lat0, 0.0)  # a right-angle corner: the default
+    assert net.edge_setback[square] == SETBACK_M
