@@ -242,11 +242,15 @@ def light_crossings(ev: Events, net: Any, index: SegmentIndex,
     starts, and the car's heading at the first event agrees with that edge's within
     ``ALONG_DEG`` (a car on the crossing street, passing near the node, is not entering on
     the light's edge). The stop line stands ``setback`` metres before the node (default: the
-    producer's own, ``stop_line_setback()``); the moment the car crossed it comes from the
-    first event's distance to the line and the speeds the car reported (constant
+    producer's own, per edge where its network has ``edge_setback`` (farther back where a way
+    leaves at a narrow angle), else ``stop_line_setback()``); the moment the car crossed it
+    comes from the first event's distance to the line and the speeds the car reported (constant
     acceleration between consecutive events, see ``travel_s``), not from the two positions:
     a car turning at the node moves little along the light's edge between them."""
     back = stop_line_setback() if setback is None else setback
+    per_edge = np.asarray(getattr(net, "edge_setback", ()), dtype=float)
+    if setback is not None or per_edge.size != len(net.edge_light):
+        per_edge = np.full(len(net.edge_light), back)
     a, b = pairs(ev)
     moving = (ev.v[a] + ev.v[b]) > 0
     a, b = a[moving], b[moving]
@@ -284,8 +288,8 @@ def light_crossings(ev: Events, net: Any, index: SegmentIndex,
         for i in np.flatnonzero(crossed).tolist():
             key = (int(pa[i]), int(node[i]))
             if key not in found:
-                t = _line_time(ev, int(pa[i]), float(ahead_a[i]), back, float(xn[i]),
-                               float(yn[i]), float(h[i]), proj)
+                t = _line_time(ev, int(pa[i]), float(ahead_a[i]), float(per_edge[e[i]]),
+                               float(xn[i]), float(yn[i]), float(h[i]), proj)
                 if t is not None:
                     found[key] = (int(e[i]), t)
     if hasattr(net, "light_state"):
