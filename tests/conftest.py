@@ -18,6 +18,26 @@ from tools.kafka import LocalKafka, create_topic, free_port
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT_DIR = ROOT / "test-output"
 
+MODULE_TOPICS = ("KAFKA_EVENTS_TOPIC", "KAFKA_GEOFENCES_TOPIC", "KAFKA_ALERT_RULES_TOPIC",
+                 "WEBAPI_WEBHOOKS_TOPIC", "WEBAPI_WEBHOOK_DELIVERIES_TOPIC",
+                 "WEBAPI_WEBHOOK_GROUP")
+"""Names every web API, events job and producer a test starts would otherwise share with
+every other test of the session (they default to fixed names): a geofence one module posts
+would show on another module's map, a webhook registered by one would be delivered by all."""
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _module_topics() -> Iterator[None]:
+    """Each test module gets its own fleet-event, definition and webhook topics (and webhook
+    group), through the environment, so in-process apps and the subprocesses a test starts
+    agree on them. A test that names its own topics still wins (settings arguments)."""
+    tag = uuid.uuid4().hex[:8]
+    with pytest.MonkeyPatch.context() as mp:
+        for var in MODULE_TOPICS:
+            if var not in os.environ:
+                mp.setenv(var, f"test-{var.lower().replace('_', '-')}-{tag}")
+        yield
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
