@@ -335,7 +335,7 @@ def test_restart_from_the_checkpoint_mid_run(spark: SparkSession, kafka_bootstra
     events = seeded_run(900)
     fences = fences_for(events)
     publish_fences(kafka_bootstrap, names["geofences"], fences)
-    half = len(events) // 2
+    half, three_q = len(events) // 2, 3 * len(events) // 4
     # the reference: one uninterrupted run over everything, into its own topic
     reference = dict(names, telemetry=topic_factory("telemetry", 3),
                      events=topic_factory("events", 3))
@@ -351,11 +351,14 @@ def test_restart_from_the_checkpoint_mid_run(spark: SparkSession, kafka_bootstra
     try:
         wait_idle(query, 180)
         batches = len(query.recentProgress)
-        publish(kafka_bootstrap, names["telemetry"], records(events[half:]))
+        publish(kafka_bootstrap, names["telemetry"], records(events[half:three_q]))
         wait_for("a batch of the second half", lambda: any(
             p["numInputRows"] > 0 for p in query.recentProgress[batches:]), 60)
-    finally:  # stopped after a batch of the second half: 30 records a batch, more to come
+    finally:  # stopped after a batch of the third quarter: 30 records a batch, more to come
         stop_gracefully(query)
+    # the last quarter arrives while the job is down: the restarted query always has work,
+    # however fast the first one got through the third quarter on this machine
+    publish(kafka_bootstrap, names["telemetry"], records(events[three_q:]))
     query = start(settings, spark)
     try:
         wait_idle(query, 180)
