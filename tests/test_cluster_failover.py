@@ -40,7 +40,7 @@ from tests.support.cluster import (
 )
 from tests.support.processes import stop_process
 from tools.cluster import KafkaCluster, partition_leaders
-from tools.kafka import free_port
+from tools.kafka import create_topic, free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.kafka, pytest.mark.spark,
               pytest.mark.timeout(1200)]
@@ -121,6 +121,10 @@ async def test_leader_killed_and_restarted_loses_and_duplicates_nothing(
     api_ports, ui_port = [free_port(), free_port()], free_port()
     out = tmp_path / "analytics"
     try:
+        # The shards topic exists before the producers join their group: when they created
+        # it themselves on this cluster, both were once assigned no shard at all (group
+        # generation 2: shards []), the fleet stood still. Reported with issue 14.
+        await asyncio.to_thread(create_topic, bootstrap, f"shards-{tag}", PARTITIONS)
         for i in (1, 2):  # two instances share the fleet, shard by shard (PRODUCER_GROUP)
             procs[f"producer-{i}"] = service("producer", {
                 **base, "FLEET_SIZE": str(FLEET), "SIM_RATE_HZ": str(RATE_HZ), "SIM_SEED": "7",
