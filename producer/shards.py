@@ -42,6 +42,8 @@ from producer.fleet import FleetState, concat, init_fleet, restore_fleet, select
 from producer.sim import Simulation
 
 log = logging.getLogger(__name__)
+METADATA_REFRESH_MS = 5_000
+"""How often the group member refreshes the shards topic's metadata."""
 RESTORED_TRIP = 1 << 40
 """Trip numbers of restored cars start at a multiple of this (their trip id is the one read
 back until the next trip), so a later trip's id never repeats an earlier one."""
@@ -274,7 +276,11 @@ class Membership:
         consumer = make_consumer(
             self.target, client_id="fleetstream-shards", group_id=self.group,
             enable_auto_commit=False, auto_offset_reset="latest", session_timeout_ms=ms,
-            heartbeat_interval_ms=max(100, ms // 3))
+            heartbeat_interval_ms=max(100, ms // 3),
+            # a broker that has not yet heard of a just-created shards topic answers "no
+            # partitions", and the group hands out nothing until the next metadata refresh
+            # (5 min by default): refresh often, so the rebalance follows within seconds
+            metadata_max_age_ms=METADATA_REFRESH_MS)
         consumer.subscribe([self.topic], listener=_Listener(self))
         self._consumer = consumer  # the listener asks it for the generation
         try:
