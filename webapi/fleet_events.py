@@ -43,7 +43,7 @@ from common.contract import format_timestamp
 from common.fleet_events import FLEET_EVENT, TripEnded, TripStarted
 from common.kafka import await_partitions, backoff, make_consumer
 from webapi.consumer import undecodable
-from webapi.hub import EVENT_PREFIX, Subscriber
+from webapi.hub import EVENT_PREFIX, ClientCaps, Subscriber
 from webapi.lifecycle import cancel_and_wait, finish_first
 from webapi.metrics import Metrics
 from webapi.ratelog import RateLimitedLog
@@ -205,40 +205,29 @@ def public_trip(trip: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in trip.items() if not k.startswith("_")}
 
 
-class EventHub:
+class EventHub(ClientCaps):
     """WS /ws/events clients: per-client bounded queues of shared frames, filtered by kind
     and vehicle; client caps like :class:`webapi.hub.Hub`'s (counted separately)."""
 
     def __init__(self, metrics: FleetEventMetrics, queue_size: int, max_clients: int,
                  max_per_address: int) -> None:
+        super().__init__(max_clients, max_per_address)
         self.metrics = metrics
         self.queue_size = queue_size
-        self.max_clients = max_clients
-        self.max_per_address = max_per_address
         self.subscribers: dict[Subscriber, frozenset[str] | None] = {}  # -> kinds
-        self.per_address: dict[str, int] = {}
         self.dropped_total = 0
-
-    def full(self, address: str | None = None) -> bool:
-        if len(self.subscribers) >= self.max_clients:
-            return True
-        return address is not None and self.per_address.get(address, 0) >= self.max_per_address
 
     def subscribe(self, kinds: frozenset[str] | None, vehicles: frozenset[str] | None,
                   address: str) -> Subscriber:
         sub = Subscriber(vehicles, self.queue_size, address)
         self.subscribers[sub] = kinds
-        self.per_address[address] = self.per_address.get(address, 0) + 1
+        self._joined(address)
         self.metrics.ws_clients.set(len(self.subscribers))
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
         if self.subscribers.pop(sub, False) is not False:
-            left = self.per_address.get(sub.address, 1) - 1
-            if left > 0:
-                self.per_address[sub.address] = left
-            else:
-                self.per_address.pop(sub.address, None)
+            self._left(sub.address)
         self.metrics.ws_clients.set(len(self.subscribers))
 
     def publish(self, entries: Iterable[FleetEntry]) -> None:

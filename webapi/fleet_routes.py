@@ -22,13 +22,14 @@ from common.fleet_events import (
 )
 from webapi.definitions import DefinitionView
 from webapi.fleet_events import FleetEntry, public_trip
-from webapi.hub import Subscriber
+from webapi.hub import Subscriber, items_frame
 from webapi.keys import CORS, DEFINITIONS, EVENT_HUB, FLEET_EVENTS, METRICS, SETTINGS, WEBSOCKETS
 from webapi.lifecycle import cancel_and_wait
 from webapi.metrics import Metrics
 from webapi.middleware import check_token
 from webapi.params import ApiError, bad_param, int_param, time_param, time_range, vehicles_param
 from webapi.trip_route import downsample, read_route, violation_segments
+from webapi.ws import admit
 
 EVENTS_DEFAULT, EVENTS_CAP = 100, 2000
 TRIPS_DEFAULT, TRIPS_CAP = 100, 2000
@@ -76,14 +77,7 @@ async def ws_events(request: web.Request) -> web.WebSocketResponse:
     settings, hub = app[SETTINGS], app[EVENT_HUB]
     app[CORS].check_origin(request)
     kinds, vehicles = kinds_param(request.query), vehicles_param(request.query)
-    if request.headers.get("Upgrade", "").lower() != "websocket":
-        raise ApiError(400, "this is a WebSocket endpoint: send Upgrade: websocket")
-    address = request.remote or ""
-    if hub.full():
-        raise ApiError(503, f"too many WebSocket clients (WEBAPI_WS_MAX_CLIENTS={hub.max_clients})")
-    if hub.full(address):
-        raise ApiError(503, f"too many WebSocket clients from {address} "
-                            f"(WEBAPI_WS_MAX_PER_ADDRESS={hub.max_per_address})")
+    address = admit(request, hub)
     sub = hub.subscribe(kinds, vehicles, address)  # with the snapshot: no gap, no duplicate
     snapshot = app[FLEET_EVENTS].events(settings.ws_snapshot_size, kinds, vehicles)
     ws = web.WebSocketResponse(heartbeat=30, compress=False, max_msg_size=4096)
@@ -105,8 +99,7 @@ async def _send(ws: web.WebSocketResponse, sub: Subscriber, snapshot: list[Fleet
                 metrics: Metrics) -> None:
     text = WSMsgType.TEXT
     try:
-        await ws.send_frame(b'{"type":"snapshot","items":['
-                            + b",".join(e.raw for e in snapshot) + b"]}", text)
+        await ws.send_frame(items_frame(b"snapshot", snapshot), text)
         metrics.ws_frames.labels("snapshot").inc()
         while not ws.closed:
             await sub.wake.wait()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Collection, Sequence
+from typing import Protocol
 
 from webapi.decode import Entry
 from webapi.metrics import Metrics
@@ -34,7 +35,14 @@ def event_frame(entry: Entry) -> bytes:
     return EVENT_PREFIX + entry.raw + b"}"
 
 
-def items_frame(kind: bytes, entries: Sequence[Entry]) -> bytes:
+class Raw(Protocol):
+    """Anything stored with its ready-made JSON (a telemetry Entry, a fleet event)."""
+
+    @property
+    def raw(self) -> bytes: ...
+
+
+def items_frame(kind: bytes, entries: Sequence[Raw]) -> bytes:
     """A ``{"type":kind,"items":[...]}`` frame (snapshot, batch)."""
     return b'{"type":"' + kind + b'","items":[' + b",".join(e.raw for e in entries) + b"]}"
 
@@ -92,25 +100,46 @@ class BatchGroup:
         self.task: asyncio.Task[None] | None = None
 
 
-class Hub:
-    def __init__(self, metrics: Metrics, queue_size: int, max_clients: int,
-                 max_per_address: int | None = None) -> None:
-        self.metrics = metrics
-        self.queue_size = queue_size
+class ClientCaps:
+    """Clients counted in all and per address, against WEBAPI_WS_MAX_CLIENTS and
+    WEBAPI_WS_MAX_PER_ADDRESS (both hubs: /ws here, /ws/events in webapi.fleet_events)."""
+
+    def __init__(self, max_clients: int, max_per_address: int | None = None) -> None:
         self.max_clients = max_clients
         self.max_per_address = max_per_address or max_clients
-        self.subscribers: set[Subscriber] = set()
-        self.per_event: set[Subscriber] = set()
-        self.groups: dict[GroupKey, BatchGroup] = {}
         self.per_address: dict[str, int] = {}
-        self.dropped_total = 0
-        self.frames_built = {"event": 0, "batch": 0}  # serialisations, not sends
+        self.clients = 0
 
     def full(self, address: str | None = None) -> bool:
         """No room for another client (from ``address``: WEBAPI_WS_MAX_PER_ADDRESS)."""
-        if len(self.subscribers) >= self.max_clients:
+        if self.clients >= self.max_clients:
             return True
         return address is not None and self.per_address.get(address, 0) >= self.max_per_address
+
+    def _joined(self, address: str) -> None:
+        self.clients += 1
+        self.per_address[address] = self.per_address.get(address, 0) + 1
+
+    def _left(self, address: str) -> None:
+        self.clients -= 1
+        left = self.per_address.get(address, 1) - 1
+        if left > 0:
+            self.per_address[address] = left
+        else:
+            self.per_address.pop(address, None)
+
+
+class Hub(ClientCaps):
+    def __init__(self, metrics: Metrics, queue_size: int, max_clients: int,
+                 max_per_address: int | None = None) -> None:
+        super().__init__(max_clients, max_per_address)
+        self.metrics = metrics
+        self.queue_size = queue_size
+        self.subscribers: set[Subscriber] = set()
+        self.per_event: set[Subscriber] = set()
+        self.groups: dict[GroupKey, BatchGroup] = {}
+        self.dropped_total = 0
+        self.frames_built = {"event": 0, "batch": 0}  # serialisations, not sends
 
     def subscribe(self, vehicles: Collection[str] | None, address: str = "",
                   batch_tick: float | None = None) -> Subscriber:
@@ -130,7 +159,7 @@ class Hub:
         else:
             self.per_event.add(sub)
         self.subscribers.add(sub)
-        self.per_address[address] = self.per_address.get(address, 0) + 1
+        self._joined(address)
         self.metrics.ws_clients.set(len(self.subscribers))
         return sub
 
@@ -145,11 +174,7 @@ class Hub:
                     self.groups.pop((group.vehicles, group.tick), None)
                     if group.task is not None:
                         group.task.cancel()
-            left = self.per_address.get(sub.address, 1) - 1
-            if left > 0:
-                self.per_address[sub.address] = left
-            else:
-                self.per_address.pop(sub.address, None)
+            self._left(sub.address)
         self.metrics.ws_clients.set(len(self.subscribers))
 
     def publish(self, entries: Sequence[Entry]) -> None:

@@ -22,7 +22,7 @@ import time
 from aiohttp import WSMsgType, web
 
 from webapi.decode import Entry
-from webapi.hub import Subscriber, items_frame
+from webapi.hub import ClientCaps, Subscriber, items_frame
 from webapi.keys import CORS, HUB, METRICS, SETTINGS, STORE, WEBSOCKETS
 from webapi.lifecycle import cancel_and_wait
 from webapi.metrics import Metrics
@@ -31,6 +31,21 @@ from webapi.params import ApiError, bad_param, bool_param, float_param, vehicles
 MIN_WS_HZ, MAX_WS_HZ = 0.01, 10_000.0
 """Bounds of ``max_hz`` (frames per second)."""
 SNAPSHOT_KINDS = ("latest", "recent")
+
+
+def admit(request: web.Request, hub: ClientCaps) -> str:
+    """The client's address, once the request is a WebSocket upgrade (else 400) and ``hub``
+    has room for one more client from there (else 503: WEBAPI_WS_MAX_CLIENTS,
+    WEBAPI_WS_MAX_PER_ADDRESS)."""
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        raise ApiError(400, "this is a WebSocket endpoint: send Upgrade: websocket")
+    address = request.remote or ""
+    if hub.full():
+        raise ApiError(503, f"too many WebSocket clients (WEBAPI_WS_MAX_CLIENTS={hub.max_clients})")
+    if hub.full(address):
+        raise ApiError(503, f"too many WebSocket clients from {address} "
+                            f"(WEBAPI_WS_MAX_PER_ADDRESS={hub.max_per_address})")
+    return address
 
 
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
@@ -44,14 +59,7 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     if kind not in SNAPSHOT_KINDS:
         raise bad_param("snapshot", f"must be one of {', '.join(SNAPSHOT_KINDS)}, "
                                     f"got {kind[:40]!r}")
-    if request.headers.get("Upgrade", "").lower() != "websocket":
-        raise ApiError(400, "this is a WebSocket endpoint: send Upgrade: websocket")
-    address = request.remote or ""
-    if hub.full():
-        raise ApiError(503, f"too many WebSocket clients (WEBAPI_WS_MAX_CLIENTS={hub.max_clients})")
-    if hub.full(address):
-        raise ApiError(503, f"too many WebSocket clients from {address} "
-                            f"(WEBAPI_WS_MAX_PER_ADDRESS={hub.max_per_address})")
+    address = admit(request, hub)
     # Subscribing and taking the snapshot in one synchronous step: no gap, no duplicate.
     # (Before the handshake, so concurrent connects cannot overshoot WEBAPI_WS_MAX_CLIENTS.)
     min_gap = 1.0 / max_hz if max_hz else 0.0
