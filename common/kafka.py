@@ -316,6 +316,20 @@ async def retry(coro_factory: Callable[[], Awaitable[T]], what: str,
 
 # ---- compacted topics -----------------------------------------------------------------------
 
+async def resume(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition],
+                 position: Mapping[TopicPartition, int]) -> None:
+    """Assign ``partitions`` and go on where ``position`` says (the offsets read so far, from
+    a client that failed), from the beginning where it says nothing: a reader of a compacted
+    topic reconnecting without reading it all again."""
+    tps = list(partitions)
+    consumer.assign(tps)
+    for tp in tps:
+        if tp in position:
+            consumer.seek(tp, position[tp])
+        else:
+            await consumer.seek_to_beginning(tp)
+
+
 def apply_compacted(state: dict[bytes, bytes], records: Iterable[Any]) -> None:
     """Fold records of a compacted topic into ``state`` (key -> latest value): a tombstone
     (null value) deletes its key; a record without a key is skipped."""

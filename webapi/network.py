@@ -21,7 +21,7 @@ from aiohttp import web
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from common.kafka import await_partitions, backoff, make_consumer
+from common.kafka import await_partitions, backoff, make_consumer, resume
 from webapi.lifecycle import cancel_and_wait, finish_first
 from webapi.params import ApiError
 from webapi.ratelog import RateLimitedLog
@@ -129,12 +129,7 @@ class NetworkReader:
                 await finish_first(consumer.start())
                 tps = await await_partitions(self.settings, self.topic, poll_s=2.0,
                                              client_id="fleetstream-webapi-network-admin")
-                consumer.assign(tps)
-                for tp in tps:
-                    if tp in position:
-                        consumer.seek(tp, position[tp])
-                    else:
-                        await consumer.seek_to_beginning(tp)
+                await resume(consumer, tps, position)
                 attempt = 0
                 while True:
                     batch = await consumer.getmany(timeout_ms=1000, max_records=50)

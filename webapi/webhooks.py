@@ -39,6 +39,7 @@ from common.kafka import (
     ensure_topics,
     make_consumer,
     make_producer,
+    resume,
     topic_partitions,
 )
 from common.lifecycle import cancel_and_wait, finish_first
@@ -231,12 +232,7 @@ class WebhookStore:
         await consumer.start()
         tps = [tp for spec in self.topics
                for tp in await topic_partitions(self.settings, spec.name)]
-        consumer.assign(tps)
-        for tp in tps:
-            if tp in position:
-                consumer.seek(tp, position[tp])
-            else:
-                await consumer.seek_to_beginning(tp)
+        await resume(consumer, tps, position)
         ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
         return ends
 
