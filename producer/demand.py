@@ -31,6 +31,11 @@ REFUEL_DWELL_S = (240.0, 480.0)  # minutes at the pump
 REFUEL_TRIP_M = 1500.0  # a car low on fuel ends its trip at a station within this
 PUMP_PCT_PER_S = 1.2  # about 36 L/min into a 50 L tank
 DEPOT_START_H = (6.0, 9.0)  # a car's day starts from its depot between these hours
+START_IDLE_S = (11.0, 20.0)
+"""Seconds a driver idles at the kerb after starting the engine, before pulling out (drawn
+uniformly): the driving cycles built from recorded trips open with such an idle, 11 s in
+WLTC (UNECE GTR 15, Annex 1: the Low phase of every class) and 20 s in US EPA's UDDS
+(40 CFR 86, Appendix I)."""
 
 
 def local_hour(clock0_s: float, t: float, lon: float) -> float:
@@ -66,6 +71,11 @@ def trip_length_m(u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
     """Lognormal trip lengths from two uniform draws (Box-Muller)."""
     z = np.sqrt(-2.0 * np.log(np.maximum(u1, 1e-12))) * np.cos(2 * np.pi * u2)
     return np.asarray(np.clip(TRIP_MEDIAN_M * np.exp(TRIP_SIGMA * z), TRIP_MIN_M, TRIP_MAX_M))
+
+
+def start_idle_s(u: np.ndarray) -> np.ndarray:
+    """Idle after the engine starts, before the car pulls out (START_IDLE_S)."""
+    return np.asarray(START_IDLE_S[0] + (START_IDLE_S[1] - START_IDLE_S[0]) * u)
 
 
 def dwell_s(u: np.ndarray) -> np.ndarray:

@@ -26,7 +26,9 @@ Each sub-step (at most 1 s), for all cars at once:
 7. trips (producer/demand.py): a car drives a trip of a drawn length (through places, which
    are waypoints) and stops at its end as at a stop line; it parks there (ignition off, off
    the lane: nobody follows a parked car) for a dwell, then leaves again with the daily
-   demand's hazard rate when its spot on the lane is free. A trip that starts late in the
+   demand's hazard rate when its spot on the lane is free: the engine starts, the car idles
+   at the kerb for demand.START_IDLE_S (ignition on, engine idling, not yet in traffic),
+   then pulls out when the lane beside it is free. A trip that starts late in the
    day goes to the car's depot (the depot is a place), where the car stays the night and
    its fault codes are repaired. A car low on fuel drives to the nearest fuel station when
    the map has some (``amenity=fuel``), else cuts its trip short, and refuels there, parked,
@@ -79,7 +81,7 @@ class FleetState:
     vclass: np.ndarray  # int8: index into vehicle.VEHICLE_TYPES
     seq: np.ndarray  # int64: sequence number of the car's next event
     parked: np.ndarray  # bool: ignition off, at the kerb
-    dwell_ttl: np.ndarray  # seconds left of the minimum stay while parked
+    dwell_ttl: np.ndarray  # s left at the kerb: the stay while parked, or the idle after a start
     trip: np.ndarray  # int64: number of the car's current (or last) trip
     trip_left: np.ndarray  # metres left of the current trip
     refuel_due: np.ndarray  # bool: low on fuel: the trip ends at a pump
@@ -351,7 +353,8 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
     n = s.size
     u = rng.random((n, 12))
     noise = rng.standard_normal((n, 2))
-    active = ~s.parked
+    engine = ~s.parked  # ignition on
+    active = engine & (s.dwell_ttl <= 0)  # in traffic: not idling at the kerb
     # 1. driver's wish: the limit times a personal factor, or a sprint
     mood = np.clip(s.mood * (1 - 0.01 * h) + 0.004 * math.sqrt(h) * noise[:, 0], -0.06, 0.06)
     sprint_start = ((s.sprint_ttl <= 0) & (s.kind != vh.CAUTIOUS) & active
@@ -395,7 +398,7 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
                                        safe_speed(2 * b_stop * stop_d, b_stop, s.v, h), np.inf))
     v_new = np.minimum(s.v + np.minimum(acc, a_max) * h, v_cap)
     v_new = np.maximum(v_new, np.maximum(s.v - vh.B_MAX * h, 0.0))
-    v_new[s.parked] = 0.0
+    v_new[~active] = 0.0
     ds = follow.no_passing(s.edge, s.pos, 0.5 * (s.v + v_new) * h, length, active)
     v_new = np.minimum(v_new, np.maximum(2 * ds / h - s.v, 0.0))
     stop_here = active & (ds >= stop_d)
@@ -456,13 +459,13 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
     # 6. engine, fuel, faults (ignition on only)
     gear = vh.select_gear(v_new * 3.6, s.gear, np.where(sprint, vh.SPRINT_UPSHIFT_RPM, s.up_rpm),
                           s.down_rpm)
-    rpm = np.where(active, vh.engine_rpm(v_new * 3.6, gear, np.clip(noise[:, 1] / 2.5, -1, 1)),
+    rpm = np.where(engine, vh.engine_rpm(v_new * 3.6, gear, np.clip(noise[:, 1] / 2.5, -1, 1)),
                    0).astype(np.int32)
-    used = np.where(active, vh.fuel_used_pct(s.v, v_new, ds, h, s.vclass), 0.0)
+    used = np.where(engine, vh.fuel_used_pct(s.v, v_new, ds, h, s.vclass), 0.0)
     fuel = np.maximum(s.fuel - used, 0.0)
     fault_ttl = np.maximum(s.fault_ttl - h, 0.0)
     fault = np.where(fault_ttl <= 0, -1, s.fault)
-    onset = active & (fault < 0) & (u[:, 3] < vh.FAULT_RATE_PER_S * h)
+    onset = engine & (fault < 0) & (u[:, 3] < vh.FAULT_RATE_PER_S * h)
     fault = np.where(onset, (u[:, 4] * len(vh.DTC_CODES)).astype(np.int16), fault)
     fault_ttl = np.where(onset, params.repair_s, fault_ttl)
     # 7. trips: refuelling, arrivals, departures
@@ -516,6 +519,11 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
             repaired = arrive & to_depot  # the depot's workshop clears the fault codes
             fault = np.where(repaired, -1, fault)
             fault_ttl = np.where(repaired, 0.0, fault_ttl)
+        # the idle after the engine started is over: pull out when the spot on the lane is free
+        ready = engine & (s.dwell_ttl > 0) & (dwell_ttl <= 0)
+        if ready.any():
+            blocked = ready & ~follow.spot_free(net, edge, pos, length, active & ~parked, ready)
+            dwell_ttl = np.where(blocked, h, dwell_ttl)
         free = s.parked & (dwell_ttl <= 0) & ~refuel_due
         leave = free & (u[:, 6] < demand.departure_chance(
             hour, float(np.mean(~parked)), n, int(free.sum()), h))
@@ -523,7 +531,8 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
             leave &= follow.spot_free(net, edge, pos, length, ~parked, leave)
         if leave.any():
             idx = np.flatnonzero(leave)
-            parked[idx] = False
+            parked[idx] = False  # the engine starts; the car idles at the kerb first
+            dwell_ttl[idx] = demand.start_idle_s(u[idx, 5])
             trip = trip.copy()
             trip[idx] += 1
             home = u[idx, 7] < demand.depot_share(hour)

@@ -111,6 +111,40 @@ def test_trips_end_parked_and_each_trip_has_its_own_id() -> None:
     assert again == docs
 
 
+def test_a_trip_starts_with_the_engine_idling_at_the_kerb() -> None:
+    """The engine starts, the car idles for demand.START_IDLE_S without moving and without
+    holding up the cars on the lane, then drives off."""
+    sim = _sim(60, MORNING, sim_phase_jitter=False)
+    docs = _run(sim, MORNING, 900)
+    by_car: dict[str, list[dict]] = defaultdict(list)
+    for d in docs:
+        by_car[d["vehicle_id"]].append(d)
+    lo, hi = demand.START_IDLE_S
+    idles = []
+    for events in by_car.values():
+        for k in range(1, len(events)):
+            if events[k - 1]["ignition"] or not events[k]["ignition"]:
+                continue
+            idle = 0
+            while k + idle < len(events) and events[k + idle]["speed_kmh"] == 0.0:
+                if idle > 0:
+                    assert events[k + idle]["engine_rpm"] >= 600  # idling, not off
+                assert events[k + idle]["location"] == events[k]["location"]
+                idle += 1
+            if k + idle == len(events):
+                continue  # still idling when the run ended
+            idles.append(idle)
+            assert events[k + idle]["ignition"]
+    assert len(idles) >= 5 and min(idles) >= lo
+    # longer only while the lane beside the spot is not free (a queue stands there)
+    assert np.mean(np.array(idles) <= hi + 1) >= 0.8, idles
+    # idling cars are not in traffic: nobody queues behind them
+    s = sim.state
+    idling = ~s.parked & (s.dwell_ttl > 0)
+    assert demand.start_idle_s(np.array([0.0, 1.0])).tolist() == [lo, hi]
+    assert not (idling & (s.v > 0)).any()
+
+
 def test_refuelling_happens_parked_for_minutes() -> None:
     net = warsaw()
     rng = np.random.default_rng(3)
