@@ -105,17 +105,43 @@ def test_overlapping_cars_are_counted_and_parked_ones_ignored() -> None:
     lines = [event("A", 0, x=0, kmh=30), event("B", 0, x=2, kmh=30),  # 2 m apart
              event("C", 0, x=50, kmh=30), event("D", 0, x=51, ignition=False),  # parked
              event("E", 0, x=100), event("F", 0, x=100.5)]  # both stopped, overlapping
-    assert rz.overlaps(rz.parse_events(lines), PROJ) == (2, 3, 2, 0)
+    assert rz.overlaps(rz.parse_events(lines), PROJ) == (2, 3, 2, 0, 0)
     three = [event(v, 0, x=float(i), kmh=20) for i, v in enumerate("PQR")]
-    assert rz.overlaps(rz.parse_events(three), PROJ) == (3, 3, 3, 0)
+    assert rz.overlaps(rz.parse_events(three), PROJ) == (3, 3, 3, 0, 0)
     crossing = [event("A", 0, x=0, kmh=30), event("B", 0, x=1, kmh=30, heading=0.0)]
     assert rz.overlaps(rz.parse_events(crossing), PROJ)[0] == 2
     passing = [event("A", 0, x=0, kmh=30), event("B", 0, x=1, kmh=30, heading=270.0)]
-    assert rz.overlaps(rz.parse_events(passing), PROJ) == (0, 2, 1, 2)
+    assert rz.overlaps(rz.parse_events(passing), PROJ) == (0, 2, 1, 2, 0)
     apart = [event("A", 0, x=0, kmh=30), event("B", 0, x=3.5, kmh=30)]
     assert rz.overlaps(rz.parse_events(apart), PROJ)[0] == 0
     other_tick = [event("A", 0, x=0, kmh=30), event("B", 1, x=0, kmh=30)]
     assert rz.overlaps(rz.parse_events(other_tick), PROJ)[0] == 0
+
+
+def test_cars_idling_at_the_kerb_before_they_first_move_are_not_in_traffic() -> None:
+    # B's ignition comes on beside the lane; A passes it while it idles; then B drives off
+    b = [event("B", 0, x=10, ignition=False), event("B", 1, x=10), event("B", 2, x=10),
+         event("B", 3, x=12, kmh=10), event("B", 4, x=12, kmh=0)]
+    a = [event("A", 2, x=10.5, kmh=30)]
+    ev = rz.parse_events(b + a)
+    assert rz.at_kerb(ev).tolist() == [True, True, True, False, False, False]  # B..., then A
+    assert rz.overlaps(ev, PROJ)[0] == 0
+    # a car already running at its first event, stopped in the lane, is in traffic
+    c = [event("C", 2, x=10, kmh=0), event("C", 3, x=10, kmh=0)]
+    assert rz.overlaps(rz.parse_events(c + a), PROJ)[0] == 1
+
+
+def test_cars_side_by_side_on_parallel_ways_are_not_on_top_of_each_other() -> None:
+    lines = [event("A", 0, x=0, kmh=30), event("B", 0, x=1, y=1.5, kmh=10),
+             event("C", 0, x=50, kmh=30), event("D", 0, x=51, kmh=10, heading=45.0)]
+    ev = rz.parse_events(lines)
+    same = np.zeros(4, dtype=np.int32)
+    assert rz.overlaps(ev, PROJ, way=same)[:1] == (4,)
+    apart = np.array([0, 1, 0, 1], dtype=np.int32)  # A and C on one way, B and D on another
+    # A and B side by side; C and D meet at an angle (a junction): they count
+    assert rz.overlaps(ev, PROJ, way=apart) == (2, 4, 2, 0, 2)
+    unknown = np.array([0, -1, 0, -1], dtype=np.int32)
+    assert rz.overlaps(ev, PROJ, way=unknown)[0] == 4
 
 
 def test_devices_reporting_on_their_own_phase_are_compared_at_their_tick() -> None:
@@ -165,6 +191,21 @@ def test_matching_prefers_the_way_the_car_drives_along_at_a_junction(tmp_path: P
     assert rz.wrong_way(ev, ways, rz.way_index(ways, PROJ)) == (0, 1, 0, 0)
     assert list(rz.class_shares(rz.parse_events(drive("A", [10, 10])), ways,
                                 rz.way_index(ways, PROJ))) == ["residential"]
+
+
+def test_each_event_is_matched_to_its_way(tmp_path: Path) -> None:
+    # a street and a service way drawn 1.5 m beside it, and a crossing street
+    service = _way(0, 200, 1.5, highway="service")
+    cross = {"type": "Feature", "properties": {"highway": "primary"},
+             "geometry": {"type": "MultiLineString", "coordinates": [[
+                 [LON0 + 100 * M_LON, LAT0 + 50 * M_LAT],
+                 [LON0 + 100 * M_LON, LAT0 - 50 * M_LAT]]]}}
+    ways = rz.load_ways(_geojson(tmp_path, [_way(0, 100, 0), service, cross]))
+    assert ways.way.tolist() == [0, 1, 2]
+    ev = rz.parse_events([event("A", 0, x=50, kmh=30), event("B", 0, x=51, y=1.5, kmh=10),
+                          event("C", 0, x=100, y=-20, kmh=30, heading=180.0),
+                          event("D", 0, x=500, y=500, kmh=30)])
+    assert rz.way_of(ev, ways, rz.way_index(ways, PROJ)).tolist() == [0, 1, 2, -1]
 
 
 def test_matching_in_blocks_gives_the_same_answer(tmp_path: Path,

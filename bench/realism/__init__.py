@@ -66,10 +66,12 @@ from bench.realism.matching import (
     load_ways,
     oneway_of,
     way_index,
+    way_of,
     wrong_way,
 )
 from bench.realism.measures import (
     Refuel,
+    at_kerb,
     distance_m,
     fuel_use,
     hard_brakes,
@@ -93,9 +95,10 @@ from bench.realism.report import (
 
 __all__ = [
     "DEFAULT_START", "REAL", "ROAD_CODES", "ROOT", "VEHICLE_TYPES", "Crossings", "Events",
-    "Network", "Projection", "Refuel", "SegmentIndex", "Ways", "angle_diff", "bearing", "check",
+    "Network", "Projection", "Refuel", "SegmentIndex", "Ways", "angle_diff", "at_kerb",
+    "bearing", "check",
     "class_shares", "distance_m", "edge_index", "fuel_use", "hard_brakes", "light_crossings",
     "load_ways", "measure", "oneway_of", "overlaps", "pairs", "parse_events", "refuels",
     "render", "report", "resolve", "road_shares", "run_producer", "sim_counts", "stopped_share",
-    "way_index", "wrong_way",
+    "way_index", "way_of", "wrong_way",
 ]

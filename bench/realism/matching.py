@@ -123,6 +123,7 @@ class Ways:
     oneway: np.ndarray  # int8: 1 along, -1 against the point order, 0 both ways
     highway: np.ndarray  # object: the OSM class
     signals: np.ndarray  # [k, 2] lat, lon of traffic_signals nodes
+    way: np.ndarray  # int32: the line (way) each segment belongs to
 
 
 def oneway_of(props: dict[str, Any]) -> int:
@@ -151,6 +152,8 @@ def load_ways(path: Path) -> Ways:
     ow: list[int] = []
     hw: list[str] = []
     sig: list[tuple[float, float]] = []
+    way: list[int] = []
+    n_lines = 0
     for f in feats:
         g, props = f.get("geometry") or {}, f.get("properties") or {}
         if g.get("type") == "Point":
@@ -161,7 +164,9 @@ def load_ways(path: Path) -> Ways:
                  else g["coordinates"] if g.get("type") == "MultiLineString" else [])
         o, h = oneway_of(props), str(props.get("highway", ""))
         for line in lines:
+            n_lines += 1
             for p, q in zip(line, line[1:], strict=False):
+                way.append(n_lines - 1)
                 lo1.append(p[0])
                 la1.append(p[1])
                 lo2.append(q[0])
@@ -170,7 +175,13 @@ def load_ways(path: Path) -> Ways:
                 hw.append(h)
     return Ways(np.array(la1), np.array(lo1), np.array(la2), np.array(lo2),
                 np.array(ow, dtype=np.int8), np.array(hw, dtype=object),
-                np.array(sig, dtype=float).reshape(-1, 2))
+                np.array(sig, dtype=float).reshape(-1, 2), np.array(way, dtype=np.int32))
+
+
+def way_of(ev: Events, ways: Ways, index: SegmentIndex) -> np.ndarray:
+    """The way each event is on (matched by position and heading), -1 where none is near."""
+    seg, _, _ = index.match(ev.lat, ev.lon, _headings(ev), directed=False)
+    return np.where(seg >= 0, ways.way[np.maximum(seg, 0)], -1)
 
 
 def wrong_way(ev: Events, ways: Ways, index: SegmentIndex) -> tuple[int, int, int, int]:

@@ -22,6 +22,7 @@ from bench.realism.events import (
 HARD_BRAKE_MS2 = 4.0
 OVERLAP_M = 3.0
 ONCOMING_DEG = 150.0
+PARALLEL_DEG = 20.0  # cars on two different ways heading within this are side by side
 
 
 def driving_mask(ev: Events) -> np.ndarray:
@@ -113,15 +114,41 @@ def road_shares(ev: Events) -> tuple[dict[str, float], float]:
     return shares, (float(dt[on_hw].sum()) / time_total if time_total > 0 else math.nan)
 
 
+def at_kerb(ev: Events) -> np.ndarray:
+    """Events of a car that is off the lane: parked (ignition off), or with the ignition on
+    but not yet moved since it came on (a driver starting the engine idles at the kerb
+    before pulling out). A car already on at its first event is taken to be in traffic."""
+    n = len(ev)
+    first = np.ones(n, dtype=bool)
+    first[1:] = ev.vid[1:] != ev.vid[:-1]
+    prev_parked = np.zeros(n, dtype=bool)
+    prev_parked[1:] = ev.parked[:-1] & ~first[1:]
+    start = ev.parked | first | prev_parked  # each run after the ignition came on starts anew
+    seg = np.cumsum(start) - 1
+    moved = (ev.v * 3.6 >= STOP_KMH).astype(np.int64)
+    c = np.cumsum(moved)
+    begin = np.flatnonzero(start)
+    before = (c[begin] - moved[begin])[seg]  # moves before this run
+    since_on = prev_parked[begin][seg]  # the run began when the ignition came on
+    return ev.parked | (since_on & (c - before == 0))
+
+
 def overlaps(ev: Events, proj: Projection, rate_hz: float = 1.0,
-             radius: float = OVERLAP_M) -> tuple[int, int, int, int]:
+             radius: float = OVERLAP_M, way: np.ndarray | None = None
+             ) -> tuple[int, int, int, int, int]:
     """(moving samples with another car within ``radius`` at the same tick, moving samples,
-    the most cars found in one spot, moving samples close only to oncoming cars).
+    the most cars found in one spot, moving samples close only to oncoming cars, moving
+    samples close only to cars beside them on another, parallel way).
 
     Cars heading opposite ways (more than ONCOMING_DEG apart) are not counted: the producer
     puts both directions of a two-way road on its centreline, so they meet there when they
-    pass. Events between ticks are moved back to their tick along their heading, so devices
-    that report on their own phase are compared fairly."""
+    pass. Nor are cars at the kerb (``at_kerb``: parked, or idling before they first move),
+    which the producer also reports on the centreline. With ``way`` (each event's OSM way,
+    -1 unknown), two cars on different ways heading the same way within PARALLEL_DEG are side
+    by side (OSM draws a service way or a second carriageway a metre or two beside a street),
+    not on top of each other; cars meeting at a junction head different ways and count.
+    Events between ticks are moved back to their tick along their heading, so devices that
+    report on their own phase are compared fairly."""
     x, y = proj.xy(ev.lat, ev.lon)
     tick = np.floor(ev.t * rate_hz + 1e-6)
     lag = ev.t - tick / rate_hz
@@ -129,7 +156,7 @@ def overlaps(ev: Events, proj: Projection, rate_hz: float = 1.0,
         h = np.radians(np.nan_to_num(ev.heading))
         x = x - ev.v * lag * np.sin(h)
         y = y - ev.v * lag * np.cos(h)
-    live = ~ev.parked
+    live = ~at_kerb(ev)
     moving = live & (ev.v * 3.6 >= STOP_KMH)
     idx = np.flatnonzero(live)
     cx = np.floor(x[idx] / radius).astype(np.int64)
@@ -141,6 +168,7 @@ def overlaps(ev: Events, proj: Projection, rate_hz: float = 1.0,
     skey = key[order]
     near = np.zeros(idx.size, dtype=np.int64)
     oncoming = np.zeros(idx.size, dtype=np.int64)
+    beside = np.zeros(idx.size, dtype=np.int64)
     for ox in (-1, 0, 1):
         for oy in (-1, 0, 1):
             q = key + ox * span + oy
@@ -153,10 +181,17 @@ def overlaps(ev: Events, proj: Projection, rate_hz: float = 1.0,
                 oi, ii = idx[other], idx
                 close = (has & (other != np.arange(idx.size))
                          & (np.hypot(x[oi] - x[ii], y[oi] - y[ii]) <= radius))
-                opposite = angle_diff(ev.heading[oi], ev.heading[ii]) > ONCOMING_DEG
-                near += close & ~opposite
+                turn = angle_diff(ev.heading[oi], ev.heading[ii])
+                opposite = turn > ONCOMING_DEG
+                apart = np.zeros(idx.size, dtype=bool)
+                if way is not None:
+                    apart = ((way[oi] >= 0) & (way[ii] >= 0) & (way[oi] != way[ii])
+                             & (turn < PARALLEL_DEG))
+                near += close & ~opposite & ~apart
                 oncoming += close & opposite
+                beside += close & apart
     flagged = near > 0
     m = moving[idx]
     return (int((flagged & m).sum()), int(moving.sum()), int(near.max(initial=0) + 1),
-            int((~flagged & (oncoming > 0) & m).sum()))
+            int((~flagged & (oncoming > 0) & m).sum()),
+            int((~flagged & (beside > 0) & m).sum()))

@@ -28,6 +28,7 @@ from bench.realism.matching import (
     light_crossings,
     load_ways,
     way_index,
+    way_of,
     wrong_way,
 )
 from bench.realism.measures import (
@@ -138,7 +139,8 @@ def measure(ev: Events, *, net: Any, ways: Ways | None, lines: int, secs: float,
         m["wrong_way"], m["wrong_way_n"], m["oneway_segments"] = math.nan, 0, 0
         m["wrong_way_of_oneway"], m["unmatched"] = math.nan, 0
         m["classes"] = {}
-    ov, moving, most, m["oncoming_n"] = overlaps(ev, proj)
+    on_way = way_of(ev, ways, widx) if ways is not None else None
+    ov, moving, most, m["oncoming_n"], m["beside_n"] = overlaps(ev, proj, way=on_way)
     m["overlap"] = ov / moving if moving else math.nan
     m["overlap_n"], m["overlap_most"] = ov, most
     m["fuel"], m["fuel_km"] = fuel_use(ev, tank_litres())
@@ -240,7 +242,8 @@ def render(name: str, runs: list[dict[str, Any]], *, roads: Path | None,
                      "no one-way roads", "n/a"))
     row("moving cars sharing a 3 m spot with another", "overlap",
         f"{_pct(m['overlap'])} ({m['overlap_n']:.0f} samples; up to {m['overlap_most']:.0f} "
-        f"cars in one spot; not counted: {m['oncoming_n']:.0f} oncoming passes)")
+        f"cars in one spot; not counted: {m['oncoming_n']:.0f} oncoming passes, "
+        f"{m.get('beside_n', 0):.0f} beside a car on a parallel way)")
     row("urban fuel use, L/100 km", "fuel",
         f"{m['fuel']:.2f} over {m['fuel_km']:.0f} km" if not math.isnan(m["fuel"]) else "n/a")
     tp_vehicles = m["vehicles"]
