@@ -330,6 +330,32 @@ async def resume(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition
             await consumer.seek_to_beginning(tp)
 
 
+async def add_new_partitions(consumer: AIOKafkaConsumer, topic: str,
+                             tps: list[TopicPartition],
+                             positions: dict[TopicPartition, int]) -> list[TopicPartition]:
+    """Partitions of ``topic`` that the consumer's metadata (refreshed every
+    ``metadata_max_age_ms``) knows and ``tps`` lacks join the assignment, read from their
+    beginning (their first records may have been written before this refresh), and are noted
+    in ``positions``; the partitions already assigned keep their positions. Returns the new
+    assignment (``tps`` itself when nothing changed)."""
+    known = consumer.partitions_for_topic(topic) or set()
+    new = [TopicPartition(topic, p) for p in sorted(known) if TopicPartition(topic, p)
+           not in tps]
+    if not new:
+        return tps
+    kept = {tp: await consumer.position(tp) for tp in tps}
+    everything = sorted([*tps, *new])
+    consumer.assign(everything)
+    for tp, offset in kept.items():
+        consumer.seek(tp, offset)
+    begin = await consumer.beginning_offsets(new)
+    for tp in new:
+        consumer.seek(tp, begin[tp])
+        positions[tp] = begin[tp]
+    log.info("topic %s: now reading partitions %s", topic, [tp.partition for tp in everything])
+    return everything
+
+
 def apply_compacted(state: dict[bytes, bytes], records: Iterable[Any]) -> None:
     """Fold records of a compacted topic into ``state`` (key -> latest value): a tombstone
     (null value) deletes its key; a record without a key is skipped."""

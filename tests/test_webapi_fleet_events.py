@@ -193,6 +193,45 @@ async def test_events_are_deduplicated_filtered_and_bad_records_counted(
         assert "fleetstream_webapi_fleet_events_duplicates_total 1.0" in metrics
 
 
+@pytest.fixture
+def one_partition_events(topic_factory) -> str:
+    return topic_factory("events", 1)
+
+
+async def test_partitions_added_to_the_events_topic_are_read_without_a_restart(
+        settings: Settings, one_partition_events: str) -> None:
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
+
+    settings = settings.model_copy(update={"kafka_events_topic": one_partition_events,
+                                           "metadata_refresh_s": 0.5})
+    bootstrap, events = settings.kafka_bootstrap_servers, settings.kafka_events_topic
+    first = alert("CAR1", T0, 1)
+    await send(bootstrap, events, [first])
+    async with running_app(settings) as client:
+        consumer = client.app[FLEET_CONSUMER]
+        await wait_for(lambda: client.app[FLEET_EVENTS].consumed_total == 1)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.create_partitions({events: NewPartitions(total_count=3)})
+        finally:
+            await admin.close()
+        later = [alert("CAR2", T0 + timedelta(seconds=1), 2),
+                 alert("CAR3", T0 + timedelta(seconds=2), 3)]
+        # straight to the new partitions, before the web API has seen them
+        await send(bootstrap, events, [(e.vehicle_id.encode(), e.model_dump_json().encode(), p)
+                                       for p, e in enumerate(later, start=1)])
+        await wait_for(lambda: client.app[FLEET_EVENTS].consumed_total == 3)
+        body = await (await client.get("/events")).json()
+        assert body == {"items": [js(first), *(js(e) for e in later)]}
+        assert set(consumer.positions) == {TopicPartition(events, p) for p in range(3)}
+        # the old partition kept its place: nothing there was read twice
+        await send(bootstrap, events, [alert("CAR1", T0 + timedelta(seconds=3), 4)])
+        await wait_for(lambda: client.app[FLEET_EVENTS].consumed_total == 4)
+        assert client.app[FLEET_EVENTS].duplicates_total == 0
+
+
 async def test_trips_list_and_detail_with_route_and_violation_segments(
         settings: Settings) -> None:
     start, stop = NOW - timedelta(seconds=120), NOW - timedelta(seconds=90)

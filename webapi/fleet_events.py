@@ -41,7 +41,7 @@ from pydantic import ValidationError
 
 from common.contract import format_timestamp
 from common.fleet_events import FLEET_EVENT, TripEnded, TripStarted
-from common.kafka import await_partitions, backoff, make_consumer
+from common.kafka import add_new_partitions, await_partitions, backoff, make_consumer
 from webapi.consumer import undecodable
 from webapi.hub import EVENT_PREFIX, ClientCaps, Subscriber
 from webapi.lifecycle import cancel_and_wait, finish_first
@@ -303,7 +303,9 @@ class FleetEventsConsumer:
         while True:
             client = make_consumer(self.settings, client_id="fleetstream-webapi-events",
                                    group_id=None, enable_auto_commit=False,
-                                   auto_offset_reset="earliest", fetch_max_wait_ms=100)
+                                   auto_offset_reset="earliest", fetch_max_wait_ms=100,
+                                   metadata_max_age_ms=int(
+                                       self.settings.metadata_refresh_s * 1000))
             try:
                 await finish_first(client.start())
                 tps = await await_partitions(
@@ -328,7 +330,12 @@ class FleetEventsConsumer:
             await asyncio.sleep(backoff(attempt))
 
     async def _loop(self, client: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        refresh_s = self.settings.metadata_refresh_s
+        check_at = time.monotonic() + refresh_s
         while True:
+            if time.monotonic() >= check_at:  # partitions added to the topic join
+                check_at = time.monotonic() + refresh_s
+                tps = await add_new_partitions(client, self.topic, tps, self.positions)
             try:
                 batches = await client.getmany(timeout_ms=500, max_records=MAX_RECORDS)
             except Exception as exc:
