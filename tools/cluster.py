@@ -311,6 +311,14 @@ def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes], log: Pa
     raise KafkaError(f"nothing listens on {HOST}:{port} after {timeout:.0f}s; see {log}")
 
 
+def _alive(pid: int, marker: bytes) -> bool:
+    """``pid`` runs and its command line holds ``marker`` (not a recycled pid)."""
+    try:
+        return marker in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def _terminate(pid: int, marker: bytes, timeout: float) -> None:
     """SIGTERM ``pid`` if its command line holds ``marker`` (not a recycled pid), wait, kill."""
     try:
@@ -350,6 +358,18 @@ class Cluster:
 
     def pids(self) -> dict[str, int]:
         return {**self.kafka.pids(), **(self.spark.pids() if self.spark else {})}
+
+    def running(self) -> bool:
+        """Every process of this cluster is up (started earlier from the same folder, e.g. by
+        `make cluster`): each pid file names a live process of the right kind."""
+        want = [(f"kafka-{n.node_id}", b"kafka.Kafka") for n in self.kafka.nodes]
+        if self.spark is not None:
+            spark = self.spark.pids()
+            if len(spark) != 1 + self.spark.workers:
+                return False
+            want += [(name, b"org.apache.spark.deploy") for name in spark]
+        pids = self.pids()
+        return all(name in pids and _alive(pids[name], marker) for name, marker in want)
 
     def footprint(self) -> dict[str, int]:
         """RSS per process (with its children: a worker's executors), alive ones only."""
@@ -414,7 +434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cluster = Cluster(kafka, spark)
     try:
         if args.cmd == "start":
-            cluster.start()
+            if cluster.running():
+                print("already running")
+            else:
+                cluster.start()
             print(cluster.describe())
         elif args.cmd == "stop":
             cluster.stop()
@@ -438,9 +461,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _run_foreground(cluster: Cluster, stop_delay: float = 1.5) -> int:
+def _run_foreground(cluster: Cluster, stop_delay: float = 1.5, report_s: float = 60.0) -> int:
     """For the supervisor: start, print the footprint, stop everything on SIGTERM/SIGINT
-    after ``stop_delay`` s (so the producers' final flush still reaches the brokers)."""
+    after ``stop_delay`` s (so the producers' final flush still reaches the brokers). A
+    cluster already running from the same folder (`make cluster`) is used as it is and left
+    running: whoever started it stops it (`make cluster-stop`)."""
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -448,13 +473,19 @@ def _run_foreground(cluster: Cluster, stop_delay: float = 1.5) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    owned = not cluster.running()
     try:
-        cluster.start()
+        if owned:
+            cluster.start()
+        else:
+            print("the cluster is already running (make cluster): using it, and leaving it "
+                  "running at the end (make cluster-stop stops it)", flush=True)
         print(cluster.describe(), flush=True)
-        while not stopping.wait(60):
+        while not stopping.wait(report_s):
             print(f"total RSS {mib(sum(cluster.footprint().values()))}", flush=True)
     finally:
-        cluster.stop()
+        if owned:
+            cluster.stop()
     return 0
 
 
