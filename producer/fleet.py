@@ -222,13 +222,15 @@ def init_fleet(n: int, rng: np.random.Generator, net: RoadNetwork, *,
 
 
 def step(s: FleetState, dt: float, rng: np.random.Generator, net: RoadNetwork,
-         params: FleetParams = FleetParams()) -> FleetState:
-    """Advance every car by ``dt`` seconds (the events' ``seq`` is the simulation's)."""
+         params: FleetParams = FleetParams(),
+         stops: tuple[np.ndarray, np.ndarray] | None = None) -> FleetState:
+    """Advance every car by ``dt`` seconds (the events' ``seq`` is the simulation's).
+    ``stops``: ``stop_lines`` of ``s`` when the caller has them already (the encoder's)."""
     if dt <= 0:
         raise ValueError(f"dt must be > 0, got {dt}")
     n_sub = max(1, math.ceil(dt / MAX_SUBSTEP_S - 1e-9))
-    for _ in range(n_sub):
-        s = _substep(s, dt / n_sub, rng, net, params)
+    for k in range(n_sub):
+        s = _substep(s, dt / n_sub, rng, net, params, stops if k == 0 else None)
     return s
 
 
@@ -349,7 +351,8 @@ def _give_way(net: RoadNetwork, s: FleetState, active: np.ndarray, left: np.ndar
 
 
 def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork,
-             params: FleetParams) -> FleetState:
+             params: FleetParams,
+             stops: tuple[np.ndarray, np.ndarray] | None = None) -> FleetState:
     n = s.size
     u = rng.random((n, 12))
     noise = rng.standard_normal((n, 2))
@@ -377,7 +380,7 @@ def _substep(s: FleetState, h: float, rng: np.random.Generator, net: RoadNetwork
     left = np.maximum(net.edge_len[s.edge] - s.pos, 0.0)
     room2 = np.maximum(net.budget[s.dest, s.edge] - 2 * B_PLAN * s.pos, 0.0)
     v_cap = safe_speed(room2, B_PLAN, s.v, h)
-    stop_e, stop_d = stop_lines(net, s, left)
+    stop_e, stop_d = stop_lines(net, s, left) if stops is None else stops
     trip_end = s.trip_left < stop_d
     stop_e = np.where(trip_end, -1, stop_e)
     stop_d = np.where(trip_end, s.trip_left, stop_d)

@@ -44,6 +44,7 @@ from producer.fleet import (
     init_fleet,
     mean_lon,
     step,
+    stop_lines,
     take,
 )
 from producer.geojson import load_roads
@@ -96,6 +97,8 @@ class Simulation:
         self.encoder.ensure(fleet_size)
         self._last: np.ndarray = np.arange(fleet_size)
         self._phase0 = (seed * 0.7548776662466927) % 1.0
+        self._by_phase: tuple[np.ndarray, np.ndarray] | None = None
+        self._stops: tuple[FleetState, tuple[np.ndarray, np.ndarray]] | None = None
 
     @property
     def size(self) -> int:
@@ -110,8 +113,7 @@ class Simulation:
         """Kafka keys (vehicle ids) of the events of the last ``encode``, in their order
         (before the first ``encode``: the whole fleet, in fleet order)."""
         self.encoder.ensure(self.size)
-        keys = self.encoder.keys
-        return [keys[i] for i in self._last.tolist()]
+        return list(self.encoder.key_array[self._last].tolist())
 
     @property
     def ids(self) -> list[str]:
@@ -154,6 +156,13 @@ class Simulation:
         """Each car's fixed report phase in [0, 1) of the tick (golden-ratio spread)."""
         return np.asarray((self._phase0 + np.arange(1, n + 1) * 0.6180339887498949) % 1.0)
 
+    def _phase_order(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(phases of the first ``n`` cars, their indices by phase: a stable sort), cached."""
+        if self._by_phase is None or self._by_phase[0].size != n:
+            ph = self.phases(n)
+            self._by_phase = (ph, np.argsort(ph, kind="stable"))
+        return self._by_phase
+
     def encode(self, ts: datetime) -> list[bytes]:
         """JSON events due now (see the module docstring), stamped from ``ts``; afterwards
         ``keys`` are theirs and each reporting car's ``seq`` has moved on by one."""
@@ -163,19 +172,24 @@ class Simulation:
             self._set_clock(_seconds_of_day(ts) - st.t)
             st = self.state
         due = ~st.parked | (st.report_t <= st.t + 1e-9)
-        idx = np.flatnonzero(due)
         ahead = None
-        if self.phase_jitter:
-            ahead = self.phases(st.size)[idx] * self.dt
-            order = np.argsort(ahead, kind="stable")
-            idx, ahead = idx[order], ahead[order]
-        events = self.encoder.encode(st, ts, idx, ahead)
+        if self.phase_jitter:  # the due cars in phase order (ties: by index, as a stable sort)
+            phase, by_phase = self._phase_order(st.size)
+            idx = by_phase[due[by_phase]]
+            ahead = phase[idx] * self.dt
+        else:
+            idx = np.flatnonzero(due)
+        stops = None
+        if ahead is not None:  # where the cars will stop: the encoder's, and the next step's
+            stops = stop_lines(self.net, st, np.maximum(self.net.edge_len[st.edge] - st.pos, 0.0))
+        events = self.encoder.encode(st, ts, idx, ahead, stops)
         seq = st.seq.copy()
         seq[idx] += 1
         report_t = st.report_t.copy()
         report_t[idx] = np.where(st.parked[idx], st.t + self.heartbeat_s, st.t)
         self.state = replace(st, seq=seq, report_t=report_t)
         self._last = idx
+        self._stops = None if stops is None else (self.state, stops)
         return events
 
     def start_clock(self, ts: datetime) -> None:
@@ -204,7 +218,10 @@ class Simulation:
         dt = self.dt
         if not 0 < dt <= MAX_STEP_S:  # set_rate makes this impossible; NaN fails too
             raise ValueError(f"dt must be > 0 and <= {MAX_STEP_S:g} s, got {dt}")
-        self.state = step(self.state, dt, self.rng, self.net, self.params)
+        # the stop lines the last encode found, if the fleet is still the one it encoded
+        stops = self._stops[1] if self._stops and self._stops[0] is self.state else None
+        self._stops = None
+        self.state = step(self.state, dt, self.rng, self.net, self.params, stops)
 
 
 
