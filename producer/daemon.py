@@ -292,7 +292,7 @@ class Daemon:
             await asyncio.wait_for(self.publisher.flush(), FLUSH_TIMEOUT_S)
         except TimeoutError:
             log.error("shutdown: %d records not acknowledged after %.0fs",
-                      self.publisher.stats.in_flight, FLUSH_TIMEOUT_S)
+                      self.publisher.unacknowledged(), FLUSH_TIMEOUT_S)
 
     # ---- the lifecycle ------------------------------------------------------------------
     def request_stop(self) -> None:

@@ -6,15 +6,22 @@ partitioner does) and appended to ``create_batch()`` builders submitted with
 on, so aiokafka retries a batch (same producer id and sequence) until the broker takes it:
 a broker restart neither loses nor duplicates an acknowledged record.
 
-Memory is bounded: ``publish`` waits while more than ``max_in_flight`` records are
-unacknowledged. A batch that still fails (e.g. the client itself gave up) is kept and sent
-again, in order, before any newer record; the caller's simulation is held meanwhile.
+``publish`` hands a tick's records to a feeder task and returns: the feeder passes them to
+aiokafka in order (``send_batch`` waits while the partition's previous batch is still queued,
+and aiokafka keeps one request in flight per broker), so the caller simulates the next tick
+meanwhile instead of waiting on the network. Memory is bounded: ``publish`` waits while more
+than ``max_in_flight`` records are handed over and not yet acknowledged. A batch that still
+fails (e.g. the client itself gave up) is kept and sent again, in order, before any newer
+record; the caller's simulation is held meanwhile (its records count as unacknowledged).
+``flush`` waits until every record handed over is acknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,6 +84,11 @@ class Publisher:
         self._partitions: list[int] = []
         self._plan: _Plan | None = None
         self._failed: list[_Batch] = []
+        self._queue: deque[_Batch] = deque()  # handed over by publish, not yet to aiokafka
+        self._queued = 0  # records in _queue
+        self._feeder: asyncio.Task[None] | None = None
+        self._feeding = False  # the feeder is between taking a batch and handing it over
+        self._wake = asyncio.Event()
         self._order = 0
         self._needs_restart = False
         self._settled = asyncio.Event()
@@ -102,6 +114,11 @@ class Publisher:
         self._plan = None
 
     async def stop(self) -> None:
+        feeder, self._feeder = self._feeder, None
+        if feeder is not None:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()
@@ -119,26 +136,57 @@ class Publisher:
         self._plan = _Plan(keys=list(keys), groups=groups)
         return self._plan
 
+    def unacknowledged(self) -> int:
+        """Records handed over and neither acknowledged nor dropped yet."""
+        return self.stats.in_flight + self._queued + sum(len(b.values) for b in self._failed)
+
     async def publish(self, keys: list[bytes], values: list[bytes],
                       timestamp_ms: int | None = None) -> None:
-        """Queue one tick's records (key i goes with value i); waits while too many are in
-        flight or while earlier failed batches are being re-sent. The Kafka record time is
-        ``timestamp_ms``, or the send time when None (the event JSON carries its own)."""
-        await self._resend_failed()
-        while self.stats.in_flight and self.stats.in_flight + len(values) > self.max_in_flight:
-            await self._wait_settled()
-            await self._resend_failed()
+        """Hand over one tick's records (key i goes with value i) and return; waits while
+        more than ``max_in_flight`` records are unacknowledged (failed ones included). The
+        Kafka record time is ``timestamp_ms``, or the send time when None (the event JSON
+        carries its own)."""
+        self._check_feeder()
+        while (pending := self.unacknowledged()) and pending + len(values) > self.max_in_flight:
+            await self._wait_progress()
+            self._check_feeder()
         for partition, idx in self._plan_for(keys).groups:
             ilist = idx.tolist()
-            batch = _Batch(partition, [keys[i] for i in ilist], [values[i] for i in ilist],
-                           timestamp_ms)
-            if self._failed:  # keep order: everything after a failure waits for its re-send
-                self._order += 1
-                batch.order = self._order
-                self._failed.append(batch)
-            else:
-                await self._submit(batch)
-        await self._resend_failed()
+            self._queue.append(_Batch(partition, [keys[i] for i in ilist],
+                                      [values[i] for i in ilist], timestamp_ms))
+            self._queued += len(ilist)
+        self._wake.set()
+
+    def _check_feeder(self) -> None:
+        """Start the feeder task (raise what it died of, if it did)."""
+        if self._feeder is not None and self._feeder.done():
+            self._feeder.result()  # a bug: raise it here rather than wait forever
+        if self._feeder is None or self._feeder.done():
+            self._feeder = asyncio.get_running_loop().create_task(self._feed())
+            self._feeder.add_done_callback(lambda _: self._settled.set())  # nobody waits on
+
+    async def _feed(self) -> None:
+        """Hand the queued batches to aiokafka in order; re-send failed ones first."""
+        while True:
+            while self._queue or self._failed:
+                await self._resend_failed()  # everything after a failure waits for its re-send
+                if self._queue:
+                    batch = self._queue.popleft()
+                    self._feeding = True
+                    try:
+                        self._queued -= len(batch.values)
+                        await self._submit(batch)
+                    finally:
+                        self._feeding = False
+            self._settled.set()  # flush and publish look again
+            self._wake.clear()
+            if not (self._queue or self._failed):
+                await self._wake.wait()
+
+    async def _wait_progress(self) -> None:
+        """Until a batch settles or the feeder has passed everything on."""
+        self._settled.clear()
+        await self._settled.wait()
 
     async def _submit(self, batch: _Batch) -> None:
         """Append ``batch``'s records to as many builders as needed and hand them over."""
@@ -214,6 +262,7 @@ class Publisher:
         log.warning("batch of %d records to partition %d failed (%s); will re-send",
                     len(batch.values), batch.partition, self.stats.last_error)
         self._failed.append(batch)
+        self._wake.set()  # the feeder re-sends it
 
     async def _wait_settled(self) -> None:
         """Until at least one more batch settles (no-op when nothing is in flight)."""
@@ -266,5 +315,7 @@ class Publisher:
 
     async def flush(self) -> None:
         """Wait until every record handed over so far is acknowledged (re-sending failures)."""
-        await self._drain()
-        await self._resend_failed()
+        while self._queue or self._failed or self._feeding or self.stats.in_flight:
+            self._check_feeder()
+            self._wake.set()
+            await self._wait_progress()
