@@ -66,10 +66,9 @@ run-cluster: setup ## the whole stack on the local cluster: 2 producers, 2 web A
 	@echo "FleetStream (cluster mode) is starting: web APIs :8000 and :8001, Streamlit :$${UI_PORT:-8501}, Spark UI :8080"
 	SIM_AUTOSTART=$${SIM_AUTOSTART:-true} FLEET_SIZE=$${FLEET_SIZE:-25} \
 	  KAFKA_BOOTSTRAP_SERVERS=$(CLUSTER_BOOTSTRAP) SPARK_MASTER=$(CLUSTER_MASTER) \
-	  SPARK_SUBMIT_JARS="$$(ls -d $(CURDIR)/.cache/spark/jars/*.jar | paste -sd, -)" \
 	  CLUSTER_TMP=$(CURDIR)/.cache/cluster/spark/tmp \
 	  FLEETSTREAM_API_URL=http://127.0.0.1:$${WEBAPI_PORT:-8000} \
-	  $(PY) -m tools.supervise -f Procfile.cluster
+	  $(PY) -m tools.supervise -f Procfile.cluster --stop-timeout 120
 
 ## ---- set-up (each step idempotent) ----------------------------------------------------
 

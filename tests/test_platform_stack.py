@@ -153,3 +153,23 @@ def test_sigterm_stops_every_process_and_exits_0(tmp_path: Path) -> None:
     lines = out.splitlines()
     stopped = [i for i, line in enumerate(lines) if "killed by SIGTERM" in line]
     assert len(stopped) == 2 and "kafka" in lines[stopped[1]]  # the broker last
+
+
+def test_stop_timeout_gives_a_slow_stopper_its_time_then_kills(tmp_path: Path) -> None:
+    # "slow" needs 2 s after SIGTERM (a Spark job finishing its micro-batch); "stuck" never ends
+    slow = ("slow: exec python3 -c \"import signal, sys, time; signal.signal(signal.SIGTERM, "
+            "lambda *a: (time.sleep(2), sys.exit(0))); print('ready', flush=True); "
+            "time.sleep(600)\"\n")
+    for timeout, ended in (("5", "slow exited with code 0"), ("0.5", "slow ignored SIGTERM")):
+        proc = _supervise(tmp_path, slow, "--stop-timeout", timeout)
+        assert proc.stdout is not None
+        seen = b""
+        while b"| ready" not in seen:
+            seen += proc.stdout.readline()
+        proc.send_signal(signal.SIGTERM)
+        out = seen.decode() + proc.communicate(timeout=60)[0].decode()
+        assert proc.returncode == 0, out
+        assert ended in out, out
+    bad = _supervise(tmp_path, slow, "--stop-timeout", "nan")
+    out = bad.communicate(timeout=30)[0].decode()
+    assert bad.returncode == 2 and "--stop-timeout must be in" in out, out

@@ -8,7 +8,8 @@ starts it again after a back-off (1 s, doubling up to 30 s; reset once it has ru
 minute). A process that exits with 2 (a configuration error: restarting cannot help) or that
 fails ``--max-restarts`` times in a row without running a minute stops the whole stack, and
 the supervisor exits non-zero naming it. On shutdown the services get SIGTERM first and the
-local broker (``kafka``) last, so the producer's final flush still reaches it.
+local broker (``kafka``) last, so the producer's final flush still reaches it; each group has
+``--stop-timeout`` seconds (20) to exit before SIGKILL.
 """
 
 from __future__ import annotations
@@ -54,9 +55,11 @@ def parse_procfile(text: str) -> list[Service]:
 
 
 class Supervisor:
-    def __init__(self, services: list[Service], *, max_restarts: int = 5) -> None:
+    def __init__(self, services: list[Service], *, max_restarts: int = 5,
+                 stop_timeout_s: float = STOP_TIMEOUT_S) -> None:
         self.services = services
         self.max_restarts = max_restarts
+        self.stop_timeout_s = stop_timeout_s
         self.width = max(len("supervise"), *(len(s.name) for s in services))
         self.stopping = threading.Event()
         self.lock = threading.Lock()
@@ -127,7 +130,7 @@ class Supervisor:
                 if svc.proc is not None and svc.proc.poll() is None:
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(svc.proc.pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT_S
+            deadline = time.monotonic() + self.stop_timeout_s
             for svc in group:
                 if svc.proc is None:
                     continue
@@ -152,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-f", "--procfile", type=Path, default=Path("Procfile"))
     p.add_argument("--max-restarts", type=int, default=5,
                    help="failures in a row (each within a minute of starting) before giving up")
+    p.add_argument("--stop-timeout", type=float, default=STOP_TIMEOUT_S,
+                   help="seconds a process has to exit after SIGTERM before SIGKILL (a Spark "
+                        "job finishes its micro-batch first); default %(default)s")
     p.add_argument("names", nargs="*", help="processes to run (default: all)")
     args = p.parse_args(argv)
     services = parse_procfile(args.procfile.read_text())
@@ -160,7 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             p.error(f"not in {args.procfile}: {', '.join(sorted(unknown))}")
         services = [s for s in services if s.name in args.names]
-    sup = Supervisor(services, max_restarts=args.max_restarts)
+    if not 0 < args.stop_timeout <= 3600:
+        p.error(f"--stop-timeout must be in (0, 3600] seconds, got {args.stop_timeout}")
+    sup = Supervisor(services, max_restarts=args.max_restarts, stop_timeout_s=args.stop_timeout)
 
     def on_signal(signum: int, _frame: object) -> None:
         sup.stopping.set()
