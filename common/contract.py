@@ -50,6 +50,8 @@ paragraph separators."""
 def is_printable_id(value: str) -> bool:
     """True if ``value`` holds no control, format (bidi/RTL override), surrogate, private-use,
     unassigned or line-separator character. Plain spaces are allowed."""
+    if value.isascii():  # the usual id: in ASCII only controls (Cc) are unprintable
+        return value.isprintable()
     return all(unicodedata.category(c) not in _UNPRINTABLE for c in value)
 
 

@@ -42,9 +42,11 @@ class Limits:
     max_future_s: float = 300.0
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Entry:
-    """One validated event as the store keeps it."""
+    """One validated event as the store keeps it. Never changed once built (not declared
+    frozen: a frozen dataclass's ``__init__`` costs about 0.8 us more per event, 1,000 events
+    per tick of the fleet)."""
 
     ts: float  # event timestamp, seconds since the epoch
     vehicle_id: str
@@ -65,22 +67,30 @@ class Malformed(Exception):  # noqa: N818 - it names a kind of message, not a fa
         self.detail = detail
 
 
-def entry_from_event(event: TelemetryEvent) -> Entry:
+_TS_KEY = b'"timestamp":"'
+
+
+def entry_from_event(event: TelemetryEvent, ts: float | None = None) -> Entry:
     # Built with an f-string, not orjson: orjson's bytes objects carry a large spare buffer
     # (measured: ~8 kB of RSS each when kept), and the store keeps ~300,000 trail points.
-    # repr of a finite float is valid JSON; the timestamp format has no characters to escape.
+    # repr of a finite float is valid JSON. The timestamp is the serialised event's own
+    # (format_timestamp's), cut out of it rather than formatted twice: in JSON a bare
+    # '"timestamp":"' can only be that key, as every quote inside a string is escaped.
+    raw = _SERIALIZER.to_json(event)
+    start = raw.index(_TS_KEY) + len(_TS_KEY)
+    stamp = raw[start:raw.index(b'"', start)]
     loc = event.location
-    point = (f'{{"timestamp":"{format_timestamp(event.timestamp)}","lat":{loc.lat!r},'
-             f'"lon":{loc.lon!r},"speed_kmh":{event.speed_kmh!r}}}').encode()
+    point = b'{"timestamp":"%b","lat":%b,"lon":%b,"speed_kmh":%b}' % (
+        stamp, repr(loc.lat).encode(), repr(loc.lon).encode(), repr(event.speed_kmh).encode())
     return Entry(
-        ts=event.timestamp.timestamp(),
-        vehicle_id=event.vehicle_id,
-        violation=event.speeding or event.rpm_over_redline,
-        raw=_SERIALIZER.to_json(event),
-        trail_point=point,
-        lat=loc.lat,
-        lon=loc.lon,
-        speed_kmh=event.speed_kmh,
+        event.timestamp.timestamp() if ts is None else ts,
+        event.vehicle_id,
+        event.speeding or event.rpm_over_redline,
+        raw,
+        point,
+        loc.lat,
+        loc.lon,
+        event.speed_kmh,
     )
 
 
@@ -108,7 +118,7 @@ def decode(value: bytes | None, key: bytes | None, limits: Limits, now: float) -
     if key is None or key != event.vehicle_id.encode():
         shown = "none" if key is None else repr(key[:80])
         raise Malformed("key_mismatch", f"Kafka key {shown} is not the vehicle_id")
-    return entry_from_event(event)
+    return entry_from_event(event, ts)
 
 
 def _classify(exc: ValidationError, value: bytes) -> Malformed:
