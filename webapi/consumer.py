@@ -42,6 +42,9 @@ from webapi.store import TelemetryStore
 log = logging.getLogger(__name__)
 
 MAX_RECORDS = 5000
+CHUNK = 16
+"""Records taken from each partition in turn before the event loop gets a turn (see
+:meth:`TelemetryConsumer._take_fetched`)."""
 
 
 def undecodable(exc: BaseException) -> bool:
@@ -146,7 +149,7 @@ class TelemetryConsumer:
             if time.monotonic() >= check_at:
                 check_at = time.monotonic() + refresh_s
                 tps = await self._add_new_partitions(client, tps)
-            got = 0
+            fetched: list[tuple[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] = []
             for tp in tps:
                 try:
                     batch = await client.getmany(tp, timeout_ms=probe_ms, max_records=MAX_RECORDS)
@@ -155,9 +158,9 @@ class TelemetryConsumer:
                         raise
                     await self._skip_undecodable(client, tp, exc)
                     continue
-                records = batch.get(tp, [])
-                got += len(records)
-                self._take(tp, records)
+                if batch.get(tp):
+                    fetched.append((tp, batch[tp]))
+            got = await self._take_fetched(fetched)
             probe_ms = 0
             if not got:  # wait for data; one record at most, so an error here loses nothing
                 try:
@@ -197,6 +200,22 @@ class TelemetryConsumer:
         log.info("telemetry topic %s: now reading partitions %s", topic,
                  [tp.partition for tp in everything])
         return everything
+
+    async def _take_fetched(
+            self, fetched: list[tuple[TopicPartition, list[ConsumerRecord[bytes, bytes]]]]) -> int:
+        """Take what one pass fetched: CHUNK records of each partition in turn, and between
+        two turns the event loop runs, so WebSocket senders ship each chunk as soon as it is
+        validated. Validating costs about 10 us per event: partition after partition, the
+        first events of the last partition of a tick of 1,000 cars would wait for all the
+        others (tens of ms on a busy machine); taken in turns, a burst spread over the
+        partitions goes out roughly in the order it was produced. A partition's own events
+        keep their order. Returns the records taken."""
+        for start in range(0, max((len(r) for _, r in fetched), default=0), CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            for tp, records in fetched:
+                self._take(tp, records[start:start + CHUNK])
+        return sum(len(records) for _, records in fetched)
 
     def _take(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         if not records:
