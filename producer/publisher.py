@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from common.kafka import Target, backoff, client_options, retry
 
@@ -66,6 +67,31 @@ class PublisherStats:
 class _Plan:
     keys: list[bytes]
     groups: list[tuple[int, np.ndarray]] = field(default_factory=list)
+
+
+def _fill(builder: Any, keys: list[bytes], values: list[bytes], start: int,
+          timestamp_ms: int | None) -> int:
+    """Append records ``start``, ``start + 1``... to ``builder`` until it is full; returns the
+    index of the first record left out. aiokafka's own builder (no serializers) is filled
+    through its compiled record builder directly, as its ``append`` does, without the
+    per-record keyword call and metadata check of the Python wrapper."""
+    inner = getattr(builder, "_builder", None)
+    if (type(builder) is BatchBuilder and inner is not None and not builder._closed
+            and builder._key_serializer is None and builder._value_serializer is None):
+        append, offset = inner.append, builder._relative_offset
+        headers: list[tuple[str, bytes]] = []
+        i, n = start, len(values)
+        while i < n and append(offset, timestamp_ms, keys[i], values[i], headers) is not None:
+            offset += 1
+            i += 1
+        builder._relative_offset = offset
+        if i < n:
+            builder.close()  # full, as the wrapper closes it
+        return i
+    for i in range(start, len(values)):
+        if builder.append(key=keys[i], value=values[i], timestamp=timestamp_ms) is None:
+            return i
+    return len(values)
 
 
 class Publisher:
@@ -152,8 +178,8 @@ class Publisher:
             self._check_feeder()
         for partition, idx in self._plan_for(keys).groups:
             ilist = idx.tolist()
-            self._queue.append(_Batch(partition, [keys[i] for i in ilist],
-                                      [values[i] for i in ilist], timestamp_ms))
+            self._queue.append(_Batch(partition, list(map(keys.__getitem__, ilist)),
+                                      list(map(values.__getitem__, ilist)), timestamp_ms))
             self._queued += len(ilist)
         self._wake.set()
 
@@ -198,19 +224,18 @@ class Publisher:
                 await self._send_one(_Batch(batch.partition, [k], [v], batch.timestamp_ms,
                                             attempts=batch.attempts))
             return
-        builder = producer.create_batch()
-        first = 0
-        for i, (k, v) in enumerate(zip(batch.keys, batch.values, strict=True)):
-            if builder.append(key=k, value=v, timestamp=batch.timestamp_ms) is None:
-                await self._send(builder, _Batch(batch.partition, batch.keys[first:i],
-                                                 batch.values[first:i], batch.timestamp_ms,
-                                                 attempts=batch.attempts))
-                builder = producer.create_batch()
-                first = i
-                builder.append(key=k, value=v, timestamp=batch.timestamp_ms)
-        await self._send(builder, _Batch(batch.partition, batch.keys[first:],
-                                         batch.values[first:], batch.timestamp_ms,
-                                         attempts=batch.attempts))
+        first, n = 0, len(batch.values)
+        while first < n:
+            builder = producer.create_batch()
+            end = _fill(builder, batch.keys, batch.values, first, batch.timestamp_ms)
+            if end == first:  # one record bigger than a batch: it goes alone (or is refused)
+                builder.append(key=batch.keys[first], value=batch.values[first],
+                               timestamp=batch.timestamp_ms)
+                end += 1
+            await self._send(builder, _Batch(batch.partition, batch.keys[first:end],
+                                             batch.values[first:end], batch.timestamp_ms,
+                                             attempts=batch.attempts))
+            first = end
 
     async def _send(self, builder: Any, batch: _Batch) -> None:
         self._order += 1

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from producer.publisher import Publisher
+from aiokafka.producer.message_accumulator import BatchBuilder
+
+from producer.publisher import Publisher, _fill
 
 
 class Retriable(Exception):
@@ -171,3 +173,20 @@ async def test_stop_ends_the_feeder() -> None:
     assert feeder is not None and not feeder.done()
     await pub.stop()
     assert feeder.done() and pub._producer is None
+
+
+def test_fill_builds_the_batch_aiokafka_append_builds() -> None:
+    """``_fill`` appends through aiokafka's compiled builder; the batch bytes, the record count
+    and where it stops when full are the wrapper's."""
+    keys, values = _tick(0, 400)
+    values = [v * 40 for v in values]
+    fast, slow = BatchBuilder(16 * 1024, 0), BatchBuilder(16 * 1024, 0)
+    end = _fill(fast, keys, values, 3, 1_700_000_000_000)
+    i = 3
+    while slow.append(key=keys[i], value=values[i], timestamp=1_700_000_000_000) is not None:
+        i += 1
+    assert 3 < end == i < 400
+    assert fast.record_count() == slow.record_count() == end - 3 and fast.closed()
+    assert fast._build() == slow._build()
+    other = BatchBuilder(1 << 20, 0)
+    assert _fill(other, keys, values, 0, None) == 400 and other.record_count() == 400
