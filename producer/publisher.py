@@ -112,6 +112,7 @@ class Publisher:
         self._failed: list[_Batch] = []
         self._queue: deque[_Batch] = deque()  # handed over by publish, not yet to aiokafka
         self._queued = 0  # records in _queue
+        self._last_queued: dict[int, _Batch] = {}  # per partition: its batch last queued
         self._feeder: asyncio.Task[None] | None = None
         self._feeding = False  # the feeder is between taking a batch and handing it over
         self._wake = asyncio.Event()
@@ -178,8 +179,18 @@ class Publisher:
             self._check_feeder()
         for partition, idx in self._plan_for(keys).groups:
             ilist = idx.tolist()
-            self._queue.append(_Batch(partition, list(map(keys.__getitem__, ilist)),
-                                      list(map(values.__getitem__, ilist)), timestamp_ms))
+            pkeys = list(map(keys.__getitem__, ilist))
+            pvalues = list(map(values.__getitem__, ilist))
+            last = self._last_queued.get(partition)
+            if last is not None and last.timestamp_ms == timestamp_ms:
+                # the partition's records of an earlier tick still wait: these join them, so
+                # aiokafka gets full batches (it sends one batch per partition per request)
+                last.keys.extend(pkeys)
+                last.values.extend(pvalues)
+            else:
+                batch = _Batch(partition, pkeys, pvalues, timestamp_ms)
+                self._queue.append(batch)
+                self._last_queued[partition] = batch
             self._queued += len(ilist)
         self._wake.set()
 
@@ -198,6 +209,8 @@ class Publisher:
                 await self._resend_failed()  # everything after a failure waits for its re-send
                 if self._queue:
                     batch = self._queue.popleft()
+                    if self._last_queued.get(batch.partition) is batch:
+                        del self._last_queued[batch.partition]
                     self._feeding = True
                     try:
                         self._queued -= len(batch.values)

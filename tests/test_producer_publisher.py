@@ -36,6 +36,7 @@ class FakeProducer:
     def __init__(self, **options: Any) -> None:
         self.options = options
         self.sent: list[tuple[int, list[bytes], asyncio.Future[None]]] = []
+        self.gate: asyncio.Event | None = None  # when set up: send_batch waits for it
 
     async def start(self) -> None:
         pass
@@ -51,6 +52,8 @@ class FakeProducer:
 
     async def send_batch(self, builder: FakeBuilder, topic: str, *,
                          partition: int) -> asyncio.Future[None]:
+        if self.gate is not None:  # as aiokafka waits for the partition's queued batch
+            await self.gate.wait()
         fut = asyncio.get_running_loop().create_future()
         self.sent.append((partition, [v for _, v in builder.records], fut))
         return fut
@@ -161,6 +164,33 @@ async def test_a_failed_batch_goes_again_before_newer_records() -> None:
         assert pub.stats.errors == 1 and pub.stats.sent == 240 and pub.unacknowledged() == 0
         acked = [v for _, values, fut in fake.sent if not fut.exception() for v in values]
         assert sorted(acked) == sorted(_tick(0)[1] + _tick(1)[1])  # each once
+    finally:
+        await pub.stop()
+
+
+async def test_ticks_waiting_for_the_client_join_into_bigger_batches() -> None:
+    pub, fake = await _publisher()
+    fake.create_batch = lambda: FakeBuilder(100)  # type: ignore[method-assign]
+    fake.gate = asyncio.Event()
+    try:
+        for k in range(4):
+            await pub.publish(*_tick(k))
+            await _settle()
+        assert fake.sent == [] and pub.unacknowledged() == 480
+        fake.gate.set()
+        flush = asyncio.create_task(pub.flush())
+        while not flush.done():
+            fake.ack()
+            await _settle()
+        await flush
+        assert pub.stats.sent == 480
+        # ticks 1 to 3 waited behind tick 0: per partition they went as one run of records
+        mixed = [values for _, values, _ in fake.sent
+                 if len({v.split(b":")[0] for v in values}) > 1]
+        assert mixed and len(fake.sent) < 4 * 3
+        for part in (0, 1, 2):
+            order = [v for p, values, _ in fake.sent if p == part for v in values]
+            assert order == sorted(order, key=lambda v: int(v.split(b":")[0]))
     finally:
         await pub.stop()
 
