@@ -249,6 +249,7 @@ def main() -> None:
             events = 10_000 if fleet == 1 else args.events
             res: dict[str, list[float]] = {"process": [], "daemon": [], "java": [], "send": [],
                                            "batch": []}
+            load0 = os.getloadavg()[0]
             for _ in range(args.reps):
                 def fresh() -> str:
                     t = f"bench-{uuid.uuid4().hex[:8]}"
@@ -265,7 +266,8 @@ def main() -> None:
             med = {k: statistics.median(v) for k, v in res.items()}
             rows.append((fleet, med))
             print(f"  fleet {fleet}: " + ", ".join(
-                f"{k} {[round(x) for x in v]}" for k, v in res.items()), flush=True)
+                f"{k} {[round(x) for x in v]}" for k, v in res.items())
+                + f"; load average {load0:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)
         print()
         print(f"medians of {args.reps} runs, events/s, acks=all, idempotent, {size} B records")
         print("| vehicles | `python -m producer` process, by topic offsets | Kafka "
