@@ -87,3 +87,140 @@ def test_the_decoders_shortcuts_give_what_the_long_ways_give() -> None:
             "timestamp": format_timestamp(when), "lat": -33.5, "lon": 151.25, "speed_kmh": 12.5}
         assert entry.ts == when.timestamp()
         assert orjson.loads(entry.raw) == orjson.loads(value)
+
+
+class Topic:
+    """The records of each partition; ``published`` of them are on the topic so far."""
+
+    def __init__(self, partitions: int, per_partition: int) -> None:
+        self.records = {TopicPartition(TOPIC, p): [record(p, i, f"CAR{p}", i)
+                                                   for i in range(per_partition)]
+                        for p in range(partitions)}
+        self.published = 0
+
+
+class StandIn:
+    """An AIOKafkaConsumer stand-in reading ``topic``; a ``stuck`` one fetches nothing (what
+    a client did once after a broker restart)."""
+
+    def __init__(self, topic: Topic, stuck: bool) -> None:
+        self.topic, self.stuck = topic, stuck
+        self.pos: dict[TopicPartition, int] = {}
+        self.stopped = False
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def assign(self, tps: list[TopicPartition]) -> None:
+        self.pos = {tp: 0 for tp in tps}
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.pos)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.pos[tp] = offset
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.pos[tp]
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.topic.published for tp in tps}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {tp.partition for tp in self.topic.records}
+
+    async def getmany(self, *tps: TopicPartition, timeout_ms: int = 0,
+                      max_records: int | None = None) -> dict:
+        out = {}
+        if not self.stuck:
+            for tp in tps or tuple(self.pos):
+                end = min(self.topic.published, self.pos[tp] + (max_records or 10**9))
+                if end > self.pos[tp]:
+                    out[tp] = self.topic.records[tp][self.pos[tp]:end]
+                    self.pos[tp] = end
+        if not out:
+            await asyncio.sleep(min(timeout_ms, 50) / 1000)
+        return out
+
+
+def with_stand_ins(monkeypatch, topic: Topic, *clients: StandIn) -> TelemetryConsumer:
+    """A consumer whose clients are ``clients`` in turn (the last one again after that)."""
+    import webapi.consumer as module
+
+    made: list[StandIn] = []
+
+    def make_consumer(*args, **kwargs) -> StandIn:
+        made.append(clients[min(len(made), len(clients) - 1)])
+        return made[-1]
+
+    async def await_partitions(*args, **kwargs) -> list[TopicPartition]:
+        return sorted(topic.records)
+
+    monkeypatch.setattr(module, "make_consumer", make_consumer)
+    monkeypatch.setattr(module, "await_partitions", await_partitions)
+    monkeypatch.setattr(module, "STALL_S", 0.3)
+    monkeypatch.setattr(module, "backoff", lambda attempt: 0.01)
+    c = consumer()
+    c.settings = Settings(kafka_topic=TOPIC, backfill_seconds=0)
+    return c
+
+
+async def until(predicate, seconds: float = 10.0) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+
+
+async def test_a_client_that_receives_nothing_while_the_topic_grows_is_replaced(
+        monkeypatch) -> None:
+    topic = Topic(partitions=2, per_partition=5)
+    stuck, healthy = StandIn(topic, stuck=True), StandIn(topic, stuck=False)
+    c = with_stand_ins(monkeypatch, topic, stuck, healthy)
+    c.start()
+    try:
+        await until(lambda: c.assigned.is_set())
+        topic.published = 5  # written after the consumer started, never fetched by ``stuck``
+        await until(lambda: c.store.consumed_total == 10)
+        # replaced, and the new client went on from where the stuck one was: nothing skipped
+        assert c.store.consumed_total == 10 and c.connects == 2 and stuck.stopped
+        assert not c.stopped
+    finally:
+        await c.close()
+
+
+async def test_an_idle_topic_keeps_its_client(monkeypatch) -> None:
+    topic = Topic(partitions=2, per_partition=3)
+    topic.published = 3  # all before the start: read from the end, nothing new comes
+    client = StandIn(topic, stuck=False)
+    c = with_stand_ins(monkeypatch, topic, client)
+    c.start()
+    try:
+        await until(lambda: c.assigned.is_set())
+        await asyncio.sleep(1.2)  # four stall windows
+        assert c.store.consumed_total == 0 and c.connects == 1 and not client.stopped
+        assert c.positions == {tp: 3 for tp in topic.records}
+    finally:
+        await c.close()
+
+
+async def test_an_unexpected_error_restarts_the_client_rather_than_ending_the_consumer(
+        monkeypatch) -> None:
+    class Broken(StandIn):
+        async def start(self) -> None:
+            raise RuntimeError("not a Kafka error")
+
+    topic = Topic(partitions=1, per_partition=4)
+    healthy = StandIn(topic, stuck=False)
+    c = with_stand_ins(monkeypatch, topic, Broken(topic, stuck=False), healthy)
+    c.start()
+    try:
+        await until(lambda: c.assigned.is_set())
+        topic.published = 4
+        await until(lambda: c.store.consumed_total == 4)
+        assert c.store.consumed_total == 4 and c.connects == 2 and not c.stopped
+    finally:
+        await c.close()

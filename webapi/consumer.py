@@ -45,6 +45,13 @@ MAX_RECORDS = 5000
 CHUNK = 16
 """Records taken from each partition in turn before the event loop gets a turn (see
 :meth:`TelemetryConsumer._take_fetched`)."""
+STALL_S = 15.0
+"""Nothing taken for this long: the consumer asks whether the topic has records past its
+positions, and if so (or if it cannot tell within as long) replaces its client."""
+
+
+class Stalled(Exception):  # noqa: N818 - a state of the consumer, named as the log says it
+    """The client receives nothing although the topic has records it has not read."""
 
 
 def undecodable(exc: BaseException) -> bool:
@@ -102,8 +109,10 @@ class TelemetryConsumer:
                     await self._assign(client)
                     attempt = 0
                     await self._loop(client)
-                except KafkaError as exc:
+                except (KafkaError, Stalled) as exc:
                     self._log.warning("kafka", "telemetry consumer: %s; retrying", exc)
+                except Exception:  # never a dead consumer behind an API that says ok
+                    log.exception("telemetry consumer failed; starting a new client")
                 finally:
                     await finish_first(client.stop())
                 attempt += 1
@@ -118,9 +127,11 @@ class TelemetryConsumer:
             waiting=lambda: self._log.warning("no-topic", "waiting for topic %r to exist", topic))
         client.assign(tps)
         await finish_first(self._seek_backfill(client, tps))
-        for tp in tps:  # after a reconnect: resume, do not replay
+        for tp in tps:  # after a reconnect: resume, do not replay (nor skip what came since)
             if tp in self.positions:
                 client.seek(tp, self.positions[tp])
+            else:
+                self.positions[tp] = await client.position(tp)
         self.assigned.set()
 
     async def _seek_backfill(self, client: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
@@ -145,6 +156,7 @@ class TelemetryConsumer:
         probe_ms = 0
         refresh_s = self.settings.metadata_refresh_s
         check_at = time.monotonic() + refresh_s
+        taken_at = time.monotonic()  # when a record was last taken (or the loop started)
         while True:
             if time.monotonic() >= check_at:
                 check_at = time.monotonic() + refresh_s
@@ -173,10 +185,35 @@ class TelemetryConsumer:
                     batch, probe_ms = {}, 200
                 for tp, records in batch.items():
                     self._take(tp, records)
+                    got += len(records)
+            now = time.monotonic()
+            if got:
+                taken_at = now
+            elif now - taken_at >= STALL_S:
+                taken_at = now  # asked again one window later
+                await self._check_progress(client, tps)
             self.metrics.vehicles.set(len(store.latest))
             if store.evicted_total > self._evicted_seen:
                 self.metrics.evicted.inc(store.evicted_total - self._evicted_seen)
                 self._evicted_seen = store.evicted_total
+
+    async def _check_progress(self, client: AIOKafkaConsumer,
+                              tps: list[TopicPartition]) -> None:
+        """Nothing taken for STALL_S: raise :class:`Stalled` if the topic's end offsets are
+        past the client's positions (or it cannot say within STALL_S), so that :meth:`run`
+        replaces the client, which resumes from ``positions``. Once, after a broker of a
+        cluster was killed and restarted, a web API received nothing for minutes while the
+        producers wrote on; a new client (new connections, fresh metadata) reads on. An idle
+        topic (the simulation stopped) passes."""
+        try:
+            end = await asyncio.wait_for(client.end_offsets(tps), STALL_S)
+            here = {tp: await asyncio.wait_for(client.position(tp), STALL_S) for tp in tps}
+        except TimeoutError:
+            raise Stalled(f"no end offsets or positions within {STALL_S:g} s") from None
+        unread = {tp.partition: end[tp] - here[tp] for tp in tps if end[tp] > here[tp]}
+        if unread:
+            raise Stalled(f"nothing received for {STALL_S:g} s while the topic has records "
+                          f"past this consumer's positions (unread per partition: {unread})")
 
     async def _add_new_partitions(self, client: AIOKafkaConsumer,
                                   tps: list[TopicPartition]) -> list[TopicPartition]:
