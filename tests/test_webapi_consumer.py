@@ -42,15 +42,21 @@ def consumer() -> TelemetryConsumer:
 async def test_a_fetch_is_taken_partition_by_partition_in_turns_with_the_loop_between() -> None:
     c = consumer()
     sub = c.hub.subscribe(None)
+    batch_client = c.hub.subscribe(None, batch_tick=0.05)
+    group = batch_client.group
+    assert group is not None
     per_partition = CHUNK * 2 + 3  # two whole chunks and a part, in each of three partitions
     fetched = [(TopicPartition(TOPIC, p),
                 [record(p, 100 + i, f"P{p}CAR{i % 4}", i) for i in range(per_partition)])
                for p in range(3)]
     seen_between: list[int] = []  # what a sender would find queued when it gets a turn
 
+    group_woken: list[bool] = []
+
     async def sender() -> None:
         while True:
             seen_between.append(len(sub.queue))
+            group_woken.append(group.wake.is_set())
             await asyncio.sleep(0)
 
     task = asyncio.create_task(sender())
@@ -67,6 +73,15 @@ async def test_a_fetch_is_taken_partition_by_partition_in_turns_with_the_loop_be
     assert [n for n in seen_between if 0 < n < 3 * per_partition] == [3 * CHUNK, 6 * CHUNK]
     assert c.positions == {tp: 100 + per_partition for tp, _ in fetched}
     assert c.store.consumed_total == 3 * per_partition
+    # batch clients: held during the turns, then the whole pass in one frame
+    assert not any(group_woken) and not batch_client.queue
+    c.hub.release()
+    for _ in range(100):
+        if batch_client.queue:
+            break
+        await asyncio.sleep(0.01)
+    assert [len(orjson.loads(f)["items"]) for f in batch_client.queue] == [3 * per_partition]
+    c.hub.unsubscribe(batch_client)
 
 
 def test_the_decoders_shortcuts_give_what_the_long_ways_give() -> None:

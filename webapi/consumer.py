@@ -173,6 +173,7 @@ class TelemetryConsumer:
                 if batch.get(tp):
                     fetched.append((tp, batch[tp]))
             got = await self._take_fetched(fetched)
+            self.hub.release()
             probe_ms = 0
             if not got:  # wait for data; one record at most, so an error here loses nothing
                 try:
@@ -183,7 +184,7 @@ class TelemetryConsumer:
                     # Some partition's batch is undecodable, but the error does not say which:
                     # the next pass waits on each partition alone, so its refetch fails there.
                     batch, probe_ms = {}, 200
-                for tp, records in batch.items():
+                for tp, records in batch.items():  # released with the rest of its burst
                     self._take(tp, records)
                     got += len(records)
             now = time.monotonic()
@@ -246,7 +247,8 @@ class TelemetryConsumer:
         first events of the last partition of a tick of 1,000 cars would wait for all the
         others (tens of ms on a busy machine); taken in turns, a burst spread over the
         partitions goes out roughly in the order it was produced. A partition's own events
-        keep their order. Returns the records taken."""
+        keep their order. Batch clients get the pass in one frame (see Hub.publish's
+        ``hold``). Returns the records taken."""
         for start in range(0, max((len(r) for _, r in fetched), default=0), CHUNK):
             if start:
                 await asyncio.sleep(0)
@@ -272,7 +274,7 @@ class TelemetryConsumer:
         self.positions[tp] = records[-1].offset + 1
         if entries:
             self.metrics.consumed.inc(len(entries))
-            self.hub.publish(entries)
+            self.hub.publish(entries, hold=True)  # batch groups: released after each pass
 
     async def _skip_undecodable(self, client: AIOKafkaConsumer, tp: TopicPartition,
                                 exc: Exception) -> None:

@@ -177,7 +177,12 @@ class Hub(ClientCaps):
             self._left(sub.address)
         self.metrics.ws_clients.set(len(self.subscribers))
 
-    def publish(self, entries: Sequence[Entry]) -> None:
+    def publish(self, entries: Sequence[Entry], *, hold: bool = False) -> None:
+        """Queue ``entries`` for every client they fit. Per-event clients are woken at once;
+        batch groups too, unless ``hold``: the consumer holds them while it takes one fetch
+        in turns (webapi.consumer) and calls :meth:`release` after the last turn, so that a
+        group idle until then sends the whole burst in one frame, not its first turn alone
+        and the rest a tick later."""
         if not entries:
             return
         dropped = 0
@@ -199,8 +204,15 @@ class Hub(ClientCaps):
                 dropped += overflow * len(group.members)
             pending.extend(fit)
             group.total += len(fit)
-            group.wake.set()
+            if not hold:
+                group.wake.set()
         self._count_dropped(dropped)
+
+    def release(self) -> None:
+        """Wake the batch groups holding events that :meth:`publish` was told to hold."""
+        for group in self.groups.values():
+            if group.pending:
+                group.wake.set()
 
     @staticmethod
     def _queue_events(sub: Subscriber, entries: Sequence[Entry], frames: list[bytes]) -> int:
