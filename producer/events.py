@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import orjson
@@ -112,6 +114,39 @@ def _stamps(ts: datetime, offsets_us: np.ndarray | None, n: int,
     return out.view(f"S{out.shape[1]}").reshape(-1)
 
 
+class _Steps:
+    """The text of the numbers ``k / scale`` (``scale`` None: the integers ``k``) for
+    k = 0, 1, 2, ... between ``before`` and ``after``, looked up instead of written: a field
+    with few distinct values (a speed in tenths, a gear) costs an index, not a number to
+    format. ``texts(x)`` is None when ``x`` has a value the table cannot hold (negative,
+    negative zero, too big): the caller then writes them."""
+
+    LIMIT = 1 << 20
+
+    def __init__(self, scale: float | None, before: bytes, after: bytes) -> None:
+        self.scale, self.before, self.after = scale, before, after
+        self.table = np.empty(0, dtype=object)
+
+    def texts(self, x: np.ndarray) -> np.ndarray | None:
+        """``x`` rounded as ``np.round(x, digits)`` rounds it (or integers), as texts."""
+        k = x.astype(np.int64) if self.scale is None else np.rint(x * self.scale)
+        if k.size == 0:
+            return np.empty(0, dtype=object)
+        top, low = k.max(), k.min()
+        if low < 0 or top >= self.LIMIT or (self.scale is not None and np.signbit(x).any()):
+            return None
+        if top >= self.table.size:
+            self._grow(int(top) + 1)
+        return np.asarray(self.table[k.astype(np.int64)])
+
+    def _grow(self, n: int) -> None:
+        n = max(n, 2 * self.table.size)
+        ks = np.arange(self.table.size, n)
+        values = ks if self.scale is None else ks / self.scale  # as np.round divides
+        self.table = np.concatenate([self.table, _table(
+            [self.before + t + self.after for t in _dumps(values)[1:-1].split(b",")])])
+
+
 _AFTER_STAMP = b'","location":{"lat":'
 _FAULT_TEXTS = _table([b',"fault_codes":' + orjson.dumps(codes)
                        for codes in [[c] for c in DTC_CODES] + [[]]])  # index -1: no fault
@@ -164,7 +199,24 @@ class Encoder:
             b',"road_type":' + orjson.dumps(rt) + b',"speed_limit_kmh":' + orjson.dumps(lim)
             for rt, lim in zip(np.array(ROAD_TYPES)[net.edge_type].tolist(), limit,
                                strict=True)])
-        self._heading = np.round(net.edge_heading, 1) % 360.0
+        self._heading_texts = _table(_rows([np.round(net.edge_heading, 1) % 360.0], [],
+                                           b',"odometer_km":'))
+        for i, text in enumerate(self._heading_texts.tolist()):
+            self._heading_texts[i] = b',"heading_deg":' + text
+        # fields with few distinct values: looked up (see _Steps)
+        self._speed = _Steps(10.0, b'},"speed_kmh":', b',"engine_rpm":')
+        self._rpm = _Steps(None, b"", b',"gear":')
+        self._gear = _Steps(None, b"", b',"fuel_level_pct":')
+        self._fuel = _Steps(100.0, b"", b"")
+
+    @staticmethod
+    def _column(steps: _Steps, x: np.ndarray, rounded: Callable[[], np.ndarray]) -> Any:
+        """The texts of ``rounded()`` (the field's value) with the table's text around them:
+        looked up from ``x``, or written when the table cannot hold a value."""
+        texts = steps.texts(x)
+        if texts is not None:
+            return texts
+        return [steps.before + t + steps.after for t in _rows([rounded()], [])]
 
     # the rows; replacing one list drops the cached text (rebuilt from the lists when used)
     @property
@@ -282,22 +334,26 @@ class Encoder:
         speeding = speed > limit + self.tolerance
         rpm = s.rpm[idx]
         over = rpm > self.redline
-        # the event's text in 11 columns, each a piece per event
-        cols = np.empty((n, 11), dtype=object)
+        # the event's text in 14 columns, each a piece per event
+        cols = np.empty((n, 14), dtype=object)
         cols[:, 0] = self._heads[idx]
         cols[:, 1] = _stamps(ts, None if ahead_s is None else np.rint(ahead_s * 1e6), n,
                              _AFTER_STAMP)
-        cols[:, 2] = _rows([np.round(lat, 6), np.round(lon, 6), speed],
-                           [b',"lon":', b'},"speed_kmh":'], b',"engine_rpm":')
-        cols[:, 3] = _rows([rpm, s.gear[idx]], [b',"gear":'], b',"fuel_level_pct":')
-        cols[:, 4] = _rows([np.round(s.fuel[idx], 2)], [])
-        cols[:, 5] = _FAULT_TEXTS[s.fault[idx]]
-        cols[:, 6] = self._edge_texts[edge]
-        cols[:, 7] = _FLAG_TEXTS[speeding.astype(np.int64) * 2 + over]
-        cols[:, 8] = _rows([s.seq[idx]], [], b',"heading_deg":')
-        cols[:, 9] = _rows([self._heading[edge], np.round(s.odo[idx], 3)],
-                           [b',"odometer_km":'])
-        cols[:, 10] = self._tail_texts(s, idx)
+        cols[:, 2] = _rows([np.round(lat, 6), np.round(lon, 6)], [b',"lon":'])
+        x = v * 3.6
+        cols[:, 3] = self._column(self._speed, x, lambda: np.round(x, 1))
+        cols[:, 4] = self._column(self._rpm, rpm, lambda: rpm)
+        gear = s.gear[idx]
+        cols[:, 5] = self._column(self._gear, gear, lambda: gear)
+        fuel = s.fuel[idx]
+        cols[:, 6] = self._column(self._fuel, fuel, lambda: np.round(fuel, 2))
+        cols[:, 7] = _FAULT_TEXTS[s.fault[idx]]
+        cols[:, 8] = self._edge_texts[edge]
+        cols[:, 9] = _FLAG_TEXTS[speeding.astype(np.int64) * 2 + over]
+        cols[:, 10] = _rows([s.seq[idx]], [])
+        cols[:, 11] = self._heading_texts[edge]
+        cols[:, 12] = _rows([np.round(s.odo[idx], 3)], [])
+        cols[:, 13] = self._tail_texts(s, idx)
         events = b"".join(cols.ravel().tolist()).split(b"\n")
         events.pop()  # after the last newline
         return events
