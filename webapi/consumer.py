@@ -6,7 +6,13 @@ offset newer than ``backfill_seconds`` ago, but no more than ``backfill_max_per_
 events, so a restarted web API shows history at once. Partitions added to the topic while it
 runs are picked up without a restart: the client refreshes the topic's metadata every
 WEBAPI_METADATA_REFRESH_S and a new partition is read from its beginning. After a lost
-connection it resumes where it was, so nothing is replayed twice.
+connection it resumes where it was, so nothing is replayed twice. A client that takes nothing
+for STALL_S while the topic has records past its positions is replaced the same way, and so is
+one that fails with an unexpected error: the consumer itself never ends before shutdown.
+
+A fetch is validated and published in turns of CHUNK records per partition with the event
+loop between turns, so per-event WebSocket clients get the first events of a burst while the
+rest is still being validated (see :meth:`TelemetryConsumer._take_fetched`).
 
 A record the Kafka client cannot decode (a batch compressed with a codec it lacks, a
 corrupt batch) is counted as malformed (``undecodable``) and skipped, one offset at a time,
