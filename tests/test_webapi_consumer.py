@@ -239,3 +239,22 @@ async def test_an_unexpected_error_restarts_the_client_rather_than_ending_the_co
         assert c.store.consumed_total == 4 and c.connects == 2 and not c.stopped
     finally:
         await c.close()
+
+
+async def test_a_position_that_never_comes_replaces_the_client(monkeypatch) -> None:
+    class Resetting(StandIn):  # aiokafka waits for an out-of-range reset as long as it takes
+        async def position(self, tp: TopicPartition) -> int:
+            await asyncio.Event().wait()
+            return 0
+
+    topic = Topic(partitions=2, per_partition=3)
+    resetting, healthy = Resetting(topic, stuck=False), StandIn(topic, stuck=False)
+    c = with_stand_ins(monkeypatch, topic, resetting, healthy)
+    c.start()
+    try:
+        await until(lambda: c.assigned.is_set())
+        topic.published = 3
+        await until(lambda: c.store.consumed_total == 6)
+        assert c.store.consumed_total == 6 and c.connects == 2 and resetting.stopped
+    finally:
+        await c.close()

@@ -60,6 +60,16 @@ class Stalled(Exception):  # noqa: N818 - a state of the consumer, named as the 
     """The client receives nothing although the topic has records it has not read."""
 
 
+async def position(client: AIOKafkaConsumer, tp: TopicPartition) -> int:
+    """The client's position in ``tp``. aiokafka waits for a position being reset (after an
+    out-of-range offset) as long as that takes, which needs the partition's leader: at most
+    STALL_S here, then :class:`Stalled`."""
+    try:
+        return await asyncio.wait_for(client.position(tp), STALL_S)
+    except TimeoutError:
+        raise Stalled(f"no position in partition {tp.partition} within {STALL_S:g} s") from None
+
+
 def undecodable(exc: BaseException) -> bool:
     """Whether an error from ``getmany`` means a record batch could not be decoded (codec
     missing, decompression failed, corrupt batch) rather than a broken connection."""
@@ -137,7 +147,7 @@ class TelemetryConsumer:
             if tp in self.positions:
                 client.seek(tp, self.positions[tp])
             else:
-                self.positions[tp] = await client.position(tp)
+                self.positions[tp] = await position(client, tp)
         self.assigned.set()
 
     async def _seek_backfill(self, client: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
@@ -214,7 +224,7 @@ class TelemetryConsumer:
         topic (the simulation stopped) passes."""
         try:
             end = await asyncio.wait_for(client.end_offsets(tps), STALL_S)
-            here = {tp: await asyncio.wait_for(client.position(tp), STALL_S) for tp in tps}
+            here = {tp: await position(client, tp) for tp in tps}
         except TimeoutError:
             raise Stalled(f"no end offsets or positions within {STALL_S:g} s") from None
         unread = {tp.partition: end[tp] - here[tp] for tp in tps if end[tp] > here[tp]}
@@ -232,7 +242,7 @@ class TelemetryConsumer:
                not in tps]
         if not new:
             return tps
-        kept = {tp: await client.position(tp) for tp in tps}
+        kept = {tp: await position(client, tp) for tp in tps}
         everything = sorted([*tps, *new])
         client.assign(everything)
         for tp, offset in kept.items():
@@ -289,7 +299,7 @@ class TelemetryConsumer:
         The client does not say where the bad batch ends, so a batch of n records costs n
         fetches; each is counted, as each record is lost to us.
         """
-        offset = await client.position(tp)
+        offset = await position(client, tp)
         client.seek(tp, offset + 1)
         self.positions[tp] = offset + 1
         detail = f"{type(exc).__name__}: {exc}"
