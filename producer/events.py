@@ -6,14 +6,15 @@ parked; ``vehicle_type`` is car, van or truck.
 
 The hot path (``Encoder.encode``) writes the JSON of a whole tick a column at a time, with no
 Python work per event: the bytes are exactly those of ``orjson.dumps`` of each event's dict
-(tests/test_producer_encode.py checks it against that dict, field by field and byte for
-byte). Runs of numeric fields go through one ``orjson.dumps`` of a 2-d array whose rows hold
-sentinel numbers between the fields, then each sentinel's text is replaced by the JSON text
-that separates those fields (``_rows``); text that depends only on the car (its id; its trip
-id, ignition and type) or on its road segment (type, limit, heading) is cached; timestamps
-are written from integer arithmetic; one ``bytes.join`` assembles the tick and one split on
-newlines (JSON text never holds a raw one) cuts it into events. ``Encoder.events`` parses the
-same bytes into ``TelemetryEvent`` models.
+(tests/test_producer_encode.py checks it against that dict, byte for byte). Numeric columns
+go through one ``orjson.dumps`` each (lat and lon together: a 2-d array with sentinel numbers
+between the fields, each sentinel's text then replaced by the JSON between them, ``_rows``);
+fields with few distinct values (speed, rpm, gear, fuel) are looked up from tables of their
+texts (``_Steps``); text that depends only on the car (its id; its trip id, ignition and type)
+or on its road segment (type, limit, heading) is cached; timestamps are written from integer
+arithmetic; one ``bytes.join`` assembles the tick and one split on newlines (JSON text never
+holds a raw one) cuts it into events. ``Encoder.events`` parses the same bytes into
+``TelemetryEvent`` models.
 """
 
 from __future__ import annotations

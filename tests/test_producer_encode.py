@@ -13,7 +13,7 @@ import pytest
 
 from common.contract import EVENT_FIELDS, SCHEMA_VERSION, TelemetryEvent, format_timestamp
 from producer.builtin import warsaw
-from producer.events import Encoder, _rows, _stamps
+from producer.events import Encoder, _rows, _stamps, _Steps
 from producer.fleet import stop_lines
 from producer.roads import ROAD_TYPES
 from producer.sim import Simulation
@@ -134,3 +134,15 @@ def test_rows_write_the_digits_orjson_writes() -> None:
     assert _rows([ints], [], b"#") == [orjson.dumps(x) + b"#" for x in ints.tolist()]
     assert _rows([ints[:3]], []) == [orjson.dumps(x) for x in ints[:3].tolist()]
     assert _rows([a[:0], b[:0]], [b"|"]) == []
+
+
+def test_looked_up_texts_are_orjson_texts_and_odd_values_are_written() -> None:
+    steps = _Steps(10.0, b"<", b">")
+    x = np.concatenate([np.linspace(0.0, 250.0, 10_001), [0.05, 0.15, 99.95, 1e-9]])
+    got = steps.texts(x)
+    assert got is not None
+    assert got.tolist() == [b"<" + orjson.dumps(v) + b">" for v in np.round(x, 1).tolist()]
+    for odd in (-0.0, -1.0, 1e12):  # negative zero, negative, too big: the caller writes them
+        assert steps.texts(np.array([1.0, odd])) is None
+    ints = _Steps(None, b"", b",")
+    assert ints.texts(np.array([7, 0, 6200], dtype=np.int32)).tolist() == [b"7,", b"0,", b"6200,"]
