@@ -7,11 +7,13 @@ events generated here with orjson; 0.01 % malformed) to a fresh topic, then, per
 
 * baseline: the same Kafka connector reads the whole backlog in one availableNow query with
   a no-op sink and counts it (a streaming read, the job's code path minus the work);
-* parse: the baseline plus the job's parse (``from_json`` and the validity check), counted;
+* stages: the baseline plus the job's per-record work step by step, each counted: the value
+  cast to a string; ``from_json`` with the full schema; the job's whole parse (``from_json``,
+  the validity check, the slim rows the job caches);
 * job: ``analytics.job.run`` in once mode (one query, the batch parsed once, windows,
   malformed records, parquet), from a fresh checkpoint and output folder.
 
-Prints events/s for both, medians over the repetitions, and the ratio job/baseline. One
+Prints events/s for each, medians over the repetitions, and each one's ratio to the baseline. One
 SparkSession (local[2] unless --master) serves every run. Starts its own broker on free ports
 in a temp folder unless --bootstrap or KAFKA_BOOTSTRAP_SERVERS names one. The machine is
 shared and has 2 cores: numbers are noisy, compare medians of the same run only.
@@ -141,20 +143,61 @@ def baseline(spark, bootstrap: str, topic: str, work: Path) -> tuple[float, int]
     return elapsed, records
 
 
-def parse_only(spark, bootstrap: str, topic: str, work: Path) -> tuple[float, int]:
-    """The baseline plus the job's parse (from_json and the validity check), counted: the
-    least any job that looks inside every record does."""
+def _text():
     from pyspark.sql import functions as F
 
-    from analytics.transforms import parse
+    return F.col("value").cast("string")
+
+
+def _cast(raw):
+    from pyspark.sql import functions as F
+
+    return raw.select(_text().alias("text")), [F.sum(F.length("text")).alias("chars")]
+
+
+def _from_json(raw):
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    from analytics.schema import EVENT_SCHEMA
+    from analytics.transforms import CORRUPT
+
+    schema = T.StructType([*EVENT_SCHEMA.fields, T.StructField(CORRUPT, T.StringType())])
+    parsed = raw.select(F.from_json(_text(), schema, {
+        "mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}).alias("e")).select("e.*")
+    return parsed, [F.count_if(F.col(f).isNotNull()).alias(f) for f in schema.names]
+
+
+def _parse(raw):
+    from pyspark.sql import functions as F
+
+    from analytics.transforms import parse, slim
+
+    rows = slim(parse(raw), "1 minute")
+    return rows, [F.count_if(F.col("reason").isNull()).alias("valid"),
+                  F.max("window_end").alias("last_window")]
+
+
+STAGES = {
+    "cast": ("read + cast(value as string)", _cast),
+    "from_json": ("read + from_json (the full schema)", _from_json),
+    "parse": ("read + the job's parse (from_json, validity, slim rows)", _parse),
+}
+"""Rows between the baseline and the job: what reading and parsing alone cost (each
+counted, every column it produces used by an observed metric so nothing is pruned)."""
+
+
+def stage(spark, bootstrap: str, topic: str, work: Path, name: str) -> tuple[float, int]:
+    """The baseline's read plus one step of the job's per-record work, counted."""
+    from pyspark.sql import functions as F
 
     raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap)
            .option("subscribe", topic).option("startingOffsets", "earliest").load())
-    counted = parse(raw).observe("count", F.count(F.lit(1)).alias("records"),
-                                 F.count_if(F.col("reason").isNull()).alias("valid"))
+    frame, metrics = STAGES[name][1](raw)
+    counted = frame.observe("count", F.count(F.lit(1)).alias("records"), *metrics)
     t0 = time.perf_counter()
-    query = (counted.writeStream.format("noop").queryName(f"parse_{uuid.uuid4().hex[:6]}")
-             .option("checkpointLocation", str(work / "parse-ckpt"))
+    query = (counted.writeStream.format("noop").queryName(f"{name}_{uuid.uuid4().hex[:6]}")
+             .option("checkpointLocation", str(work / f"{name}-ckpt"))
              .trigger(availableNow=True).start())
     query.awaitTermination()
     elapsed = time.perf_counter() - t0
@@ -213,43 +256,48 @@ def _bench(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
                     spark_conf={"spark.ui.enabled": "false",
                                 "spark.driver.memory": args.driver_memory})
     spark = build_session(base)
-    results: dict[str, list[float]] = {"baseline": [], "parse": [], "job": []}
+    results: dict[str, list[float]] = {"baseline": [], **{k: [] for k in STAGES}, "job": []}
+    load = [os.getloadavg()[0]]
     try:
         for rep in range(-args.warmup, args.reps):
             b_s, counted = baseline(spark, bootstrap, topic, work / f"b{rep}")
             if counted != n:
                 print(f"baseline counted {counted:,} records, expected {n:,}", file=sys.stderr)
                 return 1
-            p_s, parsed = parse_only(spark, bootstrap, topic, work / f"p{rep}")
-            if parsed != n:
-                print(f"parse-only counted {parsed:,} records, expected {n:,}", file=sys.stderr)
-                return 1
+            times = {"baseline": b_s}
+            for name in STAGES:
+                times[name], got = stage(spark, bootstrap, topic, work / f"s{rep}", name)
+                if got != n:
+                    print(f"{name} counted {got:,} records, expected {n:,}", file=sys.stderr)
+                    return 1
             settings = base.model_copy(update={"output_dir": str(work / f"out{rep}")})
-            j_s, totals = job(spark, settings)
+            times["job"], totals = job(spark, settings)
             written = totals["vehicle_windows"]["observed"].get("rows_written", 0)
             malformed = totals["malformed"]["observed"].get("malformed", 0)
+            line = " | ".join(f"{k} {v:.1f}s" for k, v in times.items())
             if rep < 0:
-                print(f"warm-up: baseline {b_s:.1f}s, parse {p_s:.1f}s, job {j_s:.1f}s "
-                      "(not counted)")
+                print(f"warm-up: {line} (not counted)")
                 continue
-            results["baseline"].append(b_s)
-            results["parse"].append(p_s)
-            results["job"].append(j_s)
-            print(f"rep {rep + 1}: baseline read+count {b_s:6.1f}s ({n / b_s:9,.0f} ev/s) | "
-                  f"parse {p_s:6.1f}s | job {j_s:6.1f}s ({n / j_s:9,.0f} ev/s), "
-                  f"{written:,} vehicle windows, "
-                  f"{malformed} malformed")
+            for k, v in times.items():
+                results[k].append(v)
+            print(f"rep {rep + 1}: {line}; {written:,} vehicle windows, {malformed} malformed, "
+                  f"load average {os.getloadavg()[0]:.1f}")
     finally:
         spark.stop()
-    b_med, j_med = statistics.median(results["baseline"]), statistics.median(results["job"])
-    p_med = statistics.median(results["parse"])
-    print(f"median over {args.reps} reps, {n:,} events, {args.master}:")
-    print(f"  baseline (same connector, read + count): {b_med:6.1f}s  {n / b_med:10,.0f} ev/s")
-    print(f"  read + parse + count (the job's parse):  {p_med:6.1f}s  {n / p_med:10,.0f} ev/s "
-          f"({b_med / p_med:.2f} of the baseline: the most a parsing job can reach)")
-    print(f"  analytics job, once mode:                {j_med:6.1f}s  {n / j_med:10,.0f} ev/s")
-    print(f"  ratio job/baseline throughput: {b_med / j_med:.2f} "
-          f"(the job takes {j_med / b_med:.1f}x the time of a plain read)")
+    load.append(os.getloadavg()[0])
+    med = {k: statistics.median(v) for k, v in results.items()}
+    b_med = med["baseline"]
+    print(f"median over {args.reps} reps, {n:,} events, {args.master} (load average "
+          f"{load[0]:.1f} at the start, {load[1]:.1f} at the end):")
+    rows = [("baseline (same connector, read + count)", "baseline"),
+            *[(label, k) for k, (label, _) in STAGES.items()],
+            ("analytics job, once mode", "job")]
+    for label, k in rows:
+        print(f"  {label + ':':57s} {med[k]:6.1f}s {n / med[k]:10,.0f} ev/s "
+              f"{b_med / med[k]:5.2f} of the baseline")
+    print(f"  ratio job/baseline throughput: {b_med / med['job']:.2f}; job/(read + parse): "
+          f"{med['parse'] / med['job']:.2f} (read + parse is the most a job that parses and "
+          "checks every record can reach)")
     return 0
 
 
