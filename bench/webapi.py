@@ -268,7 +268,7 @@ async def clients_main(a: argparse.Namespace) -> None:
         at = raw_at.get((ev["vehicle_id"], ev.get("seq", 0)))
         if at is not None:
             added.append(now - at)
-    if a.role == "all" and not a.event_clients:  # the single scenario: per-event clients only
+    if not a.batch:  # the single scenario: per-event clients only, reported as "ws"
         ws_lat, event_lat = event_lat, []
     out = {"ws_events": len(ws_lat), "frames": frames, "raw_events": len(raw_lat),
            "clients_cpu_pct": cpu_pct,
