@@ -330,20 +330,24 @@ async def resume(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition
             await consumer.seek_to_beginning(tp)
 
 
-async def add_new_partitions(consumer: AIOKafkaConsumer, topic: str,
-                             tps: list[TopicPartition],
-                             positions: dict[TopicPartition, int]) -> list[TopicPartition]:
+async def add_new_partitions(
+        consumer: AIOKafkaConsumer, topic: str, tps: list[TopicPartition],
+        positions: dict[TopicPartition, int],
+        position: Callable[[AIOKafkaConsumer, TopicPartition], Awaitable[int]] | None = None,
+) -> list[TopicPartition]:
     """Partitions of ``topic`` that the consumer's metadata (refreshed every
     ``metadata_max_age_ms``) knows and ``tps`` lacks join the assignment, read from their
     beginning (their first records may have been written before this refresh), and are noted
-    in ``positions``; the partitions already assigned keep their positions. Returns the new
-    assignment (``tps`` itself when nothing changed)."""
+    in ``positions``; the partitions already assigned keep their positions (read with
+    ``position(consumer, tp)``, e.g. a bounded wait; default ``consumer.position``). Returns
+    the new assignment (``tps`` itself when nothing changed)."""
     known = consumer.partitions_for_topic(topic) or set()
     new = [TopicPartition(topic, p) for p in sorted(known) if TopicPartition(topic, p)
            not in tps]
     if not new:
         return tps
-    kept = {tp: await consumer.position(tp) for tp in tps}
+    kept = {tp: await (position(consumer, tp) if position else consumer.position(tp))
+            for tp in tps}
     everything = sorted([*tps, *new])
     consumer.assign(everything)
     for tp, offset in kept.items():

@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CorruptRecordException, KafkaError, UnsupportedCodecError
 from aiokafka.structs import ConsumerRecord
 
-from common.kafka import await_partitions, backoff, make_consumer
+from common.kafka import add_new_partitions, await_partitions, backoff, make_consumer
 from webapi.decode import Entry, Limits, Malformed, decode
 from webapi.hub import Hub
 from webapi.lifecycle import cancel_and_wait, finish_first
@@ -176,7 +176,9 @@ class TelemetryConsumer:
         while True:
             if time.monotonic() >= check_at:
                 check_at = time.monotonic() + refresh_s
-                tps = await self._add_new_partitions(client, tps)
+                # partitions added to the topic join, read from their beginning
+                tps = await add_new_partitions(client, self.settings.kafka_topic, tps,
+                                               self.positions, position)
             fetched: list[tuple[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] = []
             for tp in tps:
                 try:
@@ -231,29 +233,6 @@ class TelemetryConsumer:
         if unread:
             raise Stalled(f"nothing received for {STALL_S:g} s while the topic has records "
                           f"past this consumer's positions (unread per partition: {unread})")
-
-    async def _add_new_partitions(self, client: AIOKafkaConsumer,
-                                  tps: list[TopicPartition]) -> list[TopicPartition]:
-        """Partitions added to the topic (by the client's periodic metadata refresh) join
-        the assignment, read from their beginning; the others keep their positions."""
-        topic = self.settings.kafka_topic
-        known = client.partitions_for_topic(topic) or set()
-        new = [TopicPartition(topic, p) for p in sorted(known) if TopicPartition(topic, p)
-               not in tps]
-        if not new:
-            return tps
-        kept = {tp: await position(client, tp) for tp in tps}
-        everything = sorted([*tps, *new])
-        client.assign(everything)
-        for tp, offset in kept.items():
-            client.seek(tp, offset)
-        begin = await client.beginning_offsets(new)
-        for tp in new:
-            client.seek(tp, begin[tp])
-            self.positions[tp] = begin[tp]
-        log.info("telemetry topic %s: now reading partitions %s", topic,
-                 [tp.partition for tp in everything])
-        return everything
 
     async def _take_fetched(
             self, fetched: list[tuple[TopicPartition, list[ConsumerRecord[bytes, bytes]]]]) -> int:
