@@ -22,7 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -34,7 +33,7 @@ import pyspark
 from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
 from pyspark.errors import PySparkException, StreamingQueryException
-from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
@@ -48,10 +47,8 @@ from analytics.transforms import (
     duration_us,
     malformed_records,
     parse,
-    road_rows,
     slim,
-    vehicle_rows,
-    window_partials,
+    transform,
 )
 from common.kafka import KafkaEdgeError, check_reachable
 
@@ -147,17 +144,14 @@ def extract(spark: SparkSession, settings: SparkJobSettings) -> DataFrame:
 class Batches:
     """``foreachBatch``: each micro-batch of Kafka records, read once, feeds every dataset.
 
-    The batch is parsed once into :func:`analytics.transforms.slim` rows and cached. Its
-    valid events, with the open-window events kept from earlier batches (``open/<batch>/``
-    in the job's state folder), go through one aggregation
-    (:func:`analytics.transforms.window_partials`, one row per window and vehicle) that
-    feeds both window datasets; the batch's counts and latest event time are observed on
-    the way in, so that same pass gives the new watermark. From the cache: the malformed
-    records, and this batch's events of windows still open, saved for later batches. The
-    watermark is Spark's rule: the latest event time seen minus ``watermark``, never moving
-    back. A window closes once the watermark reaches its end, so each window is written
-    once, over all its events; an event whose window closed before its batch is dropped and
-    counted.
+    The batch is parsed once into :func:`analytics.transforms.slim` rows and cached. From
+    it: the malformed records; the valid events of windows still open, which with the
+    open-window events kept from earlier batches (``open/<batch>/`` in the job's state
+    folder) make the windows the watermark closes now; and this batch's events of windows
+    still open, saved for later batches. The watermark is Spark's rule: the latest event time
+    seen minus ``watermark``, never moving back. A window closes once the watermark reaches
+    its end, so each window is aggregated once, over all its events; an event whose window
+    closed before its batch is dropped and counted.
 
     **Exactly once.** After writing the datasets (analytics.compaction, names derived from the
     batch id) the job commits ``commits/<batch>.json`` (watermark, open-event folders). A
@@ -225,50 +219,40 @@ class Batches:
         end_us = F.unix_micros(F.col("window_end"))
         late = (valid & (end_us <= F.lit(prev_wm))) if prev_wm is not None else F.lit(False)
         clock = _Clock()
-        # The batch's counts, observed on the way into the one aggregation (no extra pass).
-        observation = Observation(f"batch_{batch_id}_{uuid.uuid4().hex[:8]}")
-        observed = rows.observe(
-            observation,
+        stats = rows.agg(
             F.count(F.lit(1)).alias("records"),
             F.count_if(~valid).alias("malformed"),
             F.count_if(late).alias("late"),
             F.unix_micros(F.max("timestamp")).alias("max_ts"),
-            F.unix_micros(F.max("window_end")).alias("max_end"))
+            F.unix_micros(F.max("window_end")).alias("max_end")).first()
+        assert stats is not None
+        clock.mark("read+parse+cache+stats")
+        watermark = prev_wm
+        if stats["max_ts"] is not None:
+            candidate = stats["max_ts"] - self.delay_us
+            watermark = candidate if prev_wm is None else max(prev_wm, candidate)
+
         events = rows.where(valid)
         if prev_wm is not None:
             events = events.where(end_us > F.lit(prev_wm))
         events = events.select(*USED_EVENT_FIELDS, "window_end")
-        # every window with events in this batch or open before it, closed or not: which
-        # ones the watermark closes is known once the batch's latest event time is
-        pool = observed.where(valid)
-        if prev_wm is not None:
-            pool = pool.where(end_us > F.lit(prev_wm))
-        pool = pool.select(*USED_EVENT_FIELDS, "window_end")
         open_sets = previous["open"]  # each holds events of a window open after its batch
-        if open_sets:
-            earlier = spark.read.parquet(*[o["path"] for o in open_sets])
-            pool = pool.unionByName(earlier.where(end_us > F.lit(prev_wm))
-                                    if prev_wm is not None else earlier)
-        partials = window_partials(pool).persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            partials.agg(F.count(F.lit(1))).first()  # reads, parses, caches, aggregates
-            stats: dict = observation.get
-            clock.mark("read+parse+aggregate")
-            watermark = prev_wm
-            if stats["max_ts"] is not None:
-                candidate = stats["max_ts"] - self.delay_us
-                watermark = candidate if prev_wm is None else max(prev_wm, candidate)
-            tables: dict[str, pa.Table] = {}
-            if watermark is not None and (prev_wm is None or watermark > prev_wm):
-                closed = partials.where(end_us <= F.lit(watermark))
-                tables["vehicle_windows"] = vehicle_rows(closed, self.settings.window).toArrow()
-                tables["road_windows"] = road_rows(closed, self.settings.window).toArrow()
-            else:
-                tables["vehicle_windows"] = DATASET_SCHEMAS["vehicle_windows"].empty_table()
-                tables["road_windows"] = DATASET_SCHEMAS["road_windows"].empty_table()
-            clock.mark("windows")
-        finally:
-            partials.unpersist()
+        tables: dict[str, pa.Table] = {}
+        if watermark is not None and (prev_wm is None or watermark > prev_wm):
+            pool = events
+            if open_sets:
+                earlier = spark.read.parquet(*[o["path"] for o in open_sets])
+                pool = pool.unionByName(earlier.where(end_us > F.lit(prev_wm))
+                                        if prev_wm is not None else earlier)
+            closed = pool.where(end_us <= F.lit(watermark)).drop("window_end")
+            vehicles, roads = transform(closed, self.settings.window)
+            tables["vehicle_windows"] = vehicles.toArrow()
+            clock.mark("vehicle_windows")
+            tables["road_windows"] = roads.toArrow()
+            clock.mark("road_windows")
+        else:
+            tables["vehicle_windows"] = DATASET_SCHEMAS["vehicle_windows"].empty_table()
+            tables["road_windows"] = DATASET_SCHEMAS["road_windows"].empty_table()
         tables["malformed"] = (malformed_records(rows).toArrow() if stats["malformed"]
                                else DATASET_SCHEMAS["malformed"].empty_table())
         clock.mark("malformed")
@@ -326,7 +310,7 @@ class Batches:
                 if self.fs.get_file_info(stale).type == pafs.FileType.File:
                     self.fs.delete_file(stale)
 
-    def _record(self, batch_id: int, stats: dict, watermark: int | None,
+    def _record(self, batch_id: int, stats: Row, watermark: int | None,
                 written: dict[str, int]) -> None:
         mark = _iso(watermark)
         for name in DATASET_SCHEMAS:
@@ -341,7 +325,7 @@ class Batches:
 
 
 class _Clock:
-    """Seconds spent in each step of a batch, for the log."""
+    """Seconds spent in each step of a batch, for the log (``batch N took ...``)."""
 
     def __init__(self) -> None:
         self.last = time.perf_counter()

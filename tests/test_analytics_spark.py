@@ -123,12 +123,12 @@ def test_transform_aggregates_exactly(spark: SparkSession) -> None:
     assertDataFrameEqual(roads, spark.createDataFrame(with_window(ROAD_ROWS), ROAD_DDL))
 
 
-def test_windows_are_configurable(spark) -> None:
+def test_watermark_is_a_no_op_on_a_batch_and_windows_are_configurable(spark) -> None:
     from analytics.transforms import parse, transform, valid_events
 
     events = valid_events(parse(kafka_frame(spark, [e.model_dump_json().encode()
                                                     for e in EVENTS])))
-    vehicles, roads = transform(events, "2 minutes")
+    vehicles, roads = transform(events, "2 minutes", "1 minute")
     got = {(r.vehicle_id, r.samples, r.distance_km, r.fuel_used_pct) for r in vehicles.collect()}
     assert got == {("CAR-A", 5, 1.0, 2.0), ("CAR-B", 3, 1.0, 0.5)}
     assert {(r.road_type, r.samples) for r in roads.collect()} == {
