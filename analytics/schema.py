@@ -11,13 +11,16 @@ from __future__ import annotations
 import datetime as dt
 import types
 import typing
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel
+import annotated_types as at
+from pydantic import AfterValidator, BaseModel
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pyspark.sql import types as T
 
-from common.contract import TelemetryEvent
+from common.contract import TelemetryEvent, printable_id
 
 _SCALARS: tuple[tuple[type, T.DataType], ...] = (
     (bool, T.BooleanType()),  # before int: bool is an int subclass
@@ -120,6 +123,68 @@ def allowed_values(model: type[BaseModel] = TelemetryEvent) -> dict[str, tuple[A
     for name, field in model.model_fields.items():
         if typing.get_origin(field.annotation) is Literal:
             out[name] = typing.get_args(field.annotation)
+    return out
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The contract's limits on one field (or on each item of a list field): numbers within
+    ``ge``/``gt``/``le``/``lt``, lengths within ``min_len``/``max_len``, printable text."""
+
+    path: str
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    min_len: int | None = None
+    max_len: int | None = None
+    printable: bool = False
+    items: Bounds | None = None
+
+
+def _bounds(path: str, metadata: list[Any], items: Bounds | None = None) -> Bounds | None:
+    kw: dict[str, Any] = {}
+    for m in metadata:
+        if isinstance(m, FieldInfo):  # Annotated[..., Field(max_length=...)] of a list item
+            inner = _bounds(path, m.metadata)
+            kw.update({k: v for k, v in (inner.__dict__ if inner else {}).items()
+                       if k != "path" and v not in (None, False)})
+        elif isinstance(m, at.Ge):
+            kw["ge"] = m.ge
+        elif isinstance(m, at.Gt):
+            kw["gt"] = m.gt
+        elif isinstance(m, at.Le):
+            kw["le"] = m.le
+        elif isinstance(m, at.Lt):
+            kw["lt"] = m.lt
+        elif isinstance(m, at.MinLen):
+            kw["min_len"] = m.min_length
+        elif isinstance(m, at.MaxLen):
+            kw["max_len"] = m.max_length
+        elif isinstance(m, AfterValidator) and m.func is printable_id:
+            kw["printable"] = True
+    if not kw and items is None:
+        return None
+    return Bounds(path, items=items, **kw)
+
+
+def field_bounds(model: type[BaseModel] = TelemetryEvent, prefix: str = "") -> list[Bounds]:
+    """Every field's limits in the contract (``Field(ge=..., max_length=...)``, printable
+    ids), nested models and list items included: the Spark job refuses what pydantic would."""
+    out: list[Bounds] = []
+    for name, field in model.model_fields.items():
+        ann, path = field.annotation, prefix + name
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.extend(field_bounds(ann, f"{path}."))
+            continue
+        items = None
+        if typing.get_origin(ann) is list:
+            (item,) = typing.get_args(ann)
+            if typing.get_origin(item) is typing.Annotated:
+                items = _bounds(path, list(typing.get_args(item)[1:]))
+        b = _bounds(path, field.metadata, items)
+        if b is not None:
+            out.append(b)
     return out
 
 

@@ -30,8 +30,10 @@ from pyspark.sql import types as T
 
 from analytics.schema import (
     EVENT_SCHEMA,
+    Bounds,
     allowed_values,
     default_values,
+    field_bounds,
     leaf_fields,
     required_fields,
 )
@@ -68,6 +70,39 @@ def _names_where(checks: list[tuple[Column, str]]) -> Column:
     return F.when(reduce(operator.or_, [cond for cond, _ in checks]), F.array_join(names, ", "))
 
 
+UNPRINTABLE = r"[\p{C}\p{Z}&&[^ ]]"
+"""Java regex of what ``str.isprintable`` refuses: the Unicode categories Other (controls,
+formats, surrogates, private use, unassigned) and Separator, except the ASCII space."""
+
+
+def _outside(value: Column, b: Bounds) -> Column:
+    """True where a non-null ``value`` breaks ``b``. NaN and infinities break every range (in
+    Spark SQL NaN is larger than any number, so ``> le`` alone would catch only +NaN's side)."""
+    conds = []
+    if b.ge is not None or b.gt is not None or b.le is not None or b.lt is not None:
+        conds.append(F.isnan(value.cast("double"))
+                     | value.cast("double").isin(float("inf"), float("-inf")))
+    if b.ge is not None:
+        conds.append(value < b.ge)
+    if b.gt is not None:
+        conds.append(value <= b.gt)
+    if b.le is not None:
+        conds.append(value > b.le)
+    if b.lt is not None:
+        conds.append(value >= b.lt)
+    size = F.size(value) if b.items is not None else F.length(value)
+    if b.min_len is not None:
+        conds.append(size < b.min_len)
+    if b.max_len is not None:
+        conds.append(size > b.max_len)
+    if b.printable:
+        conds.append(value.rlike(UNPRINTABLE))
+    if b.items is not None:
+        item = b.items
+        conds.append(F.exists(value, lambda x: x.isNull() | _outside(x, item)))
+    return reduce(operator.or_, conds) if conds else F.lit(False)
+
+
 def _reason(text: Column, event: Column, schema: T.StructType) -> Column:
     """Why a record is not a valid event (null when it is one)."""
     wrong_type = _names_where([
@@ -83,6 +118,10 @@ def _reason(text: Column, event: Column, schema: T.StructType) -> Column:
         (_field(event, name).isNotNull() & ~_field(event, name).isin(*values), name)
         for name, values in allowed_values().items()
     ])
+    outside = _names_where([
+        (_field(event, b.path).isNotNull() & _outside(_field(event, b.path), b), b.path)
+        for b in field_bounds()
+    ])
     return (
         F.when(text.isNull(), F.lit("null value"))
         .when(event.isNull(), F.lit("empty value"))
@@ -92,6 +131,7 @@ def _reason(text: Column, event: Column, schema: T.StructType) -> Column:
                                     F.lit("malformed JSON"))))
         .when(missing.isNotNull(), F.concat(F.lit("missing required field: "), missing))
         .when(invalid.isNotNull(), F.concat(F.lit("value not allowed: "), invalid))
+        .when(outside.isNotNull(), F.concat(F.lit("out of range: "), outside))
     )
 
 

@@ -76,10 +76,23 @@ def malformed_json() -> list[tuple[bytes, str]]:
     wrong = orjson.dumps({**good, "speed_kmh": "fast", "location": {"lat": "x", "lon": 1}})
     no_lat = orjson.dumps({**good, "location": {"lon": 1.0}})
     bad_road = orjson.dumps({**good, "road_type": "offroad"})
+    nan = orjson.dumps(good).replace(b'"speed_kmh":30.0', b'"speed_kmh":NaN')
+    inf = orjson.dumps(good).replace(b'"odometer_km":100.0', b'"odometer_km":-Infinity')
+    assert nan != orjson.dumps(good) and inf != orjson.dumps(good)
+    far = orjson.dumps({**good, "location": {"lat": 91.0, "lon": 11.5}, "heading_deg": 360.0})
+    bell = orjson.dumps({**good, "vehicle_id": "CAR\u0007A", "trip_id": "t" * 65})
+    faults = orjson.dumps({**good, "fault_codes": ["P0300"] * 33})
+    fault_text = orjson.dumps({**good, "fault_codes": ["P0300", "P\u200b1"]})
     return [*MALFORMED,
             (wrong, "wrong type: location.lat, speed_kmh"),
             (no_lat, "missing required field: location.lat"),
-            (bad_road, "value not allowed: road_type")]
+            (bad_road, "value not allowed: road_type"),
+            (nan, "out of range: speed_kmh"),
+            (inf, "out of range: odometer_km"),
+            (far, "out of range: location.lat, heading_deg"),
+            (bell, "out of range: vehicle_id, trip_id"),
+            (faults, "out of range: fault_codes"),
+            (fault_text, "out of range: fault_codes")]
 
 
 def with_window(rows: list[tuple]) -> list[tuple]:

@@ -401,3 +401,25 @@ def test_no_broker_is_a_clear_error_before_spark_starts() -> None:
                           text=True, cwd=ROOT, check=False, timeout=60)
     assert proc.returncode == 1
     assert "no Kafka broker reachable at 127.0.0.1:1" in proc.stderr
+
+
+def test_field_bounds_carry_every_limit_of_the_contract() -> None:
+    from analytics.schema import field_bounds
+    from common.contract import (
+        MAX_FAULT_CODE_LEN,
+        MAX_FAULT_CODES,
+        MAX_VEHICLE_ID_LEN,
+        TelemetryEvent,
+    )
+
+    b = {x.path: x for x in field_bounds()}
+    assert (b["speed_kmh"].ge, b["speed_kmh"].le) == (0, 400)
+    assert (b["heading_deg"].ge, b["heading_deg"].lt) == (0, 360)
+    assert (b["location.lat"].ge, b["location.lat"].le) == (-90, 90)
+    assert b["vehicle_id"].printable and b["trip_id"].printable
+    assert (b["vehicle_id"].min_len, b["vehicle_id"].max_len) == (1, MAX_VEHICLE_ID_LEN)
+    items = b["fault_codes"].items
+    assert b["fault_codes"].max_len == MAX_FAULT_CODES
+    assert items is not None and items.printable and items.max_len == MAX_FAULT_CODE_LEN
+    constrained = {n for n, f in TelemetryEvent.model_fields.items() if f.metadata}
+    assert constrained | {"location.lat", "location.lon"} == set(b)
