@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +34,11 @@ def fakes() -> Iterator[list[subprocess.Popen[bytes]]]:
 def _fake(procs: list[subprocess.Popen[bytes]], marker: str) -> int:
     p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
     procs.append(p)
+    # until the child has exec'd, /proc shows the parent's command line
+    deadline = time.monotonic() + 30
+    while marker.encode() not in Path(f"/proc/{p.pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the fake process did not start"
+        time.sleep(0.01)
     return p.pid
 
 
