@@ -65,6 +65,12 @@ def test_running_needs_every_process_alive_and_of_its_kind(tmp_path: Path, fakes
     # a worker short
     _write_pids(cluster, kafka, {k: v for k, v in spark.items() if k != "spark-worker-2"})
     assert not cluster.running()
+    # damaged pid files name no process
+    _write_pids(cluster, kafka, spark)
+    assert cluster.spark is not None
+    cluster.spark.pid_file.write_text("garbage\nspark-master x\n")
+    cluster.kafka.nodes[0].pid_file.write_text("not a pid")
+    assert not cluster.running() and "kafka-1" not in cluster.pids()
     # a broker that died
     _write_pids(cluster, kafka, spark)
     fakes[0].kill()

@@ -280,8 +280,9 @@ class SparkStandalone:
         out = {}
         with contextlib.suppress(OSError):
             for line in self.pid_file.read_text().splitlines():
-                name, pid = line.split()
-                out[name] = int(pid)
+                with contextlib.suppress(ValueError):  # a damaged line names no process
+                    name, pid = line.split()
+                    out[name] = int(pid)
         return out
 
     def stop(self, timeout: float = 20.0) -> None:
