@@ -142,30 +142,30 @@ class Bounds:
     items: Bounds | None = None
 
 
-def _bounds(path: str, metadata: list[Any], items: Bounds | None = None) -> Bounds | None:
+_LIMITS: dict[type, tuple[str, str]] = {
+    at.Ge: ("ge", "ge"), at.Gt: ("gt", "gt"), at.Le: ("le", "le"), at.Lt: ("lt", "lt"),
+    at.MinLen: ("min_len", "min_length"), at.MaxLen: ("max_len", "max_length"),
+}
+"""annotated_types constraint -> (Bounds field, the constraint's attribute)."""
+
+
+def _limits(metadata: list[Any]) -> dict[str, Any]:
+    """The Bounds fields that pydantic field metadata sets."""
     kw: dict[str, Any] = {}
     for m in metadata:
         if isinstance(m, FieldInfo):  # Annotated[..., Field(max_length=...)] of a list item
-            inner = _bounds(path, m.metadata)
-            kw.update({k: v for k, v in (inner.__dict__ if inner else {}).items()
-                       if k != "path" and v not in (None, False)})
-        elif isinstance(m, at.Ge):
-            kw["ge"] = m.ge
-        elif isinstance(m, at.Gt):
-            kw["gt"] = m.gt
-        elif isinstance(m, at.Le):
-            kw["le"] = m.le
-        elif isinstance(m, at.Lt):
-            kw["lt"] = m.lt
-        elif isinstance(m, at.MinLen):
-            kw["min_len"] = m.min_length
-        elif isinstance(m, at.MaxLen):
-            kw["max_len"] = m.max_length
+            kw.update(_limits(m.metadata))
+        elif type(m) in _LIMITS:
+            key, attr = _LIMITS[type(m)]
+            kw[key] = getattr(m, attr)
         elif isinstance(m, AfterValidator) and m.func is printable_id:
             kw["printable"] = True
-    if not kw and items is None:
-        return None
-    return Bounds(path, items=items, **kw)
+    return kw
+
+
+def _bounds(path: str, metadata: list[Any], items: Bounds | None = None) -> Bounds | None:
+    kw = _limits(metadata)
+    return Bounds(path, items=items, **kw) if kw or items is not None else None
 
 
 def field_bounds(model: type[BaseModel] = TelemetryEvent, prefix: str = "") -> list[Bounds]:
