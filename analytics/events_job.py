@@ -162,8 +162,9 @@ def topics(settings: EventsSettings) -> list[TopicSpec]:
 
 def derive(raw: DataFrame, settings: EventsSettings) -> DataFrame:
     """Kafka telemetry records -> derived events as Kafka records (key, value)."""
-    parsed = parse(raw).observe("parse", F.count(F.lit(1)).alias("records"),
-                                F.count_if(F.col("reason").isNotNull()).alias("malformed"))
+    parsed = parse(raw, max_future_s=settings.max_event_future_s).observe(
+        "parse", F.count(F.lit(1)).alias("records"),
+        F.count_if(F.col("reason").isNotNull()).alias("malformed"))
     events = valid_events(parsed).select(*_input_columns())
     derived = events.groupBy("vehicle_id").transformWithStateInPandas(
         statefulProcessor=EventsProcessor(source_of(settings), params_of(settings)),

@@ -206,7 +206,8 @@ class Batches:
             log.info("batch %s was committed before a restart: skipped", batch_id)
             return
         previous = self._previous(batch_id)
-        rows = slim(parse(df), self.settings.window).persist(StorageLevel.MEMORY_AND_DISK)
+        rows = slim(parse(df, max_future_s=self.settings.max_event_future_s),
+                    self.settings.window).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             self._process(rows, batch_id, previous)
         finally:

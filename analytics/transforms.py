@@ -37,6 +37,7 @@ from analytics.schema import (
     leaf_fields,
     required_fields,
 )
+from analytics.settings import MAX_EVENT_FUTURE_S
 
 CORRUPT = "_corrupt_record"
 VEHICLE_WINDOW_COLUMNS = (
@@ -103,8 +104,16 @@ def _outside(value: Column, b: Bounds) -> Column:
     return reduce(operator.or_, conds) if conds else F.lit(False)
 
 
-def _reason(text: Column, event: Column, schema: T.StructType) -> Column:
-    """Why a record is not a valid event (null when it is one)."""
+def _reason(text: Column, event: Column, schema: T.StructType, kafka_time: Column,
+            max_future_s: float) -> Column:
+    """Why a record is not a valid event (null when it is one).
+
+    An event stamped more than ``max_future_s`` after its Kafka record's time is ``in the
+    future``: one such record (a year-9999 timestamp) would move a job's watermark past every
+    real event and have them all dropped as late. The record time is the producer's send time
+    or the broker's append time, and the broker refuses a send time more than
+    ``log.message.timestamp.after.max.ms`` (one hour by default since Kafka 4.0) ahead of its
+    clock."""
     wrong_type = _names_where([
         (F.get_json_object(text, f"$.{path}").isNotNull() & _field(event, path).isNull(), path)
         for path in leaf_fields(schema)
@@ -132,12 +141,17 @@ def _reason(text: Column, event: Column, schema: T.StructType) -> Column:
         .when(missing.isNotNull(), F.concat(F.lit("missing required field: "), missing))
         .when(invalid.isNotNull(), F.concat(F.lit("value not allowed: "), invalid))
         .when(outside.isNotNull(), F.concat(F.lit("out of range: "), outside))
+        .when(F.unix_micros(event.getField("timestamp"))
+              > F.unix_micros(kafka_time) + F.lit(round(max_future_s * 1_000_000)),
+              F.lit("in the future: timestamp"))
     )
 
 
-def parse(raw: DataFrame, schema: T.StructType = EVENT_SCHEMA) -> DataFrame:
+def parse(raw: DataFrame, schema: T.StructType = EVENT_SCHEMA,
+          max_future_s: float = MAX_EVENT_FUTURE_S) -> DataFrame:
     """Kafka records (key, value, topic, partition, offset, timestamp) -> the raw metadata,
-    ``event`` (the parsed struct) and ``reason`` (null for a valid event)."""
+    ``event`` (the parsed struct) and ``reason`` (null for a valid event; an event more than
+    ``max_future_s`` seconds past its record's time is not one)."""
     text = F.col("value").cast("string")
     with_corrupt = T.StructType([*schema.fields, T.StructField(CORRUPT, T.StringType())])
     parsed = raw.select(
@@ -150,7 +164,8 @@ def parse(raw: DataFrame, schema: T.StructType = EVENT_SCHEMA) -> DataFrame:
         F.from_json(text, with_corrupt,
                     {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}).alias("event"),
     )
-    return parsed.withColumn("reason", _reason(F.col("value"), F.col("event"), schema))
+    return parsed.withColumn("reason", _reason(F.col("value"), F.col("event"), schema,
+                                               F.col("kafka_timestamp"), max_future_s))
 
 
 def valid_events(parsed: DataFrame, schema: T.StructType = EVENT_SCHEMA) -> DataFrame:

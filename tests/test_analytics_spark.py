@@ -83,6 +83,8 @@ def malformed_json() -> list[tuple[bytes, str]]:
     bell = orjson.dumps({**good, "vehicle_id": "CAR\u0007A", "trip_id": "t" * 65})
     faults = orjson.dumps({**good, "fault_codes": ["P0300"] * 33})
     fault_text = orjson.dumps({**good, "fault_codes": ["P0300", "P\u200b1"]})
+    # one such event would move the watermark to 9999 and drop every later one as late
+    future = orjson.dumps({**good, "timestamp": "9999-12-31T23:59:59.999999Z"})
     return [*MALFORMED,
             (wrong, "wrong type: location.lat, speed_kmh"),
             (no_lat, "missing required field: location.lat"),
@@ -92,7 +94,8 @@ def malformed_json() -> list[tuple[bytes, str]]:
             (far, "out of range: location.lat, heading_deg"),
             (bell, "out of range: vehicle_id, trip_id"),
             (faults, "out of range: fault_codes"),
-            (fault_text, "out of range: fault_codes")]
+            (fault_text, "out of range: fault_codes"),
+            (future, "in the future: timestamp")]
 
 
 def with_window(rows: list[tuple]) -> list[tuple]:
@@ -119,10 +122,11 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     session.stop()
 
 
-def kafka_frame(spark: SparkSession, values: list[bytes]) -> DataFrame:
-    """A batch DataFrame shaped like the Kafka source's rows."""
-    rows = [(b"k", v, "t", 0, i, dt.datetime(2026, 1, 1, tzinfo=UTC))
-            for i, v in enumerate(values)]
+def kafka_frame(spark: SparkSession, values: list[bytes],
+                record_time: dt.datetime = dt.datetime(2026, 6, 1, tzinfo=UTC)) -> DataFrame:
+    """A batch DataFrame shaped like the Kafka source's rows, each sent at ``record_time``
+    (after every event of this file, none of which is then in the future)."""
+    rows = [(b"k", v, "t", 0, i, record_time) for i, v in enumerate(values)]
     return spark.createDataFrame(rows, "key binary, value binary, topic string, partition int, "
                                        "offset long, timestamp timestamp")
 
@@ -159,6 +163,22 @@ def test_malformed_records_are_set_aside_with_a_reason(spark: SparkSession) -> N
     got = sorted((r.offset, r.value, r.reason) for r in bad.collect())
     assert got == [(i + 1, v.decode(), why) for i, (v, why) in enumerate(cases)]
     assert valid_events(parsed).count() == 1
+
+
+def test_an_event_stamped_after_its_record_time_is_in_the_future(spark: SparkSession) -> None:
+    """Up to max_future_s past the Kafka record's time is clock skew; beyond, the event is set
+    aside, so a stray timestamp cannot move the watermark past every real event."""
+    from analytics.transforms import parse
+
+    sent = EVENTS[0].timestamp
+    values = [EVENTS[0].model_dump_json().encode()]
+    reasons = {}
+    for ahead_s, max_future_s in ((299, 300.0), (301, 300.0), (301, 600.0), (-86_400, 300.0)):
+        frame = kafka_frame(spark, values, sent - dt.timedelta(seconds=ahead_s))
+        [row] = parse(frame, max_future_s=max_future_s).collect()
+        reasons[ahead_s, max_future_s] = row.reason
+    assert reasons == {(299, 300.0): None, (301, 300.0): "in the future: timestamp",
+                       (301, 600.0): None, (-86_400, 300.0): None}
 
 
 def test_spark_schema_parses_what_the_model_serialises(spark: SparkSession) -> None:

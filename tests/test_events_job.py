@@ -211,11 +211,15 @@ def test_trips_and_geofence_crossings_of_a_seeded_run(
     events = seeded_run()
     fences = fences_for(events)
     publish_fences(kafka_bootstrap, names["geofences"], fences)
-    publish(kafka_bootstrap, names["telemetry"], records(events) + [(b"bad", b"not json")])
+    # set aside like the malformed record: in the middle of TESTCAR01's run, it would end
+    # that car's trip at year 9999 and leave every later event of the car out of order
+    future = {**events[len(events) // 2], "timestamp": "9999-12-31T23:59:59Z"}
+    publish(kafka_bootstrap, names["telemetry"], records(events[:len(events) // 2])
+            + [(b"bad", b"not json")] + records([future]) + records(events[len(events) // 2:]))
     settings = settings_for(kafka_bootstrap, names, tmp_path, once=True, trip_end_stop_s=3600)
     totals = run(settings, spark=spark)
-    assert totals["observed"]["records"] == len(events) + 1
-    assert totals["observed"]["malformed"] == 1
+    assert totals["observed"]["records"] == len(events) + 2
+    assert totals["observed"]["malformed"] == 2
 
     got = read_all(kafka_bootstrap, names["events"])
     models = [FLEET_EVENT.validate_python(v) for _, v in got]
