@@ -176,10 +176,10 @@ def with_stand_ins(monkeypatch, topic: Topic, *clients: StandIn) -> TelemetryCon
 
     monkeypatch.setattr(module, "make_consumer", make_consumer)
     monkeypatch.setattr(module, "await_partitions", await_partitions)
-    monkeypatch.setattr(module, "STALL_S", 0.3)
     monkeypatch.setattr(module, "backoff", lambda attempt: 0.01)
     c = consumer()
     c.settings = Settings(kafka_topic=TOPIC, backfill_seconds=0)
+    c.stall_s = 0.3  # WEBAPI_STALL_S is at least 1 s; a short window keeps the tests short
     return c
 
 

@@ -7,8 +7,9 @@ events, so a restarted web API shows history at once. Partitions added to the to
 runs are picked up without a restart: the client refreshes the topic's metadata every
 WEBAPI_METADATA_REFRESH_S and a new partition is read from its beginning. After a lost
 connection it resumes where it was, so nothing is replayed twice. A client that takes nothing
-for STALL_S while the topic has records past its positions is replaced the same way, and so is
-one that fails with an unexpected error: the consumer itself never ends before shutdown.
+for WEBAPI_STALL_S while the topic has records past its positions is replaced the same way,
+and so is one that fails with an unexpected error: the consumer itself never ends before
+shutdown.
 
 A fetch is validated and published in turns of CHUNK records per partition with the event
 loop between turns, so per-event WebSocket clients get the first events of a burst while the
@@ -51,23 +52,20 @@ MAX_RECORDS = 5000
 CHUNK = 16
 """Records taken from each partition in turn before the event loop gets a turn (see
 :meth:`TelemetryConsumer._take_fetched`)."""
-STALL_S = 15.0
-"""Nothing taken for this long: the consumer asks whether the topic has records past its
-positions, and if so (or if it cannot tell within as long) replaces its client."""
 
 
 class Stalled(Exception):  # noqa: N818 - a state of the consumer, named as the log says it
     """The client receives nothing although the topic has records it has not read."""
 
 
-async def position(client: AIOKafkaConsumer, tp: TopicPartition) -> int:
+async def position(client: AIOKafkaConsumer, tp: TopicPartition, wait_s: float) -> int:
     """The client's position in ``tp``. aiokafka waits for a position being reset (after an
     out-of-range offset) as long as that takes, which needs the partition's leader: at most
-    STALL_S here, then :class:`Stalled`."""
+    ``wait_s`` here (WEBAPI_STALL_S), then :class:`Stalled`."""
     try:
-        return await asyncio.wait_for(client.position(tp), STALL_S)
+        return await asyncio.wait_for(client.position(tp), wait_s)
     except TimeoutError:
-        raise Stalled(f"no position in partition {tp.partition} within {STALL_S:g} s") from None
+        raise Stalled(f"no position in partition {tp.partition} within {wait_s:g} s") from None
 
 
 def undecodable(exc: BaseException) -> bool:
@@ -97,6 +95,7 @@ class TelemetryConsumer:
                              max_future_s=settings.max_event_future_s)
         self.positions: dict[TopicPartition, int] = {}  # next offset to read, per partition
         self.connects = 0  # consumer clients started (1 unless the connection was lost)
+        self.stall_s = settings.stall_s
 
     @property
     def malformed_total(self) -> int:
@@ -147,7 +146,7 @@ class TelemetryConsumer:
             if tp in self.positions:
                 client.seek(tp, self.positions[tp])
             else:
-                self.positions[tp] = await position(client, tp)
+                self.positions[tp] = await self._position(client, tp)
         self.assigned.set()
 
     async def _seek_backfill(self, client: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
@@ -178,7 +177,7 @@ class TelemetryConsumer:
                 check_at = time.monotonic() + refresh_s
                 # partitions added to the topic join, read from their beginning
                 tps = await add_new_partitions(client, self.settings.kafka_topic, tps,
-                                               self.positions, position)
+                                               self.positions, self._position)
             fetched: list[tuple[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] = []
             for tp in tps:
                 try:
@@ -208,7 +207,7 @@ class TelemetryConsumer:
             now = time.monotonic()
             if got:
                 taken_at = now
-            elif now - taken_at >= STALL_S:
+            elif now - taken_at >= self.stall_s:
                 taken_at = now  # asked again one window later
                 await self._check_progress(client, tps)
             self.metrics.vehicles.set(len(store.latest))
@@ -216,22 +215,25 @@ class TelemetryConsumer:
                 self.metrics.evicted.inc(store.evicted_total - self._evicted_seen)
                 self._evicted_seen = store.evicted_total
 
+    async def _position(self, client: AIOKafkaConsumer, tp: TopicPartition) -> int:
+        return await position(client, tp, self.stall_s)
+
     async def _check_progress(self, client: AIOKafkaConsumer,
                               tps: list[TopicPartition]) -> None:
-        """Nothing taken for STALL_S: raise :class:`Stalled` if the topic's end offsets are
-        past the client's positions (or it cannot say within STALL_S), so that :meth:`run`
+        """Nothing taken for WEBAPI_STALL_S: raise :class:`Stalled` if the topic's end offsets
+        are past the client's positions (or it cannot say within as long), so that :meth:`run`
         replaces the client, which resumes from ``positions``. Once, after a broker of a
         cluster was killed and restarted, a web API received nothing for minutes while the
         producers wrote on; a new client (new connections, fresh metadata) reads on. An idle
         topic (the simulation stopped) passes."""
         try:
-            end = await asyncio.wait_for(client.end_offsets(tps), STALL_S)
-            here = {tp: await position(client, tp) for tp in tps}
+            end = await asyncio.wait_for(client.end_offsets(tps), self.stall_s)
+            here = {tp: await self._position(client, tp) for tp in tps}
         except TimeoutError:
-            raise Stalled(f"no end offsets or positions within {STALL_S:g} s") from None
+            raise Stalled(f"no end offsets or positions within {self.stall_s:g} s") from None
         unread = {tp.partition: end[tp] - here[tp] for tp in tps if end[tp] > here[tp]}
         if unread:
-            raise Stalled(f"nothing received for {STALL_S:g} s while the topic has records "
+            raise Stalled(f"nothing received for {self.stall_s:g} s while the topic has records "
                           f"past this consumer's positions (unread per partition: {unread})")
 
     async def _take_fetched(
@@ -278,7 +280,7 @@ class TelemetryConsumer:
         The client does not say where the bad batch ends, so a batch of n records costs n
         fetches; each is counted, as each record is lost to us.
         """
-        offset = await position(client, tp)
+        offset = await self._position(client, tp)
         client.seek(tp, offset + 1)
         self.positions[tp] = offset + 1
         detail = f"{type(exc).__name__}: {exc}"

@@ -95,6 +95,9 @@ class Settings(ServiceSettings):
                                "per active vehicle)", ge=0, le=10_000)
     ws_batch_ms: int = _f(100, "WEBAPI_WS_BATCH_MS",
                           "tick of ?batch=1 WebSocket clients, milliseconds", ge=10, le=10_000)
+    stall_s: float = _f(15.0, "WEBAPI_STALL_S",
+                        "a Kafka client that takes nothing this long while the topic has "
+                        "records past its positions is replaced, seconds", ge=1, le=3_600)
     metadata_refresh_s: float = _f(5.0, "WEBAPI_METADATA_REFRESH_S",
                                    "check the telemetry topic's partitions this often, "
                                    "seconds: partitions added while the web API runs are "
