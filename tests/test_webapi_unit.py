@@ -12,6 +12,7 @@ import pytest
 from multidict import MultiDict
 
 from common.contract import CSV_COLUMNS, EVENT_FIELDS, ProducerStatus, TelemetryEvent
+from common.spreadsheet import neutralise
 from tests.support.webapi import make_event
 from webapi import csvexport, openapi
 from webapi.decode import MALFORMED_KINDS, Limits, Malformed, decode, entry_from_event
@@ -181,8 +182,8 @@ def test_csv_keeps_columns_types_and_neutralises_formulas() -> None:
     assert rows[1][10:] == ["1", "0"] and rows[2][10:] == ["0", "1"]
     assert rows[2][0] == "2026-01-01T08:00:01.000000+00:00"
     for prefix in ("=", "+", "-", "@"):
-        assert csvexport.neutralise(prefix + "x") == "'" + prefix + "x"
-    assert csvexport.neutralise(-5) == -5 and csvexport.neutralise(-5.5) == -5.5
+        assert neutralise(prefix + "x") == "'" + prefix + "x"
+    assert neutralise(-5) == -5 and neutralise(-5.5) == -5.5
 
 
 # ----------------------------------------------------------------------------- params

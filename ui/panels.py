@@ -9,6 +9,7 @@ import altair as alt
 import pandas as pd
 import pydeck as pdk
 
+from common.spreadsheet import neutralise
 from ui import charts, maps
 from ui.frames import violation_kinds
 from ui.palette import LOW_FUEL_PCT
@@ -163,14 +164,10 @@ def build_panels(snap: Snapshot, layers: Layers, follow: str | None, redline_rpm
     )
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
 def csv_bytes(df: pd.DataFrame) -> bytes:
     """CSV of a table, with text cells that a spreadsheet would run as a formula defused."""
     out = df.copy()
     for col in out.columns:
         if out[col].dtype == object:
-            out[col] = [f"'{v}" if isinstance(v, str) and v.startswith(_FORMULA_START) else v
-                        for v in out[col]]
+            out[col] = [neutralise(v) for v in out[col]]
     return out.to_csv(index=False).encode()

@@ -10,19 +10,8 @@ from typing import Any
 import orjson
 
 from common.contract import CSV_COLUMNS
+from common.spreadsheet import neutralise
 from webapi.decode import Entry
-
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralise(value: Any) -> Any:
-    """Prefix string cells that a spreadsheet would run as a formula with a single quote.
-
-    Only strings: a negative number is a number, not a formula.
-    """
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
-    return value
 
 
 def row(event: dict[str, Any]) -> list[Any]:
