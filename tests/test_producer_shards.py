@@ -140,7 +140,8 @@ async def test_read_back_goes_as_far_back_as_a_car_s_last_event(kafka_bootstrap:
                                                                   topic: str) -> None:
     """A car last heard from long ago is found behind thousands of newer records (chunks
     that double); a malformed record under a car's key is passed over; a car never
-    published is missing from the answer, after the whole partition was read."""
+    published is missing from the answer, after the whole partition was read. So is an event
+    stamped in the future (year 9999): continued from, a parked car would keep silent."""
     from producer.restore import read_last_events
     from tests.support.webapi import make_event
 
@@ -152,6 +153,8 @@ async def test_read_back_goes_as_far_back_as_a_car_s_last_event(kafka_bootstrap:
     try:
         for i in range(3):
             await producer.send(topic, event("OLD", i), key=b"OLD", partition=0)
+        future = make_event("OLD", seq=3, timestamp=datetime(9999, 12, 31, tzinfo=UTC))
+        await producer.send(topic, future.model_dump_json().encode(), key=b"OLD", partition=0)
         for i in range(5000):
             await producer.send(topic, event("BUSY", i), key=b"BUSY", partition=0)
         await producer.send(topic, b'{"seq": 1e99}', key=b"BUSY", partition=0)  # poison
