@@ -317,7 +317,7 @@ def _bench(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
     load.append(os.getloadavg()[0])
     med = {k: statistics.median(v) for k, v in results.items()}
     b_med = med["baseline"]
-    print(f"median over {args.reps} reps, {n:,} events, {args.master} (load average "
+    print(f"median over {args.reps} reps, {n:,} events from {source}, {args.master} (load average "
           f"{load[0]:.1f} at the start, {load[1]:.1f} at the end):")
     rows = [("baseline (same connector, read + count)", "baseline"),
             *[(label, k) for k, (label, _) in STAGES.items()],
