@@ -44,7 +44,8 @@ run: setup ## run the whole stack: Kafka, producer, web API, Streamlit, events j
 	@echo "  Streamlit app    http://127.0.0.1:$${UI_PORT:-8501}  (reads $(RUN_API_URL))"
 	@echo "  Kafka            $${KAFKA_BOOTSTRAP_SERVERS}"
 	SIM_AUTOSTART=$${SIM_AUTOSTART:-true} FLEET_SIZE=$${FLEET_SIZE:-25} \
-	  FLEETSTREAM_API_URL=$(RUN_API_URL) $(PY) -m tools.supervise -f Procfile $(RUN_PROCESSES)
+	  FLEETSTREAM_API_URL=$(RUN_API_URL) $(PY) -m tools.supervise -f Procfile --stop-timeout 120 \
+	  $(RUN_PROCESSES)
 
 .PHONY: test
 test: setup test-deps lint ## run the whole test suite: lint, unit, Kafka, Spark and browser tests

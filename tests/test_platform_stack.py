@@ -101,7 +101,7 @@ def test_make_run_starts_every_process_and_cars_move(tmp_path: Path) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
             try:
-                proc.wait(60)
+                proc.wait(150)  # the supervisor's --stop-timeout is 120 s
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
