@@ -92,15 +92,31 @@ def test_code_spans_hold_any_text_verbatim() -> None:
     assert code("a\u202eb\nc") == "` a\ufffdb\ufffdc `" and code("") == ""
 
 
+CODE_SPAN = re.compile(r"(`+) .*? \1")
+
+
 def test_md_leaves_no_markdown_or_html_alive() -> None:
-    for text in [*HOSTILE_IDS, "a\nb", "a\u202eb", "`code`", "# h", "~~s~~", "&amp;"]:
+    for text in [*HOSTILE_IDS, "a\nb", "a\u202eb", "`code`", "# h", "~~s~~", "&amp;",
+                 "see http://x.example/a?b=`c` or www.x.example or bob@x.example"]:
         out = md(text)
-        # every ASCII punctuation character is escaped, so no construct can open
-        unescaped = [c for i, c in enumerate(out) if not c.isalnum() and c.isascii()
-                     and c not in " \\" and (i == 0 or out[i - 1] != "\\")]
+        # outside the code spans (verbatim text) every ASCII punctuation character is
+        # escaped, so no construct can open
+        rest = CODE_SPAN.sub("", out)
+        unescaped = [c for i, c in enumerate(rest) if not c.isalnum() and c.isascii()
+                     and c not in " \\" and (i == 0 or rest[i - 1] != "\\")]
         assert unescaped == [], (text, out)
         assert "\n" not in out and "\u202e" not in out
     assert md("CAR-01") == "CAR\\-01"
+
+
+def test_md_shows_urls_and_addresses_as_code_not_links() -> None:
+    """remark-gfm links ``http://``, ``www.`` and e-mail addresses found in the text after
+    the escapes are resolved, so escaping cannot stop it; a code span does."""
+    assert md(f"click {LEAK} now") == f"click ` {LEAK} ` now"
+    assert md("www.evil.example/x") == "` www.evil.example/x `"
+    assert md("mail bob.x+y@evil.example.") == "mail ` bob.x+y@evil.example `\\."
+    assert md("HTTPS://a.example, ok") == "` HTTPS://a.example, ` ok"
+    assert md("a@b and wwwx.example") == "a\\@b and wwwx\\.example"  # not autolinks
 
 
 # ------------------------------------------------------------------------------ the app

@@ -373,7 +373,8 @@ def test_alerts_frame_dedupes_sorts_and_feed_escapes() -> None:
     line = lines[0]
     assert line.startswith(":red-badge[new] **") and " · ` CAR002 ` · " in line
     assert "![x](" not in line and "<b>" not in line and ":red[x]" not in line
-    assert r"\!\[x\]\(http\:\/\/203\.0\.113\.9\/leak\) \<b\>bold\<\/b\> \:red\[x\] \$x\$" in line
+    assert (r"\!\[x\]\(` http://203.0.113.9/leak) ` \<b\>bold\<\/b\> \:red\[x\] \$x\$"
+            in line)  # the URL a code span, not a link
     assert line.endswith("· value 31\\.0\\, limit 30\\.0")
     fault = alerts.feed_lines(df.iloc[[1]])[0]
     assert "**New fault code** `` P0300`x ``" in fault and "value" not in fault
@@ -734,6 +735,8 @@ def test_trips_view_and_alert_feed_in_chromium(fleet_api, tmp_path: Path,
                 text = feed.inner_text()
                 assert "Low fuel" in text and "fuel at 9.5 %" in text
                 assert "![x](http://203.0.113.9/leak) <b>bold</b> :red[x] $x$" in text
+                # the URL in that message is text, not a link (remark-gfm's autolinks)
+                assert feed.locator("a").count() == 0
                 page.screenshot(path=str(alerts_png), full_page=True)
 
                 page.get_by_text("Trips", exact=True).first.click()

@@ -7,6 +7,12 @@ every ASCII punctuation character (CommonMark lets each be escaped with a backsl
 replaces control and format characters (line breaks, bidi and RTL overrides, zero-width
 characters), so the reader sees exactly the characters of the data, on one line. :func:`code` shows
 identifiers as code spans, which also keeps a URL in them from becoming a link.
+
+Escaping alone does not stop GitHub-flavoured Markdown's autolinks: Streamlit's renderer
+(remark-gfm) finds ``http://...``, ``www....`` and e-mail addresses in the text *after* the
+escapes are resolved and makes them links, so a message on the topic could put a link to any
+site in front of the fleet's operators. :func:`md` shows such runs as code spans instead:
+the same characters, not a link.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ import re
 import unicodedata
 
 _PUNCT = re.compile(r"([!-/:-@\[-`{-~])")
+_AUTOLINK = re.compile(r"(?:https?://|www\.)\S*|[-.\w+]+@[-\w]+(?:\.[-\w]+)+", re.I | re.A)
+"""What remark-gfm's autolink literals find in text (mdast-util-gfm-autolink-literal: URLs
+from ``http(s)://`` or ``www.`` to the next space, e-mail addresses), or more of it."""
 _HIDDEN = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
 REPLACEMENT = "\N{REPLACEMENT CHARACTER}"
 
@@ -34,7 +43,16 @@ def code(value: object) -> str:
     return f"{fence} {text} {fence}"  # CommonMark strips one space each side of the content
 
 
+def _escaped(text: str) -> str:
+    return _PUNCT.sub(r"\\\1", text)
+
+
 def md(value: object) -> str:
     """``value`` as Markdown that renders as its own characters: no links, images, HTML,
-    emphasis, directives or maths."""
-    return _PUNCT.sub(r"\\\1", visible(value))
+    emphasis, directives or maths. URLs and e-mail addresses are code spans."""
+    text = visible(value)
+    parts, pos = [], 0
+    for m in _AUTOLINK.finditer(text):
+        parts += [_escaped(text[pos:m.start()]), code(m.group())]
+        pos = m.end()
+    return "".join(parts) + _escaped(text[pos:])
