@@ -170,16 +170,16 @@ bench: bench-producer bench-shards bench-webapi bench-ui bench-analytics bench-e
 
 .PHONY: bench-producer bench-webapi bench-ui bench-analytics bench-events bench-realism osm-data bench-cluster
 bench-producer: setup ## producer events/s vs Kafka's ProducerPerformance and bare aiokafka
-	$(PY) -m bench.producer
+	$(PY) -m bench.producer $(ARGS)
 .PHONY: bench-shards
 bench-shards: setup ## one fleet over 1, 2 and 4 producer processes: events/s and ratio to one
 	$(PY) -m bench.shards $(ARGS)
 bench-webapi: setup ## WebSocket latency, REST p99 and RSS under load
-	$(PY) -m bench.webapi
+	$(PY) -m bench.webapi $(ARGS)
 bench-ui: setup ## Streamlit refresh time and payload size by fleet size
-	$(PY) -m bench.ui
+	$(PY) -m bench.ui $(ARGS)
 bench-analytics: setup ## Spark once-mode events/s vs a plain read of the same backlog
-	$(PY) -m bench.analytics
+	$(PY) -m bench.analytics $(ARGS)
 bench-events: setup ## events job: alert latency p50/p99 at 5,000 events/s vs the 5 s target, with its micro-batch time
 	$(PY) -m bench.events $(ARGS)
 bench-realism: venv osm-data ## issue 10's realism report: simulated traffic vs real-world figures
