@@ -21,9 +21,12 @@ import re
 import unicodedata
 
 _PUNCT = re.compile(r"([!-/:-@\[-`{-~])")
-_AUTOLINK = re.compile(r"(?:https?://|www\.)\S*|[-.\w+]+@[-\w]+(?:\.[-\w]+)+", re.I | re.A)
+_AUTOLINK = re.compile(
+    r"(?:https?://|www\.)\S*+|(?<![-.\w+])[-.\w+]++@[-\w]++(?:\.[-\w]++)++", re.I | re.A)
 """What remark-gfm's autolink literals find in text (mdast-util-gfm-autolink-literal: URLs
-from ``http(s)://`` or ``www.`` to the next space, e-mail addresses), or more of it."""
+from ``http(s)://`` or ``www.`` to the next space, e-mail addresses), or more of it. Linear
+in the text: an address is only tried from the start of a run of its characters, and the
+possessive quantifiers never give back (a 100 KB message of ``a.a.a...`` took 25 s)."""
 _HIDDEN = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
 REPLACEMENT = "\N{REPLACEMENT CHARACTER}"
 
