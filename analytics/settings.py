@@ -10,14 +10,10 @@ from typing import Annotated, Literal
 from pydantic import ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
+from common.contract import MAX_CLOCK_SKEW_S
 from common.paths import CACHE, SPARK_JARS
 from common.settings import ServiceSettings, setting
 from common.settings import env_name as settings_env_name
-
-MAX_EVENT_FUTURE_S = 300.0
-"""Default of ``ANALYTICS_MAX_EVENT_FUTURE_S``: how far past its Kafka record's time an event
-may be stamped (clock skew between the producer and the broker); as the web API's
-``WEBAPI_MAX_EVENT_FUTURE_S``."""
 
 _DURATION = re.compile(
     r"^\s*(\d+)\s*(milliseconds?|ms|seconds?|s|minutes?|min|m|hours?|h|days?|d)\s*$", re.I)
@@ -99,7 +95,7 @@ class SparkJobSettings(ServiceSettings):
         "Spark scratch space and the JVM's temp folder")
     log_level: str = setting("INFO", "ANALYTICS_LOG_LEVEL", "the job's log level (Spark's is WARN)")
     max_event_future_s: float = setting(
-        MAX_EVENT_FUTURE_S, "ANALYTICS_MAX_EVENT_FUTURE_S",
+        MAX_CLOCK_SKEW_S, "ANALYTICS_MAX_EVENT_FUTURE_S",
         "events stamped more than this many seconds after their Kafka record's time are set "
         "aside as 'in the future' (allows for clock skew)", gt=0, le=31_536_000)
 

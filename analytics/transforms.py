@@ -37,7 +37,7 @@ from analytics.schema import (
     leaf_fields,
     required_fields,
 )
-from analytics.settings import MAX_EVENT_FUTURE_S
+from common.contract import MAX_CLOCK_SKEW_S
 
 CORRUPT = "_corrupt_record"
 VEHICLE_WINDOW_COLUMNS = (
@@ -148,7 +148,7 @@ def _reason(text: Column, event: Column, schema: T.StructType, kafka_time: Colum
 
 
 def parse(raw: DataFrame, schema: T.StructType = EVENT_SCHEMA,
-          max_future_s: float = MAX_EVENT_FUTURE_S) -> DataFrame:
+          max_future_s: float = MAX_CLOCK_SKEW_S) -> DataFrame:
     """Kafka records (key, value, topic, partition, offset, timestamp) -> the raw metadata,
     ``event`` (the parsed struct) and ``reason`` (null for a valid event; an event more than
     ``max_future_s`` seconds past its record's time is not one)."""

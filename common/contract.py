@@ -40,6 +40,11 @@ MAX_FAULT_CODE_LEN = 16
 """Longest fault code (OBD-II DTCs are five characters)."""
 MAX_TRIP_ID_LEN = 64
 """Longest ``trip_id`` (the producer's are 36-character UUIDs)."""
+MAX_CLOCK_SKEW_S = 300.0
+"""How far ahead of the reader's clock (or of its Kafka record's time) an event may be
+stamped: clock skew. Later, it is in the future (a stray year-9999 event), and every reader
+sets it aside: the web API (WEBAPI_MAX_EVENT_FUTURE_S), the Spark jobs
+(ANALYTICS_MAX_EVENT_FUTURE_S) and the producer taking over a shard's cars."""
 
 _UNPRINTABLE = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
 """Unicode categories refused in ids: controls (NUL, ANSI escapes), format characters (bidi

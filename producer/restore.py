@@ -21,7 +21,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from common.contract import TelemetryEvent
+from common.contract import MAX_CLOCK_SKEW_S, TelemetryEvent
 from common.kafka import Target, make_consumer
 from producer.fleet import LastSeen
 from producer.vehicle import DTC_CODES, VEHICLE_TYPES
@@ -29,9 +29,9 @@ from producer.vehicle import DTC_CODES, VEHICLE_TYPES
 log = logging.getLogger(__name__)
 FIRST_CHUNK = 1_000  # records read back first per partition (doubling, up to MAX_CHUNK)
 MAX_CHUNK = 256_000
-MAX_FUTURE = timedelta(seconds=300)
+MAX_FUTURE = timedelta(seconds=MAX_CLOCK_SKEW_S)
 """An event stamped further ahead of this clock is not a car's last state (a stray year-9999
-record would keep a parked car silent for ages); as WEBAPI_MAX_EVENT_FUTURE_S."""
+record would keep a parked car silent for ages)."""
 
 
 async def read_last_events(target: Target, topic: str, wanted: Mapping[int, set[bytes]], *,
@@ -99,15 +99,15 @@ async def _scan(consumer: AIOKafkaConsumer, tp: TopicPartition, lo: int, hi: int
     return last
 
 
-def usable(value: bytes, now: datetime | None = None) -> bool:
+def usable(value: bytes) -> bool:
     """A telemetry event a car can be continued from (anything else on the topic, e.g. a
-    malformed record under a car's key or an event stamped more than MAX_FUTURE past ``now``,
-    is passed over: the read goes on further back)."""
+    malformed record under a car's key or an event stamped more than MAX_FUTURE past now, is
+    passed over: the read goes on further back)."""
     try:
         event = TelemetryEvent.model_validate_json(value)
     except ValidationError:
         return False
-    return event.timestamp <= (now or datetime.now(UTC)) + MAX_FUTURE
+    return event.timestamp <= datetime.now(UTC) + MAX_FUTURE
 
 
 _FAULT_INDEX = {code: i for i, code in enumerate(DTC_CODES)}

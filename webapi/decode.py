@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from common.contract import TelemetryEvent, format_timestamp
+from common.contract import MAX_CLOCK_SKEW_S, TelemetryEvent, format_timestamp
 
 MALFORMED_KINDS = ("oversized", "not_utf8", "not_json", "not_object", "missing_field",
                    "wrong_type", "not_finite", "out_of_range", "unprintable", "too_old",
@@ -39,7 +39,7 @@ class Limits:
 
     max_bytes: int = 8192
     max_age_s: float = 31_536_000.0
-    max_future_s: float = 300.0
+    max_future_s: float = MAX_CLOCK_SKEW_S
 
 
 @dataclass(slots=True)

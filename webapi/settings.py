@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
+from common.contract import MAX_CLOCK_SKEW_S
 from common.fleet_events import (
     ALERT_RULES_TOPIC,
     EVENTS_TOPIC,
@@ -77,7 +78,7 @@ class Settings(ServiceSettings):
                                 "server's clock) are skipped as too_old; 365 days by default, "
                                 "so backfill and replays of recorded runs pass",
                                 ge=60, le=3_153_600_000)
-    max_event_future_s: float = _f(300.0, "WEBAPI_MAX_EVENT_FUTURE_S",
+    max_event_future_s: float = _f(MAX_CLOCK_SKEW_S, "WEBAPI_MAX_EVENT_FUTURE_S",
                                    "events timestamped further ahead of this server's clock "
                                    "are skipped as in_future (allows for clock skew)",
                                    ge=0, le=86_400)
