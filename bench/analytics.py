@@ -10,8 +10,11 @@ events generated here with orjson; 0.01 % malformed) to a fresh topic, then, per
 * stages: the baseline plus the job's per-record work step by step, each counted: the value
   cast to a string; ``from_json`` of one field (Jackson's tokenizer, the floor of any parse
   with Spark's JSON reader); Spark 4's ``try_parse_json`` into a VARIANT (another parser,
-  before any field is read); ``from_json`` with the full schema; the job's whole parse
-  (``from_json``, the validity check, the slim rows the job caches);
+  before any field is read); ``from_json`` with the full schema; the same struct from the
+  record's bytes by Jackson's byte parser (``bench/jvm/ByteJsonParser.java``, a Java UDF
+  compiled here with javac: what a parser outside ``from_json`` would save; its per-field
+  counts must equal ``from_json``'s); the job's whole parse (``from_json``, the validity
+  check, the slim rows the job caches);
 * job: ``analytics.job.run`` in once mode (one query, the batch parsed once, windows,
   malformed records, parquet), from a fresh checkpoint and output folder.
 
@@ -166,15 +169,19 @@ def _cast(raw):
 
 def _from_json(raw):
     from pyspark.sql import functions as F
-    from pyspark.sql import types as T
 
-    from analytics.schema import EVENT_SCHEMA
     from analytics.transforms import CORRUPT
 
-    schema = T.StructType([*EVENT_SCHEMA.fields, T.StructField(CORRUPT, T.StringType())])
-    parsed = raw.select(F.from_json(_text(), schema, {
+    parsed = raw.select(F.from_json(_text(), _full_schema(), {
         "mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}).alias("e")).select("e.*")
-    return parsed, [F.count_if(F.col(f).isNotNull()).alias(f) for f in schema.names]
+    return parsed, _present(parsed)
+
+
+def _present(parsed):
+    """Per field, the records where it is not null (so no field is pruned from the parse)."""
+    from pyspark.sql import functions as F
+
+    return [F.count_if(F.col(f).isNotNull()).alias(f) for f in parsed.columns]
 
 
 def _tokenize(raw):
@@ -196,6 +203,64 @@ def _variant(raw):
     return parsed, [F.count_if(F.col("v").isNotNull()).alias("objects")]
 
 
+BYTES_UDF = "fleetstream_bench_bytes_json"
+
+
+def _bytes(raw):
+    """The value's bytes straight to Jackson's byte parser (a Java UDF of our own,
+    ``bench/jvm/ByteJsonParser.java``), the same struct as :func:`_from_json`."""
+    from pyspark.sql import functions as F
+
+    parsed = raw.select(F.call_function(BYTES_UDF, F.col("value")).alias("e")).select("e.*")
+    return parsed, _present(parsed)
+
+
+def _full_schema():
+    from pyspark.sql import types as T
+
+    from analytics.schema import EVENT_SCHEMA
+    from analytics.transforms import CORRUPT
+
+    return T.StructType([*EVENT_SCHEMA.fields, T.StructField(CORRUPT, T.StringType())])
+
+
+def parser_jar(work: Path) -> Path:
+    """``bench/jvm/ByteJsonParser.java`` compiled with the JDK's javac against pyspark's jars."""
+    import shutil
+    import zipfile
+
+    import pyspark
+
+    from tools.kafka import java_bin
+
+    beside = Path(java_bin()).parent / "javac"
+    javac = str(beside) if beside.exists() else shutil.which("javac")
+    if javac is None:
+        raise SystemExit("bench.analytics: the bytes stage compiles a Java UDF and needs javac "
+                         "(a JDK: JAVA_HOME/bin/javac or javac on PATH)")
+    jars = sorted((Path(pyspark.__file__).parent / "jars").glob("*.jar"))
+    classes = work / "jvm-classes"
+    source = Path(__file__).parent / "jvm" / "ByteJsonParser.java"
+    subprocess.run([javac, "-d", str(classes), "-cp", os.pathsep.join(map(str, jars)),
+                    str(source)], check=True)
+    jar = work / "fleetstream-bench-jvm.jar"
+    with zipfile.ZipFile(jar, "w") as z:
+        for f in sorted(classes.rglob("*.class")):
+            z.write(f, f.relative_to(classes).as_posix())
+    return jar
+
+
+def register_parser(spark) -> None:
+    """Register :data:`BYTES_UDF` (binary -> the full schema's struct) in ``spark``."""
+    from analytics.transforms import CORRUPT
+
+    jvm = spark.sparkContext._jvm
+    schema = _full_schema().json()
+    udf = jvm.fleetstream.bench.ByteJsonParser(schema, CORRUPT)
+    spark._jsparkSession.udf().register(
+        BYTES_UDF, udf, jvm.org.apache.spark.sql.types.DataType.fromJson(schema))
+
+
 def _parse(raw):
     from pyspark.sql import functions as F
 
@@ -211,14 +276,17 @@ STAGES = {
     "tokenize": ("read + from_json of one field (the tokenizer)", _tokenize),
     "variant": ("read + try_parse_json (VARIANT)", _variant),
     "from_json": ("read + from_json (the full schema)", _from_json),
+    "bytes": ("read + Jackson's byte parser, full schema (Java UDF)", _bytes),
     "parse": ("read + the job's parse (from_json, validity, slim rows)", _parse),
 }
 """Rows between the baseline and the job: what reading and parsing alone cost (each
 counted, every column it produces used by an observed metric so nothing is pruned)."""
 
 
-def stage(spark, bootstrap: str, topic: str, work: Path, name: str) -> tuple[float, int]:
-    """The baseline's read plus one step of the job's per-record work, counted."""
+def stage(spark, bootstrap: str, topic: str, work: Path,
+          name: str) -> tuple[float, dict[str, object]]:
+    """The baseline's read plus one step of the job's per-record work, counted: the time
+    and the observed metrics summed over the query's batches (``records`` and the stage's)."""
     from pyspark.sql import functions as F
 
     raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap)
@@ -231,9 +299,12 @@ def stage(spark, bootstrap: str, topic: str, work: Path, name: str) -> tuple[flo
              .trigger(availableNow=True).start())
     query.awaitTermination()
     elapsed = time.perf_counter() - t0
-    reports = [json.loads(p.json) for p in query.recentProgress]
-    return elapsed, sum(r.get("observedMetrics", {}).get("count", {}).get("records", 0)
-                        for r in reports)
+    totals: dict[str, object] = {}
+    for report in (json.loads(p.json) for p in query.recentProgress):
+        for k, v in report.get("observedMetrics", {}).get("count", {}).items():
+            before = totals.get(k)
+            totals[k] = before + v if isinstance(before, int) and isinstance(v, int) else v
+    return elapsed, totals
 
 
 def job(spark, settings: Settings) -> tuple[float, dict]:
@@ -266,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _bench(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
-    from analytics.job import build_session
+    from analytics.job import build_session, connector_jars
 
     t0 = time.perf_counter()
     lines, source = events(args.events, args.vehicles)
@@ -285,7 +356,10 @@ def _bench(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
                     master=args.master, local_dir=work / "spark-local", log_level="WARNING",
                     spark_conf={"spark.ui.enabled": "false",
                                 "spark.driver.memory": args.driver_memory})
-    spark = build_session(base)
+    jars = [*connector_jars(base.spark_jars_dir), parser_jar(work)]
+    spark = build_session(base.model_copy(update={"spark_conf": {
+        **base.spark_conf, "spark.jars": ",".join(str(j.resolve()) for j in jars)}}))
+    register_parser(spark)
     results: dict[str, list[float]] = {"baseline": [], **{k: [] for k in STAGES}, "job": []}
     load = [os.getloadavg()[0]]
     try:
@@ -295,11 +369,17 @@ def _bench(args: argparse.Namespace, work: Path, bootstrap: str) -> int:
                 print(f"baseline counted {counted:,} records, expected {n:,}", file=sys.stderr)
                 return 1
             times = {"baseline": b_s}
+            seen = {}
             for name in STAGES:
-                times[name], got = stage(spark, bootstrap, topic, work / f"s{rep}", name)
-                if got != n:
-                    print(f"{name} counted {got:,} records, expected {n:,}", file=sys.stderr)
+                times[name], seen[name] = stage(spark, bootstrap, topic, work / f"s{rep}", name)
+                if seen[name].get("records") != n:
+                    print(f"{name} counted {seen[name].get('records')} records, expected {n:,}",
+                          file=sys.stderr)
                     return 1
+            if seen["bytes"] != seen["from_json"]:
+                print(f"the byte parser disagrees with from_json on the fields present: "
+                      f"{seen['bytes']} against {seen['from_json']}", file=sys.stderr)
+                return 1
             settings = base.model_copy(update={"output_dir": str(work / f"out{rep}")})
             times["job"], totals = job(spark, settings)
             written = totals["vehicle_windows"]["observed"].get("rows_written", 0)
