@@ -34,7 +34,9 @@ A file whose coordinates look like ``[lat, lon]`` is rejected with an error sayi
 from __future__ import annotations
 
 import logging
+import os
 import re
+import stat
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -213,6 +215,9 @@ def signal_cycle_s(value: Any) -> float | None:
 
 
 ZEBRA = frozenset({"uncontrolled", "zebra", "marked"})
+MAX_ROADS_FILE_BYTES = 512 * 1024 * 1024
+"""Largest roads file read (a big city's driveable roads are tens of MB of GeoJSON; parsing
+takes several times the file's size in memory)."""
 
 
 def is_zebra(props: dict[str, Any]) -> bool:
@@ -237,10 +242,25 @@ def _point_list(geometry: Any, where: str) -> list[tuple[float, float]]:
     return []
 
 
+def _read_bounded(path: Path, limit: int = MAX_ROADS_FILE_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes. A device, FIFO or folder is
+    refused before it is opened (``/dev/zero`` would be read until memory ran out, a FIFO
+    would block the start)."""
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise RoadsFileError(f"roads file {path}: not a regular file")
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        raw = f.read(limit + 1)
+    if max(size, len(raw)) > limit:
+        raise RoadsFileError(f"roads file {path}: {max(size, len(raw)):,} bytes, more than the "
+                             f"{limit:,} a roads file may have")
+    return raw
+
+
 def load_roads(path: Path) -> RoadNetwork:
     """Read ``path`` and build a network; RoadsFileError names the file and the problem."""
     try:
-        raw = path.read_bytes()
+        raw = _read_bounded(path)
     except OSError as exc:
         raise RoadsFileError(f"roads file {path}: cannot read it ({exc.strerror or exc})") from exc
     try:

@@ -163,6 +163,25 @@ def test_bad_geojson_files_get_a_clear_error(tmp_path: Path, case: str) -> None:
     assert str(path) in str(err.value) and problem in str(err.value)
 
 
+def test_a_roads_file_that_is_not_a_regular_file_or_too_big_is_refused(tmp_path: Path) -> None:
+    """/dev/zero would be read until memory ran out and a FIFO would block the start: both are
+    refused before they are opened, and a file over the size limit is refused too."""
+    import os
+
+    from producer.geojson import _read_bounded
+
+    fifo = tmp_path / "fifo.geojson"
+    os.mkfifo(fifo)
+    for path in (Path("/dev/zero"), tmp_path, fifo):
+        with pytest.raises(RoadsFileError, match="not a regular file"):
+            load_roads(path)
+    big = tmp_path / "big.geojson"
+    big.write_bytes(b" " * 17)
+    with pytest.raises(RoadsFileError, match="17 bytes, more than the 16"):
+        _read_bounded(big, limit=16)
+    assert _read_bounded(big, limit=17) == b" " * 17
+
+
 def test_cli_reports_a_bad_roads_file(tmp_path: Path) -> None:
     path = tmp_path / "broken.geojson"
     path.write_text("{}")
