@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -12,7 +11,7 @@ from pydantic_settings import NoDecode
 
 from common.contract import MAX_CLOCK_SKEW_S
 from common.paths import CACHE, SPARK_JARS
-from common.settings import ServiceSettings, setting
+from common.settings import ServiceSettings, kafka_topics, locations, not_blank, setting
 from common.settings import env_name as settings_env_name
 
 _DURATION = re.compile(
@@ -99,6 +98,10 @@ class SparkJobSettings(ServiceSettings):
         "events stamped more than this many seconds after their Kafka record's time are set "
         "aside as 'in the future' (allows for clock skew)", gt=0, le=31_536_000)
 
+    _servers = not_blank("kafka_bootstrap_servers")
+    _topic = kafka_topics("kafka_topic")
+    _folders = locations("spark_jars_dir", "local_dir")
+
     @field_validator("spark_conf", mode="before")
     @classmethod
     def _pairs(cls, value: object) -> object:
@@ -159,10 +162,7 @@ class Settings(SparkJobSettings):
             raise ValueError(f"ANALYTICS_WINDOW must be longer than zero, got {value!r}")
         return value
 
-    @field_validator("output_dir", "checkpoint_dir", mode="before")
-    @classmethod
-    def _location(cls, value: object) -> object:
-        return os.fspath(value) if isinstance(value, os.PathLike) else value
+    _locations = locations("output_dir", "checkpoint_dir")
 
     def location(self, name: str, *, checkpoint: bool = False) -> str:
         """``<output>/<name>`` (or ``<checkpoint>/<name>``): absolute path, or URI as given."""
@@ -218,10 +218,8 @@ class EventsSettings(SparkJobSettings):
         1.0, "ANALYTICS_EVENTS_TRIGGER_SECONDS", "the events job's micro-batch interval",
         gt=0, le=3600)
 
-    @field_validator("checkpoint_dir", mode="before")
-    @classmethod
-    def _location(cls, value: object) -> object:
-        return os.fspath(value) if isinstance(value, os.PathLike) else value
+    _locations = locations("checkpoint_dir")
+    _topics = kafka_topics("events_topic", "geofences_topic", "alert_rules_topic")
 
     @property
     def checkpoint(self) -> str:

@@ -10,9 +10,11 @@ this base reads only the documented names.
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -79,3 +81,61 @@ def between(field: str, env: str, low: float, high: float) -> Any:
         return value
 
     return field_validator(field)(classmethod(check))
+
+
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+"""Kafka's rule for a topic name (``org.apache.kafka.common.internals.Topic.validate``), which
+also forbids ``.`` and ``..``."""
+MAX_LOCATION_LEN = 4096
+"""Longest folder, file or URI setting (Linux's PATH_MAX)."""
+
+
+def _var(cls: type, info: ValidationInfo) -> str:
+    return env_name(cls, str(info.field_name))
+
+
+def not_blank(*fields: str) -> Any:
+    """A validator: each field, stripped, is not empty (``KAFKA_BOOTSTRAP_SERVERS must not be
+    empty``)."""
+
+    def check(cls: type, value: str, info: ValidationInfo) -> str:
+        if not value.strip():
+            raise ValueError(f"{_var(cls, info)} must not be empty")
+        return value.strip()
+
+    return field_validator(*fields)(classmethod(check))
+
+
+def kafka_topics(*fields: str) -> Any:
+    """A validator: each field, stripped, is a name Kafka accepts for a topic, so a mistyped
+    one is refused at start with its variable's name rather than by the broker later."""
+
+    def check(cls: type, value: str, info: ValidationInfo) -> str:
+        name = value.strip()
+        if not TOPIC_NAME.fullmatch(name) or name in (".", ".."):
+            raise ValueError(f"{_var(cls, info)} must be a Kafka topic name: 1 to 249 ASCII "
+                             f"letters, digits, '.', '_' or '-', got {value[:300]!r}")
+        return name
+
+    return field_validator(*fields)(classmethod(check))
+
+
+def locations(*fields: str) -> Any:
+    """A validator for folder, file and URI settings: not blank (an empty one would mean the
+    working folder), no NUL, at most :data:`MAX_LOCATION_LEN` characters. Runs before
+    conversion, so it covers ``Path`` fields too; None (unset) passes."""
+
+    def check(cls: type, value: object, info: ValidationInfo) -> object:
+        if value is None:
+            return value
+        text = os.fspath(value) if isinstance(value, os.PathLike) else value
+        if isinstance(text, str):
+            var = _var(cls, info)
+            if not text.strip():
+                raise ValueError(f"{var} must not be empty (unset it for the default)")
+            if "\0" in text or len(text) > MAX_LOCATION_LEN:
+                raise ValueError(f"{var} must be a path or URI of at most {MAX_LOCATION_LEN} "
+                                 f"characters without NUL, got {text[:300]!r}")
+        return text
+
+    return field_validator(*fields, mode="before")(classmethod(check))

@@ -14,7 +14,14 @@ from pathlib import Path
 from pydantic import field_validator
 
 from common.contract import MAX_FLEET_SIZE, MAX_RATE_HZ, MAX_VEHICLE_ID_LEN, MIN_RATE_HZ
-from common.settings import ServiceSettings, between, setting
+from common.settings import (
+    ServiceSettings,
+    between,
+    kafka_topics,
+    locations,
+    not_blank,
+    setting,
+)
 
 VEHICLE_ID_MAX_LEN = MAX_VEHICLE_ID_LEN - 16
 """``VEHICLE_ID`` leaves room on the wire for the fleet number appended to it."""
@@ -99,6 +106,10 @@ class Settings(ServiceSettings):
     _batch = between("kafka_batch_bytes", "KAFKA_BATCH_BYTES", 1024, 16 * 1024 * 1024)
     _tol = between("speed_tolerance_kmh", "SPEED_TOLERANCE_KMH", 0, 100)
     _redline = between("redline_rpm", "REDLINE_RPM", 2000, 12000)
+    _servers = not_blank("kafka_bootstrap_servers")
+    _topics = kafka_topics("kafka_topic", "kafka_control_topic", "kafka_status_topic",
+                           "kafka_network_topic", "kafka_shards_topic")
+    _roads = locations("sim_roads_file")
 
     @field_validator("api_token", "producer_group", mode="before")
     @classmethod

@@ -20,6 +20,40 @@ def test_bare_field_names_in_the_environment_are_ignored(cls, monkeypatch) -> No
     assert cls().model_dump() == baseline
 
 
+def _fields_named(cls, *suffixes: str) -> list[tuple[str, str]]:
+    return [(name, var) for name in cls.model_fields
+            for var in env_names(cls, name)[:1] if var.endswith(suffixes)]
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__module__)
+def test_topics_servers_and_locations_are_checked_by_every_service(cls, monkeypatch) -> None:
+    """A blank or mistyped topic, an empty server list and an empty folder (which would mean
+    the working folder) are refused at start, naming the variable, by every service alike."""
+    topics = _fields_named(cls, "_TOPIC")
+    locations = _fields_named(cls, "_DIR", "_FILE")
+    servers = _fields_named(cls, "_BOOTSTRAP_SERVERS")
+    for name, var in topics:
+        for bad in ("", " ", "a b", "a/b", "..", "x" * 250, "tópic", "a\x01"):
+            monkeypatch.setenv(var, bad)
+            with pytest.raises(ValueError, match=f"{var} must be a Kafka topic name"):
+                cls()
+        monkeypatch.setenv(var, " fleet-1.raw_x ")
+        assert getattr(cls(), name) == "fleet-1.raw_x"
+        monkeypatch.delenv(var)
+    for _name, var in [*locations, *servers]:
+        for bad in ("", "  "):
+            monkeypatch.setenv(var, bad)
+            with pytest.raises(ValueError, match=f"{var} must not be empty"):
+                cls()
+        monkeypatch.delenv(var)
+    for _name, var in locations:
+        monkeypatch.setenv(var, "x" * 5000)
+        with pytest.raises(ValueError, match=f"{var} must be a path or URI of at most 4096"):
+            cls()
+        monkeypatch.delenv(var)
+    assert topics or locations or servers or cls.__module__.startswith("ui.")
+
+
 def test_documented_variable_sets_the_field(monkeypatch) -> None:
     from webapi.settings import Settings
 

@@ -234,7 +234,7 @@ def test_settings_read_env_and_name_the_variable(monkeypatch) -> None:
     monkeypatch.setenv("WEBAPI_MAX_VEHICLES", "0")
     with pytest.raises(ValueError, match="WEBAPI_MAX_VEHICLES"):
         Settings()
-    with pytest.raises(ValueError, match="KAFKA_TOPIC must not be empty"):
+    with pytest.raises(ValueError, match="KAFKA_TOPIC must be a Kafka topic name"):
         Settings(kafka_topic=" ", max_vehicles=5)
     assert ENV_NAMES["analytics_output_dir"] == "ANALYTICS_OUTPUT_DIR"
     with pytest.raises(Exception, match="frozen"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import ValidationInfo, field_validator
+from pydantic import field_validator
 from pydantic_settings import NoDecode
 
 from common.contract import MAX_CLOCK_SKEW_S
@@ -15,7 +15,7 @@ from common.fleet_events import (
     GEOFENCES_TOPIC,
     MAX_GEOFENCE_VERTICES,
 )
-from common.settings import ServiceSettings, env_names
+from common.settings import ServiceSettings, env_names, kafka_topics, locations, not_blank
 from common.settings import setting as _f
 
 DEFAULT_TILE_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
@@ -170,13 +170,12 @@ class Settings(ServiceSettings):
                                     "webhook deliveries pending on one instance; beyond, it "
                                     "stops fetching events until some finish", ge=1, le=100_000)
 
-    @field_validator("webhooks_topic", "webhook_deliveries_topic", "webhook_group")
-    @classmethod
-    def _webhook_names(cls, value: str, info: ValidationInfo) -> str:
-        if not value.strip():
-            raise ValueError(f"{ENV_NAMES.get(str(info.field_name), info.field_name)} must "
-                             "not be empty")
-        return value.strip()
+    _topics = kafka_topics("kafka_topic", "kafka_control_topic", "kafka_status_topic",
+                           "kafka_network_topic", "kafka_events_topic", "kafka_geofences_topic",
+                           "kafka_alert_rules_topic", "webhooks_topic",
+                           "webhook_deliveries_topic")
+    _names = not_blank("kafka_bootstrap_servers", "host", "webhook_group")
+    _locations = locations("analytics_output_dir")
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -200,16 +199,6 @@ class Settings(ServiceSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
-
-    @field_validator("kafka_bootstrap_servers", "kafka_topic", "kafka_control_topic",
-                     "kafka_status_topic", "kafka_network_topic", "kafka_events_topic",
-                     "kafka_geofences_topic", "kafka_alert_rules_topic", "host")
-    @classmethod
-    def _not_blank(cls, value: str, info: object) -> str:
-        if not value.strip():
-            name = getattr(info, "field_name", "value")
-            raise ValueError(f"{ENV_NAMES.get(str(name), name)} must not be empty")
-        return value.strip()
 
 
 ENV_NAMES: dict[str, str] = env_names(Settings)
