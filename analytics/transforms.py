@@ -104,8 +104,33 @@ def _outside(value: Column, b: Bounds) -> Column:
     return reduce(operator.or_, conds) if conds else F.lit(False)
 
 
+ISO_TIME = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})$"
+"""A timestamp as the producer writes it and Spark's cast rules read it: ISO 8601 with
+seconds and an explicit UTC offset (``Z``, ``+01:00`` or ``+0100``)."""
+ISO_TIME_LOOSE = (r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2})(:\d{2})?(?:[.,](\d{1,9}))?"
+                  r"([Zz]|[+-]\d{2}:?\d{2})$")
+"""The other spellings the contract accepts (pydantic, strict, as the web API validates):
+lower-case ``t``/``z``, a comma before the fraction, no seconds. Rewritten to
+:data:`ISO_TIME` before the cast."""
+
+
+def _event_time(text: Column) -> Column:
+    """A JSON string read as a timestamp the way the contract reads it: ISO 8601 with an
+    explicit offset, else null. A time without an offset (which Spark would take as UTC), a
+    date alone, a number, or a date that does not exist are null."""
+    canonical = F.when(text.rlike(ISO_TIME), text).when(text.rlike(ISO_TIME_LOOSE), F.concat(
+        F.regexp_extract(text, ISO_TIME_LOOSE, 1), F.lit("T"),
+        F.regexp_extract(text, ISO_TIME_LOOSE, 2),
+        F.coalesce(F.nullif(F.regexp_extract(text, ISO_TIME_LOOSE, 3), F.lit("")),
+                   F.lit(":00")),
+        F.coalesce(F.concat(F.lit("."), F.nullif(F.regexp_extract(text, ISO_TIME_LOOSE, 4),
+                                                 F.lit(""))), F.lit("")),
+        F.upper(F.regexp_extract(text, ISO_TIME_LOOSE, 5))))
+    return F.try_to_timestamp(canonical)
+
+
 def _reason(text: Column, event: Column, schema: T.StructType, kafka_time: Column,
-            max_future_s: float) -> Column:
+            max_future_s: float, bad_time: Column) -> Column:
     """Why a record is not a valid event (null when it is one).
 
     An event stamped more than ``max_future_s`` after its Kafka record's time is ``in the
@@ -138,6 +163,7 @@ def _reason(text: Column, event: Column, schema: T.StructType, kafka_time: Colum
               F.when(F.json_object_keys(text).isNull(), F.lit("not a JSON object"))
               .otherwise(F.coalesce(F.concat(F.lit("wrong type: "), wrong_type),
                                     F.lit("malformed JSON"))))
+        .when(bad_time.isNotNull(), F.concat(F.lit("wrong type: "), bad_time))
         .when(missing.isNotNull(), F.concat(F.lit("missing required field: "), missing))
         .when(invalid.isNotNull(), F.concat(F.lit("value not allowed: "), invalid))
         .when(outside.isNotNull(), F.concat(F.lit("out of range: "), outside))
@@ -151,9 +177,16 @@ def parse(raw: DataFrame, schema: T.StructType = EVENT_SCHEMA,
           max_future_s: float = MAX_CLOCK_SKEW_S) -> DataFrame:
     """Kafka records (key, value, topic, partition, offset, timestamp) -> the raw metadata,
     ``event`` (the parsed struct) and ``reason`` (null for a valid event; an event more than
-    ``max_future_s`` seconds past its record's time is not one)."""
+    ``max_future_s`` seconds past its record's time is not one).
+
+    Timestamps are read as JSON strings and converted by :func:`_event_time`, not by
+    ``from_json``, which would take a time without an offset as UTC and a bare number as
+    seconds since the epoch: the contract refuses both."""
     text = F.col("value").cast("string")
-    with_corrupt = T.StructType([*schema.fields, T.StructField(CORRUPT, T.StringType())])
+    times = [f.name for f in schema.fields if isinstance(f.dataType, T.TimestampType)]
+    wire = T.StructType([
+        T.StructField(f.name, T.StringType()) if f.name in times else f for f in schema.fields
+    ] + [T.StructField(CORRUPT, T.StringType())])
     parsed = raw.select(
         F.col("key").cast("string").alias("key"),
         text.alias("value"),
@@ -161,11 +194,17 @@ def parse(raw: DataFrame, schema: T.StructType = EVENT_SCHEMA,
         F.col("partition"),
         F.col("offset"),
         F.col("timestamp").alias("kafka_timestamp"),
-        F.from_json(text, with_corrupt,
-                    {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}).alias("event"),
+        F.from_json(text, wire,
+                    {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}).alias("wire"),
     )
-    return parsed.withColumn("reason", _reason(F.col("value"), F.col("event"), schema,
-                                               F.col("kafka_timestamp"), max_future_s))
+    event = F.col("wire")
+    for name in times:
+        event = event.withField(name, _event_time(F.col(f"wire.{name}")))
+    bad_time = _names_where([(F.col(f"wire.{name}").isNotNull()
+                              & _field(F.col("event"), name).isNull(), name) for name in times])
+    return parsed.withColumn("event", event).withColumn(
+        "reason", _reason(F.col("value"), F.col("event"), schema, F.col("kafka_timestamp"),
+                          max_future_s, bad_time)).drop("wire")
 
 
 def valid_events(parsed: DataFrame, schema: T.StructType = EVENT_SCHEMA) -> DataFrame:
