@@ -117,6 +117,19 @@ def default_values(model: type[BaseModel] = TelemetryEvent) -> dict[str, Any]:
     return out
 
 
+def null_refused(model: type[BaseModel] = TelemetryEvent) -> list[str]:
+    """Top-level fields that may be omitted (they have a default) but not sent as ``null``:
+    their type does not include None."""
+    out = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        args = typing.get_args(ann) if typing.get_origin(ann) in (typing.Union,
+                                                                   types.UnionType) else ()
+        if not field.is_required() and ann is not None and type(None) not in args:
+            out.append(name)
+    return out
+
+
 def allowed_values(model: type[BaseModel] = TelemetryEvent) -> dict[str, tuple[Any, ...]]:
     """Top-level fields typed as a Literal, with the values the contract allows."""
     out: dict[str, tuple[Any, ...]] = {}

@@ -22,6 +22,7 @@ Definitions, per event-time window:
 from __future__ import annotations
 
 import operator
+import re
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame
@@ -35,6 +36,7 @@ from analytics.schema import (
     default_values,
     field_bounds,
     leaf_fields,
+    null_refused,
     required_fields,
 )
 from common.contract import MAX_CLOCK_SKEW_S
@@ -129,8 +131,59 @@ def _event_time(text: Column) -> Column:
     return F.try_to_timestamp(canonical)
 
 
+NOT_A_STRING = (r"(?s)^(-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?|true|false|\[.*|\{.*)$")
+"""What ``from_json`` makes of a number, a boolean, an array or an object in a string field:
+their JSON text. A string field whose value looks like this is checked against the record."""
+_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
+
+
+def _may_not_be_a_string(value: Column) -> Column:
+    """:data:`NOT_A_STRING`, its first character checked first (no pattern is matched for an
+    id that starts with a letter other than t or f, as most do)."""
+    return F.ascii(value).isin(*b"-0123456789tf[{") & value.rlike(NOT_A_STRING)
+
+
+def _key_holds_other(name: str) -> str:
+    """A pattern for the record's text: key ``name`` followed by something other than a JSON
+    string. In JSON text a quote inside a string is always escaped, so ``"name"`` followed by
+    a colon is a key (one spelled with escapes, ``"vehicle\\u005fid"``, is not seen)."""
+    return rf'"{re.escape(name)}"\s*:\s*[^"\s]'
+
+
+def _key_holds_others(name: str) -> str:
+    """Key ``name`` followed by an array with an item other than a JSON string."""
+    return rf'"{re.escape(name)}"\s*:\s*\[\s*(?:{_JSON_STRING}\s*,\s*)*[^"\s\]]'
+
+
+def _not_strings(text: Column, wire: Column, schema: T.StructType) -> list[tuple[Column, str]]:
+    """(condition, field) for each string field (or array of strings) whose JSON value was
+    not a string: ``from_json`` keeps any value's text in a string field, so ``"vehicle_id":
+    123`` would be the vehicle "123", which the contract refuses. Only a value that looks
+    like such text (:data:`NOT_A_STRING`) costs a look at the record."""
+    checks = []
+    for f in schema.fields:
+        value = wire.getField(f.name)
+        if isinstance(f.dataType, T.StringType):
+            checks.append((_may_not_be_a_string(value)
+                           & text.rlike(_key_holds_other(f.name)), f.name))
+        elif isinstance(f.dataType, T.ArrayType) and isinstance(f.dataType.elementType,
+                                                                T.StringType):
+            checks.append(((F.size(value) > 0)
+                           & F.exists(value, _may_not_be_a_string)
+                           & text.rlike(_key_holds_others(f.name)), f.name))
+    return checks
+
+
+def _nulls(text: Column, wire: Column) -> list[tuple[Column, str]]:
+    """(condition, field) for each field the contract lets a record omit but not set to
+    ``null`` (:func:`analytics.schema.null_refused`): ``from_json`` reads both as null, and the
+    default would be filled in. Only a record missing such a field costs a look at its text."""
+    return [(wire.getField(n).isNull() & text.rlike(rf'"{re.escape(n)}"\s*:\s*null\b'), n)
+            for n in null_refused()]
+
+
 def _reason(text: Column, event: Column, schema: T.StructType, kafka_time: Column,
-            max_future_s: float, bad_time: Column) -> Column:
+            max_future_s: float, bad_type: Column) -> Column:
     """Why a record is not a valid event (null when it is one).
 
     An event stamped more than ``max_future_s`` after its Kafka record's time is ``in the
@@ -163,7 +216,7 @@ def _reason(text: Column, event: Column, schema: T.StructType, kafka_time: Colum
               F.when(F.json_object_keys(text).isNull(), F.lit("not a JSON object"))
               .otherwise(F.coalesce(F.concat(F.lit("wrong type: "), wrong_type),
                                     F.lit("malformed JSON"))))
-        .when(bad_time.isNotNull(), F.concat(F.lit("wrong type: "), bad_time))
+        .when(bad_type.isNotNull(), F.concat(F.lit("wrong type: "), bad_type))
         .when(missing.isNotNull(), F.concat(F.lit("missing required field: "), missing))
         .when(invalid.isNotNull(), F.concat(F.lit("value not allowed: "), invalid))
         .when(outside.isNotNull(), F.concat(F.lit("out of range: "), outside))
@@ -200,11 +253,14 @@ def parse(raw: DataFrame, schema: T.StructType = EVENT_SCHEMA,
     event = F.col("wire")
     for name in times:
         event = event.withField(name, _event_time(F.col(f"wire.{name}")))
-    bad_time = _names_where([(F.col(f"wire.{name}").isNotNull()
-                              & _field(F.col("event"), name).isNull(), name) for name in times])
+    bad_type = _names_where(sorted(
+        [(F.col(f"wire.{name}").isNotNull() & _field(F.col("event"), name).isNull(), name)
+         for name in times] + _not_strings(F.col("value"), F.col("wire"), schema)
+        + _nulls(F.col("value"), F.col("wire")),
+        key=lambda check: schema.names.index(check[1])))
     return parsed.withColumn("event", event).withColumn(
         "reason", _reason(F.col("value"), F.col("event"), schema, F.col("kafka_timestamp"),
-                          max_future_s, bad_time)).drop("wire")
+                          max_future_s, bad_type)).drop("wire")
 
 
 def valid_events(parsed: DataFrame, schema: T.StructType = EVENT_SCHEMA) -> DataFrame:

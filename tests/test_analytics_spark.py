@@ -211,6 +211,47 @@ def test_the_job_reads_a_timestamp_as_the_contract_does(spark: SparkSession) -> 
     assert {r["reason"] for r in got} - {None} == {"wrong type: timestamp"}
 
 
+STRING_FIELDS = [
+    ("vehicle_id", [123, 1.5, -2e3, True, ["A"], {"a": 1}, "123", "true", "[A]", "{a}", "-1"]),
+    ("trip_id", [1, False, "0", "f56892c1-5a31-52da", ' "x": 1 ']),
+    ("road_type", [1, ["urban"]]),
+    ("vehicle_type", [True, {"car": 1}]),
+    ("fault_codes", [[1, 2], [True], ["P0300", 7], [["P0300"]], ["1"], ["P0300", "[x]"], []]),
+    # fields the contract lets a record omit, but not set to null (the default would be used)
+    *[(name, [None]) for name in ("fault_codes", "seq", "heading_deg", "odometer_km",
+                                  "trip_id", "schema_version", "ignition", "vehicle_type")],
+]
+
+
+def test_the_job_refuses_a_value_of_another_json_type_as_the_contract_does(
+        spark: SparkSession) -> None:
+    """``from_json`` keeps the text of any JSON value in a string field, so ``"vehicle_id":
+    123`` would have been the vehicle "123", and reads ``null`` as an omitted field, whose
+    default would be used. The contract (strict, as the web API validates) refuses both; so
+    does the job, and strings that merely look like numbers stay valid."""
+    from analytics.transforms import parse
+
+    good = EVENTS[0].model_dump(mode="json")
+    cases = [(name, v) for name, values in STRING_FIELDS for v in values]
+    values = [orjson.dumps({**good, name: v}) for name, v in cases]
+    values.append(orjson.dumps(good)[:-1] + b',"vehicle_id":5}')  # the last key wins
+    contract = []
+    for v in values:
+        try:
+            TelemetryEvent.model_validate_json(v, strict=True)
+            contract.append(None)
+        except ValueError:
+            contract.append("refused")
+    got = [r["reason"] for r in
+           parse(kafka_frame(spark, values)).orderBy("offset").select("reason").collect()]
+    assert [("refused" if r else None) for r in got] == contract
+    assert contract.count(None) >= 8 and contract.count("refused") >= 20
+    for (name, _), reason, verdict in zip([*cases, ("vehicle_id", 5)], got, contract,
+                                          strict=True):
+        if verdict:
+            assert reason in (f"wrong type: {name}", f"value not allowed: {name}"), reason
+
+
 def test_an_event_stamped_after_its_record_time_is_in_the_future(spark: SparkSession) -> None:
     """Up to max_future_s past the Kafka record's time is clock skew; beyond, the event is set
     aside, so a stray timestamp cannot move the watermark past every real event."""
