@@ -106,10 +106,11 @@ def _outside(value: Column, b: Bounds) -> Column:
     return reduce(operator.or_, conds) if conds else F.lit(False)
 
 
-ISO_TIME = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})$"
+ISO_TIME = r"^(?!0000)\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})$"
 """A timestamp as the producer writes it and Spark's cast rules read it: ISO 8601 with
-seconds and an explicit UTC offset (``Z``, ``+01:00`` or ``+0100``)."""
-ISO_TIME_LOOSE = (r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2})(:\d{2})?(?:[.,](\d{1,9}))?"
+seconds and an explicit UTC offset (``Z``, ``+01:00`` or ``+0100``), from year 1 (Python's
+first, so the contract's) on."""
+ISO_TIME_LOOSE = (r"^((?!0000)\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2})(:\d{2})?(?:[.,](\d{1,9}))?"
                   r"([Zz]|[+-]\d{2}:?\d{2})$")
 """The other spellings the contract accepts (pydantic, strict, as the web API validates):
 lower-case ``t``/``z``, a comma before the fraction, no seconds. Rewritten to
@@ -134,7 +135,10 @@ def _event_time(text: Column) -> Column:
 NOT_A_STRING = (r"(?s)^(-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?|true|false|\[.*|\{.*)$")
 """What ``from_json`` makes of a number, a boolean, an array or an object in a string field:
 their JSON text. A string field whose value looks like this is checked against the record."""
-_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
+_JSON_STRING = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+"""A JSON string in the record's text, possessive throughout: Java's regex engine recurses
+once per repetition of an alternation, so ``(?:[^"\\]|\\.)*`` overflowed the executor's stack
+(a fatal error that ends the JVM) on one 900 KB string."""
 
 
 def _may_not_be_a_string(value: Column) -> Column:
@@ -152,7 +156,7 @@ def _key_holds_other(name: str) -> str:
 
 def _key_holds_others(name: str) -> str:
     """Key ``name`` followed by an array with an item other than a JSON string."""
-    return rf'"{re.escape(name)}"\s*:\s*\[\s*(?:{_JSON_STRING}\s*,\s*)*[^"\s\]]'
+    return rf'"{re.escape(name)}"\s*:\s*\[\s*+(?:{_JSON_STRING}\s*+,\s*+)*+[^"\s\]]'
 
 
 def _not_strings(text: Column, wire: Column, schema: T.StructType) -> list[tuple[Column, str]]:

@@ -181,6 +181,7 @@ TIMESTAMPS = [
     "2026-01-01T08:00:00", "2026-01-01", "2026-01-01T08:00:00+01", "2026-01-01T24:00:00Z",
     "2026-02-30T08:00:00Z", "2026-01-01T08:00:60Z", "2026-01-01T08:00:00 +00:00",
     " 2026-01-01T08:00:00Z", "2026-1-1T8:0:0Z", "+2026-01-01T08:00:00Z", 1767254400,
+    "0000-01-01T00:00:00+00:00", "0000-01-01t00:00z", "0001-01-01T00:00:00+00:00",
     1767254400.5, True, {"a": 1}, [1],
 ]  # not here: "1767254400", a string of digits, which pydantic reads as seconds since the
 #    epoch and the job refuses (the contract documents ISO 8601 with an offset)
@@ -216,7 +217,9 @@ STRING_FIELDS = [
     ("trip_id", [1, False, "0", "f56892c1-5a31-52da", ' "x": 1 ']),
     ("road_type", [1, ["urban"]]),
     ("vehicle_type", [True, {"car": 1}]),
-    ("fault_codes", [[1, 2], [True], ["P0300", 7], [["P0300"]], ["1"], ["P0300", "[x]"], []]),
+    ("fault_codes", [[1, 2], [True], ["P0300", 7], [["P0300"]], ["1"], ["P0300", "[x]"], [],
+                     # a long string before a number: the record's pattern must not recurse
+                     ["\\\"" * 100_000, 7], ["x" * 900_000, 7]]),
     # fields the contract lets a record omit, but not set to null (the default would be used)
     *[(name, [None]) for name in ("fault_codes", "seq", "heading_deg", "odometer_km",
                                   "trip_id", "schema_version", "ignition", "vehicle_type")],
