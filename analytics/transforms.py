@@ -147,16 +147,21 @@ def _may_not_be_a_string(value: Column) -> Column:
     return F.ascii(value).isin(*b"-0123456789tf[{") & value.rlike(NOT_A_STRING)
 
 
+def _key(name: str) -> str:
+    """A pattern for the record's text: key ``name`` and its colon, up to its value. In JSON
+    text a quote inside a string is always escaped, so ``"name"`` followed by a colon is a
+    key (one spelled with escapes, ``"vehicle\\u005fid"``, is not seen)."""
+    return rf'"{re.escape(name)}"\s*:\s*'
+
+
 def _key_holds_other(name: str) -> str:
-    """A pattern for the record's text: key ``name`` followed by something other than a JSON
-    string. In JSON text a quote inside a string is always escaped, so ``"name"`` followed by
-    a colon is a key (one spelled with escapes, ``"vehicle\\u005fid"``, is not seen)."""
-    return rf'"{re.escape(name)}"\s*:\s*[^"\s]'
+    """Key ``name`` followed by something other than a JSON string."""
+    return _key(name) + r'[^"\s]'
 
 
 def _key_holds_others(name: str) -> str:
     """Key ``name`` followed by an array with an item other than a JSON string."""
-    return rf'"{re.escape(name)}"\s*:\s*\[\s*+(?:{_JSON_STRING}\s*+,\s*+)*+[^"\s\]]'
+    return _key(name) + rf'\[\s*+(?:{_JSON_STRING}\s*+,\s*+)*+[^"\s\]]'
 
 
 def _not_strings(text: Column, wire: Column, schema: T.StructType) -> list[tuple[Column, str]]:
@@ -182,7 +187,7 @@ def _nulls(text: Column, wire: Column) -> list[tuple[Column, str]]:
     """(condition, field) for each field the contract lets a record omit but not set to
     ``null`` (:func:`analytics.schema.null_refused`): ``from_json`` reads both as null, and the
     default would be filled in. Only a record missing such a field costs a look at its text."""
-    return [(wire.getField(n).isNull() & text.rlike(rf'"{re.escape(n)}"\s*:\s*null\b'), n)
+    return [(wire.getField(n).isNull() & text.rlike(_key(n) + r"null\b"), n)
             for n in null_refused()]
 
 
