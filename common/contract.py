@@ -10,12 +10,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import unicodedata
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_serializer,
+)
+from pydantic_core import PydanticCustomError, SchemaValidator, core_schema
 
 SCHEMA_VERSION = 1
 """Bumped only for a breaking change; additive fields keep the version."""
@@ -85,6 +95,30 @@ def format_timestamp(ts: datetime) -> str:
     return ts.isoformat(timespec="microseconds")
 
 
+_ISO_DATE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
+_DATETIME = SchemaValidator(core_schema.datetime_schema(tz_constraint="aware"))
+
+
+def iso_8601(value: object, handler: ValidatorFunctionWrapHandler) -> datetime:
+    """A validator (``WrapValidator``) reading a string only as an ISO 8601 date and time:
+    pydantic would also read a string of digits (``"1767254400"``) as seconds since the
+    epoch, which the contract does not document and the Spark jobs refuse (error type
+    ``iso_8601``). Other spellings are pydantic's own reading; any other value is left to
+    the field (a datetime passes, a number is refused in strict mode)."""
+    if not isinstance(value, str):
+        return handler(value)
+    if not _ISO_DATE_TIME.match(value):
+        raise PydanticCustomError("iso_8601", "must be an ISO 8601 date and time with a UTC "
+                                  "offset, e.g. 2026-01-01T08:00:00+00:00")
+    # the field would get a Python string, which strict mode refuses for a datetime: the
+    # string is read here, by the same parser that reads a JSON string (0.2 us)
+    return _DATETIME.validate_python(value)
+
+
+EventTime = Annotated[AwareDatetime, WrapValidator(iso_8601)]
+"""An event's time: ISO 8601 with an explicit UTC offset (see :func:`iso_8601`)."""
+
+
 class Location(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -103,7 +137,7 @@ class TelemetryEvent(BaseModel):
 
     vehicle_id: PrintableId = Field(min_length=1, max_length=MAX_VEHICLE_ID_LEN,
                                     description="e.g. TESTCAR01")
-    timestamp: AwareDatetime = Field(description="ISO 8601 with UTC offset, microseconds")
+    timestamp: EventTime = Field(description="ISO 8601 with UTC offset, microseconds")
     location: Location
     speed_kmh: float = Field(ge=0, le=400)
     engine_rpm: int = Field(ge=0, le=12000)
@@ -129,6 +163,13 @@ class TelemetryEvent(BaseModel):
     @field_serializer("timestamp")
     def _ser_ts(self, ts: datetime) -> str:
         return format_timestamp(ts)
+
+
+def read_event(value: bytes | str) -> TelemetryEvent:
+    """One telemetry record as every reader of the topic reads it (the web API, replay, a
+    producer taking a shard over): strict JSON, so ``"12.5"`` is not a speed, ``"false"`` not
+    a boolean and a number not a timestamp. Raises pydantic's ``ValidationError``."""
+    return TelemetryEvent.model_validate_json(value, strict=True)
 
 
 EVENT_FIELDS: tuple[str, ...] = tuple(TelemetryEvent.model_fields)
@@ -247,6 +288,6 @@ __all__ = [
     "CSV_COLUMNS", "EVENT_FIELDS", "MAX_FAULT_CODES", "MAX_FAULT_CODE_LEN", "MAX_FLEET_SIZE",
     "MAX_ODOMETER_KM", "MAX_RATE_HZ", "MAX_SEQ", "MAX_TRIP_ID_LEN", "MAX_VEHICLE_ID_LEN",
     "MIN_RATE_HZ", "SCHEMA_VERSION", "CommandName", "ControlCommand", "Location", "PrintableId",
-    "is_printable_id", "printable_id",
+    "EventTime", "is_printable_id", "iso_8601", "printable_id", "read_event",
     "ProducerStatus", "RoadType", "VehicleType", "TelemetryEvent", "format_timestamp",
 ]

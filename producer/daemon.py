@@ -35,7 +35,7 @@ from common.contract import (
     COMMAND_MAX_AGE_S,
     ControlCommand,
     ProducerStatus,
-    TelemetryEvent,
+    read_event,
     verify_command,
 )
 from common.kafka import KafkaEdgeError, Stopped, TopicSpec, ensure_topics, retry, topic_partitions
@@ -91,7 +91,7 @@ class Daemon:
     # ---- status and commands ------------------------------------------------------------
     def status(self, reply_to: str | None = None, *, ok: bool = True, error: str | None = None,
                message: str | None = None) -> ProducerStatus:
-        last = TelemetryEvent.model_validate_json(self.last_event) if self.last_event else None
+        last = read_event(self.last_event) if self.last_event else None
         self._update_lag()
         if message is None and self.skipped_s:
             message = f"fell behind; skipped {self.skipped_s:.1f}s of schedule so far"

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from common.contract import SCHEMA_VERSION, TelemetryEvent, format_timestamp
+from common.contract import SCHEMA_VERSION, TelemetryEvent, format_timestamp, read_event
 from producer.fleet import FleetState, stop_lines
 from producer.roads import ROAD_TYPES, RoadNetwork
 from producer.vehicle import DTC_CODES, VEHICLE_TYPES
@@ -361,4 +361,4 @@ class Encoder:
 
     def events(self, s: FleetState, ts: datetime) -> list[TelemetryEvent]:
         """The same events as validated models (slow path: tests, status messages)."""
-        return [TelemetryEvent.model_validate_json(b) for b in self.encode(s, ts)]
+        return [read_event(b) for b in self.encode(s, ts)]

@@ -3,8 +3,10 @@
 A producer instance that takes over a shard (a telemetry partition, see producer/shards.py)
 reads that partition backwards from its end, in chunks that double, until it has the last
 event of every car it wants, or reaches the partition's beginning (a car never published
-is a fresh one). ``last_seen`` turns those events into the arrays
-:func:`producer.fleet.restore_fleet` continues the cars from.
+is a fresh one). Each record is read as every reader of the topic reads it
+(:func:`common.contract.read_event`), and a car is continued only from a valid event;
+``last_seen`` turns those events into the arrays :func:`producer.fleet.restore_fleet`
+continues the cars from.
 
 The previous owner flushes (every record acknowledged) before it gives a shard up, so the
 tail read here is complete; after a crash it is whatever the broker acknowledged.
@@ -17,11 +19,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from common.contract import MAX_CLOCK_SKEW_S, TelemetryEvent
+from common.contract import MAX_CLOCK_SKEW_S, TelemetryEvent, read_event
 from common.kafka import Target, make_consumer
 from producer.fleet import LastSeen
 from producer.vehicle import DTC_CODES, VEHICLE_TYPES
@@ -35,10 +36,10 @@ record would keep a parked car silent for ages)."""
 
 
 async def read_last_events(target: Target, topic: str, wanted: Mapping[int, set[bytes]], *,
-                           first_chunk: int = FIRST_CHUNK) -> dict[bytes, bytes]:
-    """Key -> value of the last record of each key of ``wanted`` (partition -> keys) found
-    in ``topic``; keys never published are missing from the answer."""
-    found: dict[bytes, bytes] = {}
+                           first_chunk: int = FIRST_CHUNK) -> dict[bytes, TelemetryEvent]:
+    """Key -> the last usable event (:func:`usable`) of each key of ``wanted`` (partition ->
+    keys) found in ``topic``; keys never published are missing from the answer."""
+    found: dict[bytes, TelemetryEvent] = {}
     todo = {p: set(keys) for p, keys in wanted.items() if keys}
     if not todo:
         return found
@@ -71,17 +72,16 @@ async def read_last_events(target: Target, topic: str, wanted: Mapping[int, set[
 
 
 async def _read_range(consumer: AIOKafkaConsumer, tp: TopicPartition, lo: int, hi: int,
-                      keys: set[bytes]) -> dict[bytes, bytes]:
-    """The last usable record of each key of ``keys`` among offsets [lo, hi) of ``tp``:
-    the last one of each, checked; for the rare key whose last record is not usable, the
-    range is read again checking each of its records."""
+                      keys: set[bytes]) -> dict[bytes, TelemetryEvent]:
+    """The last usable event of each key of ``keys`` among offsets [lo, hi) of ``tp``: the
+    last record of each, read; for the rare key whose last record is not usable, the range
+    is read again checking each of its records."""
     last = await _scan(consumer, tp, lo, hi, keys, check=False)
-    bad = {k for k, v in last.items() if not usable(v)}
-    if bad:
-        for k in bad:
-            del last[k]
+    if bad := {k for k, v in last.items() if usable(v) is None}:
+        last = {k: v for k, v in last.items() if k not in bad}
         last.update(await _scan(consumer, tp, lo, hi, bad, check=True))
-    return last
+    events = {k: usable(v) for k, v in last.items()}
+    return {k: e for k, e in events.items() if e is not None}
 
 
 async def _scan(consumer: AIOKafkaConsumer, tp: TopicPartition, lo: int, hi: int,
@@ -93,46 +93,42 @@ async def _scan(consumer: AIOKafkaConsumer, tp: TopicPartition, lo: int, hi: int
         batch = await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)
         for rec in batch.get(tp, []):
             if (rec.offset < hi and rec.key in keys and rec.value is not None
-                    and (not check or usable(rec.value))):
+                    and (not check or usable(rec.value) is not None)):
                 last[rec.key] = rec.value
         pos = await consumer.position(tp)
     return last
 
 
-def usable(value: bytes) -> bool:
-    """A telemetry event a car can be continued from (anything else on the topic, e.g. a
-    malformed record under a car's key or an event stamped more than MAX_FUTURE past now, is
-    passed over: the read goes on further back)."""
+def usable(value: bytes) -> TelemetryEvent | None:
+    """The telemetry event a car can be continued from, or None: anything else on the topic
+    (a malformed record under a car's key, a value the contract refuses, an event stamped
+    more than MAX_FUTURE past now) is passed over, and the read goes on further back."""
     try:
-        event = TelemetryEvent.model_validate_json(value)
+        event = read_event(value)
     except ValidationError:
-        return False
-    return event.timestamp <= datetime.now(UTC) + MAX_FUTURE
+        return None
+    return event if event.timestamp <= datetime.now(UTC) + MAX_FUTURE else None
 
 
 _FAULT_INDEX = {code: i for i, code in enumerate(DTC_CODES)}
 _CLASS_INDEX = {name: i for i, name in enumerate(VEHICLE_TYPES)}
 
 
-def last_seen(values: list[bytes], now: datetime, heartbeat_s: float) -> LastSeen:
-    """The state of each car as its last event (JSON ``values``) tells it at time ``now``."""
-    docs = [orjson.loads(v) for v in values]
-
-    def col(name: str, default: object, dtype: type) -> np.ndarray:
-        return np.array([d.get(name, default) for d in docs], dtype=dtype)
-
-    ages = np.array([(now - datetime.fromisoformat(d["timestamp"])).total_seconds()
-                     for d in docs], dtype=float)
-    faults = [d.get("fault_codes") or [] for d in docs]
+def last_seen(events: list[TelemetryEvent], now: datetime, heartbeat_s: float) -> LastSeen:
+    """The state of each car as its last event tells it at time ``now``."""
+    ages = [(now - e.timestamp).total_seconds() for e in events]
     return LastSeen(
-        lat=np.array([d["location"]["lat"] for d in docs], dtype=float),
-        lon=np.array([d["location"]["lon"] for d in docs], dtype=float),
-        heading=col("heading_deg", 0.0, float), speed_kmh=col("speed_kmh", 0.0, float),
-        gear=col("gear", 0, np.int8), rpm=col("engine_rpm", 0, np.int32),
-        fuel=col("fuel_level_pct", 100.0, float), odo=col("odometer_km", 0.0, float),
-        fault=np.array([_FAULT_INDEX.get(f[0], -1) if f else -1 for f in faults],
-                       dtype=np.int16),
-        vclass=np.array([_CLASS_INDEX.get(d.get("vehicle_type", "car"), 0) for d in docs],
-                        dtype=np.int8),
-        parked=np.array([not d.get("ignition", True) for d in docs], dtype=bool),
-        next_seq=col("seq", 0, np.int64) + 1, report_in=heartbeat_s - ages)
+        lat=np.array([e.location.lat for e in events], dtype=float),
+        lon=np.array([e.location.lon for e in events], dtype=float),
+        heading=np.array([e.heading_deg for e in events], dtype=float),
+        speed_kmh=np.array([e.speed_kmh for e in events], dtype=float),
+        gear=np.array([e.gear for e in events], dtype=np.int8),
+        rpm=np.array([e.engine_rpm for e in events], dtype=np.int32),
+        fuel=np.array([e.fuel_level_pct for e in events], dtype=float),
+        odo=np.array([e.odometer_km for e in events], dtype=float),
+        fault=np.array([_FAULT_INDEX.get(e.fault_codes[0], -1) if e.fault_codes else -1
+                        for e in events], dtype=np.int16),
+        vclass=np.array([_CLASS_INDEX.get(e.vehicle_type, 0) for e in events], dtype=np.int8),
+        parked=np.array([not e.ignition for e in events], dtype=bool),
+        next_seq=np.array([e.seq for e in events], dtype=np.int64) + 1,
+        report_in=heartbeat_s - np.array(ages, dtype=float))

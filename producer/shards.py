@@ -30,7 +30,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
-import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
@@ -206,7 +205,7 @@ class ShardedFleet:
             rows = np.flatnonzero(old).tolist()
             seen = restore.last_seen([last[keys[i]] for i in rows], datetime.now(UTC),
                                      self.heartbeat_s)
-            trips = [_trip_of(last[keys[i]]) for i in rows]
+            trips = [last[keys[i]].trip_id for i in rows]
             state = restore_fleet(
                 seen, sim.rng, sim.net, t=sim.state.t, clock0=sim.state.clock0,
                 trip=np.full(len(rows), trip0, dtype=np.int64), sport_mode=sim.sport_mode,
@@ -232,11 +231,6 @@ class ShardedFleet:
         daemon's first tick would otherwise re-park them by the time of day)."""
         self.sim.start_clock(datetime.now(UTC))
 
-
-def _trip_of(value: bytes) -> str:
-    doc = orjson.loads(value)
-    trip = doc.get("trip_id", "") if isinstance(doc, dict) else ""
-    return trip if isinstance(trip, str) else ""
 
 
 def _pick(cars: Cars, mask: np.ndarray) -> Cars:

@@ -81,6 +81,31 @@ def test_a_car_is_snapped_back_onto_the_edge_it_was_reported_on() -> None:
     assert np.allclose(back.v * 3.6, seen.speed_kmh) and np.allclose(back.odo, seen.odo)
 
 
+LAX_ONLY = [  # values the contract refuses that a lax reading takes (pydantic lax, or orjson)
+    {"timestamp": 1767254400}, {"timestamp": "1767254400"}, {"speed_kmh": "12.5"},
+    {"ignition": "false"}, {"seq": "5"}, {"gear": 2.0}, {"speeding": 1},
+]
+
+
+def test_a_car_continues_only_from_an_event_the_contract_accepts() -> None:
+    """A record under a car's key that pydantic's lax mode would take (a number for the
+    timestamp, ``"false"`` for ignition) is passed over as every reader of the topic passes
+    it over. Read laxly, a numeric timestamp ended the take-over with a TypeError (and so
+    the instance, and the next one to take the shard), and ``"false"`` woke a parked car."""
+    from producer.restore import last_seen, usable
+    from tests.support.webapi import make_event
+
+    good = make_event("CAR1", seq=7, speed_kmh=0.0, timestamp=datetime.now(UTC),
+                      ignition=False, fault_codes=["P0300"])
+    doc = orjson.loads(good.model_dump_json())
+    assert usable(orjson.dumps(doc)) == good
+    for change in LAX_ONLY:
+        assert usable(orjson.dumps({**doc, **change})) is None, change
+    seen = last_seen([good], datetime.now(UTC), heartbeat_s=60.0)
+    assert seen.parked.tolist() == [True] and seen.next_seq.tolist() == [8]
+    assert 55.0 < seen.report_in[0] <= 60.0
+
+
 async def test_a_shard_kept_through_a_rebalance_is_not_read_back(monkeypatch) -> None:
     """Cars of a shard the instance drove in the generation just before stay as they are;
     after a gap in generations (it was dropped from the group meanwhile) they are read back;
@@ -141,7 +166,8 @@ async def test_read_back_goes_as_far_back_as_a_car_s_last_event(kafka_bootstrap:
     """A car last heard from long ago is found behind thousands of newer records (chunks
     that double); a malformed record under a car's key is passed over; a car never
     published is missing from the answer, after the whole partition was read. So is an event
-    stamped in the future (year 9999): continued from, a parked car would keep silent."""
+    stamped in the future (year 9999): continued from, a parked car would keep silent; and
+    so are values the contract refuses but pydantic's lax mode would take."""
     from producer.restore import read_last_events
     from tests.support.webapi import make_event
 
@@ -155,6 +181,9 @@ async def test_read_back_goes_as_far_back_as_a_car_s_last_event(kafka_bootstrap:
             await producer.send(topic, event("OLD", i), key=b"OLD", partition=0)
         future = make_event("OLD", seq=3, timestamp=datetime(9999, 12, 31, tzinfo=UTC))
         await producer.send(topic, future.model_dump_json().encode(), key=b"OLD", partition=0)
+        for change in LAX_ONLY:  # values of other types, after it
+            await producer.send(topic, orjson.dumps({**orjson.loads(event("OLD", 4)), **change}),
+                                key=b"OLD", partition=0)
         for i in range(5000):
             await producer.send(topic, event("BUSY", i), key=b"BUSY", partition=0)
         await producer.send(topic, b'{"seq": 1e99}', key=b"BUSY", partition=0)  # poison
@@ -165,8 +194,7 @@ async def test_read_back_goes_as_far_back_as_a_car_s_last_event(kafka_bootstrap:
     found = await read_last_events(kafka_bootstrap, topic, {0: {b"OLD", b"BUSY", b"NEW"}},
                                    first_chunk=100)
     assert set(found) == {b"OLD", b"BUSY"}
-    assert orjson.loads(found[b"OLD"])["seq"] == 2
-    assert orjson.loads(found[b"BUSY"])["seq"] == 4999
+    assert found[b"OLD"].seq == 2 and found[b"BUSY"].seq == 4999
 
 
 # ---- processes -------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 import pytest
 
-from common.contract import EVENT_FIELDS, TelemetryEvent
+from common.contract import EVENT_FIELDS, read_event
 from producer import demand
 from producer import vehicle as vh
 from producer.builtin import warsaw
@@ -217,7 +217,7 @@ def test_each_car_reports_on_its_own_phase() -> None:
     docs = _run(sim, MORNING, 5)
     offsets: dict[str, set[float]] = defaultdict(set)
     for k, d in enumerate(docs):
-        ev = TelemetryEvent.model_validate_json(orjson.dumps(d))
+        ev = read_event(orjson.dumps(d))
         tick = k // 30
         off = (ev.timestamp - MORNING).total_seconds() - tick
         assert 0 <= off < 1.0

@@ -67,6 +67,11 @@ def bad(old: str, new: str) -> bytes:
     (bad('"gear":3', '"gear":3.0'), "wrong_type"),
     (bad('"timestamp":"2026-01-01T08:00:00.000000+00:00"', '"timestamp":1767254400'),
      "wrong_type"),
+    # pydantic alone reads a string of digits as seconds (or milliseconds) since the epoch
+    (bad('"timestamp":"2026-01-01T08:00:00.000000+00:00"', '"timestamp":"1767254400"'),
+     "wrong_type"),
+    (bad('"timestamp":"2026-01-01T08:00:00.000000+00:00"', '"timestamp":"20000000001"'),
+     "wrong_type"),
     (bad('"speed_kmh":42.0', '"speed_kmh":Infinity'), "not_finite"),
     (bad('"speed_kmh":42.0', '"speed_kmh":NaN'), "not_finite"),
     (bad('"lat":48.137', '"lat":-Infinity'), "not_finite"),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from common.contract import MAX_CLOCK_SKEW_S, TelemetryEvent, format_timestamp
+from common.contract import MAX_CLOCK_SKEW_S, TelemetryEvent, format_timestamp, read_event
 
 MALFORMED_KINDS = ("oversized", "not_utf8", "not_json", "not_object", "missing_field",
                    "wrong_type", "not_finite", "out_of_range", "unprintable", "too_old",
@@ -102,7 +102,7 @@ def decode(value: bytes | None, key: bytes | None, limits: Limits, now: float) -
     if len(value) > limits.max_bytes:
         raise Malformed("oversized", f"{len(value)} bytes > {limits.max_bytes}")
     try:
-        event = TelemetryEvent.model_validate_json(value, strict=True)
+        event = read_event(value)
     except ValidationError as exc:
         raise _classify(exc, value) from None
     try:
