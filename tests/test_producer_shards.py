@@ -90,8 +90,9 @@ LAX_ONLY = [  # values the contract refuses that a lax reading takes (pydantic l
 def test_a_car_continues_only_from_an_event_the_contract_accepts() -> None:
     """A record under a car's key that pydantic's lax mode would take (a number for the
     timestamp, ``"false"`` for ignition) is passed over as every reader of the topic passes
-    it over. Read laxly, a numeric timestamp ended the take-over with a TypeError (and so
-    the instance, and the next one to take the shard), and ``"false"`` woke a parked car."""
+    it over. Read laxly, a numeric timestamp failed the take-over with a TypeError, which
+    the daemon retried for ever with its tick lock held: every car of the instance stopped.
+    And ``"false"`` woke a parked car."""
     from producer.restore import last_seen, usable
     from tests.support.webapi import make_event
 
