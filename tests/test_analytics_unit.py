@@ -404,12 +404,15 @@ def test_no_broker_is_a_clear_error_before_spark_starts() -> None:
 
 
 def test_field_bounds_carry_every_limit_of_the_contract() -> None:
+    from pydantic import WrapValidator
+
     from analytics.schema import field_bounds
     from common.contract import (
         MAX_FAULT_CODE_LEN,
         MAX_FAULT_CODES,
         MAX_VEHICLE_ID_LEN,
         TelemetryEvent,
+        iso_8601,
     )
 
     b = {x.path: x for x in field_bounds()}
@@ -422,4 +425,7 @@ def test_field_bounds_carry_every_limit_of_the_contract() -> None:
     assert b["fault_codes"].max_len == MAX_FAULT_CODES
     assert items is not None and items.printable and items.max_len == MAX_FAULT_CODE_LEN
     constrained = {n for n, f in TelemetryEvent.model_fields.items() if f.metadata}
-    assert constrained | {"location.lat", "location.lon"} == set(b)
+    # the timestamp's one rule (ISO 8601) is the job's _event_time (test_analytics_spark)
+    [iso] = TelemetryEvent.model_fields["timestamp"].metadata
+    assert isinstance(iso, WrapValidator) and iso.func is iso_8601
+    assert constrained - {"timestamp"} | {"location.lat", "location.lon"} == set(b)
