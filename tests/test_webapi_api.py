@@ -207,6 +207,14 @@ async def test_csv_export_streams_the_original_columns_safely(dataset, make_sett
     ("/analytics/vehicle-windows?limit=abc", "limit"),
     ("/ws?max_hz=0", "max_hz"),
     ("/ws?batch=maybe", "batch"),
+    # given twice (which one to use would be a guess), odd numbers, a box off the globe
+    ("/telemetry/recent?limit=5&limit=abc", "limit"),
+    ("/telemetry/latest?bbox=11,48,12,49&bbox=abc", "bbox"),
+    ("/ws?snapshot=recent&snapshot=latest", "snapshot"),
+    ("/ws?max_hz=5_0", "max_hz"),
+    ("/ws?max_hz=%205", "max_hz"),
+    ("/telemetry/latest?bbox=-999,-999,999,999", "bbox"),
+    ("/telemetry/density?bbox=0,-91,1,0", "bbox"),
 ])
 async def test_bad_parameters_get_a_json_error_naming_them(make_settings, topic, url,
                                                             param) -> None:
@@ -220,6 +228,12 @@ async def test_unknown_paths_and_methods_answer_json(make_settings, topic) -> No
         assert "error" in await get_json(client, "/nope", status=404)
         resp = await client.post("/telemetry/recent")
         assert resp.status == 405 and "error" in await resp.json()
+        # a streamed answer would send its body to HEAD too (corrupting a pipelined
+        # connection): those routes answer GET only
+        for url in ("/telemetry/latest", "/telemetry/trails", "/telemetry/export.csv"):
+            resp = await client.head(url)
+            assert resp.status == 405, url
+        assert (await client.head("/health")).status == 200
 
 
 async def test_control_endpoints_answer_503_quickly_without_a_producer(make_settings,

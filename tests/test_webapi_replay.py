@@ -14,7 +14,8 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.partitioner import DefaultPartitioner
 
 from common.contract import TelemetryEvent
-from tests.support.webapi import make_event, publish, running_app
+from tests.support.webapi import make_event, publish, running_app, wait_for
+from webapi.keys import REPLAYS
 from webapi.settings import Settings
 
 pytestmark = pytest.mark.kafka
@@ -184,6 +185,8 @@ async def test_concurrent_replays_are_capped_and_a_closed_one_frees_its_slot(
             assert busy.status == 503, await busy.text()
             assert "WEBAPI_REPLAY_MAX_CLIENTS" in (await busy.json())["error"]
         # the first client left mid-replay (its next event was 60 s away): the slot is free
+        # once its consumer has stopped
+        await wait_for(lambda: not client.app[REPLAYS], timeout=20)
         async with client.ws_connect(url + "0") as second:  # speed=10
             assert (await second.receive_json(timeout=30))["type"] == "event"
 

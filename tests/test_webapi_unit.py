@@ -362,3 +362,25 @@ def test_replay_speed_and_network_headers() -> None:
     assert not accepts_gzip("identity") and not accepts_gzip("gzip;q=0") and not accepts_gzip("")
     assert _matches('"abc"', '"abc"') and _matches('W/"abc", "x"', '"abc"') and _matches("*", '"a"')
     assert not _matches('"abcd"', '"abc"') and not _matches("", '"abc"')
+
+
+def test_replays_and_trip_routes_share_the_range_read_slots() -> None:
+    """Each WS /replay and each GET /trips/{id} reads Kafka with a consumer of its own:
+    together at most WEBAPI_REPLAY_MAX_CLIENTS at once, then a 503 (100 parallel route reads
+    had no cap and slowed /health to a second)."""
+    from aiohttp import web
+
+    from webapi.keys import REPLAYS, SETTINGS
+    from webapi.params import ApiError
+    from webapi.replay import range_read_slot
+    from webapi.settings import Settings
+
+    app = web.Application()
+    app[SETTINGS], app[REPLAYS] = Settings(replay_max_clients=2), set()
+    with range_read_slot(app), range_read_slot(app):
+        with pytest.raises(ApiError) as info, range_read_slot(app):
+            pass
+        assert info.value.status == 503 and "WEBAPI_REPLAY_MAX_CLIENTS=2" in str(info.value)
+    assert app[REPLAYS] == set()
+    with range_read_slot(app):  # a slot is given back when its read ends
+        assert len(app[REPLAYS]) == 1

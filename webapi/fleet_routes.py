@@ -28,6 +28,7 @@ from webapi.lifecycle import cancel_and_wait
 from webapi.metrics import Metrics
 from webapi.middleware import check_token
 from webapi.params import ApiError, bad_param, int_param, time_param, time_range, vehicles_param
+from webapi.replay import range_read_slot
 from webapi.trip_route import downsample, read_route, violation_segments
 from webapi.ws import admit
 
@@ -134,7 +135,9 @@ async def trip(request: web.Request) -> web.Response:
                             f"({', '.join(sorted(t['vehicle_id'] for t in found)[:10])}); "
                             "add ?vehicle_id=", parameter="vehicle_id")
     chosen = found[0]
-    route = await read_route(settings, chosen["vehicle_id"], chosen["_since"], chosen["_until"])
+    with range_read_slot(request.app):
+        route = await read_route(settings, chosen["vehicle_id"], chosen["_since"],
+                                 chosen["_until"])
     body = public_trip(chosen)
     body["violation_segments"] = violation_segments(route)
     body["route"] = downsample(route, settings.trip_route_points)

@@ -1,7 +1,9 @@
 """Query-parameter parsing: every bad value becomes a 422 JSON error naming the parameter.
 
 A parameter given empty (``limit=``) is refused like any other bad value: the OpenAPI
-document types each one, and an empty string is none of those types.
+document types each one, and an empty string is none of those types. A single-valued
+parameter given twice (``limit=5&limit=abc``) is refused too: which one to use would be a
+guess. Only ``vehicle_id`` (and the ``kind`` filters) may be repeated.
 """
 
 from __future__ import annotations
@@ -23,12 +25,25 @@ MAX_REQUEST_LINE = 65_536
 
 BBOX_NUMBER = r"-?[0-9]{1,3}(\.[0-9]{1,12})?"
 BBOX_RE = re.compile(f"{BBOX_NUMBER}(,{BBOX_NUMBER}){{3}}")
+NUMBER_RE = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+"""A decimal number as JSON and every client write it (Python's ``float`` alone would also
+take ``5_0``, spaces around it, ``nan`` and ``inf``)."""
 FLAGS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def one_value(query: Mapping[str, str], name: str) -> str | None:
+    """The parameter's value (absent: None); given more than once, a 422."""
+    if hasattr(query, "getall"):
+        values = query.getall(name, [])
+        if len(values) > 1:
+            raise bad_param(name, f"given {len(values)} times; give it once")
+        return values[0] if values else None
+    return query.get(name)
 
 
 def flag_param(query: Mapping[str, str], name: str) -> bool:
     """A boolean flag: exactly ``true``/``1`` or ``false``/``0``; absent: False."""
-    raw = query.get(name)
+    raw = one_value(query, name)
     if raw is None:
         return False
     if raw not in FLAGS:
@@ -52,7 +67,7 @@ def bad_param(name: str, message: str) -> ApiError:
 def int_param(query: Mapping[str, str], name: str, default: int, *, minimum: int,
               cap: int | None = None, maximum: int | None = None) -> int:
     """An integer >= minimum; values above ``cap`` are clamped, above ``maximum`` refused."""
-    raw = query.get(name)
+    raw = one_value(query, name)
     if raw is None:
         return default
     if not raw.isascii() or not raw.lstrip("+-").isdigit() or len(raw) > 4000:
@@ -71,13 +86,12 @@ def int_param(query: Mapping[str, str], name: str, default: int, *, minimum: int
 def float_param(query: Mapping[str, str], name: str, *, minimum: float | None = None,
                 maximum: float | None = None) -> float | None:
     """A finite number (absent: None), optionally within ``minimum..maximum`` inclusive."""
-    raw = query.get(name)
+    raw = one_value(query, name)
     if raw is None:
         return None
-    try:
-        value = float(raw) if raw.isascii() and len(raw) <= 40 else math.nan
-    except ValueError:
-        raise bad_param(name, f"must be a number, got {raw[:40]!r}") from None
+    if len(raw) > 40 or not NUMBER_RE.fullmatch(raw):
+        raise bad_param(name, f"must be a number, got {raw[:40]!r}")
+    value = float(raw)
     if not math.isfinite(value):
         raise bad_param(name, f"must be a finite number, got {raw[:40]!r}")
     if minimum is not None and value < minimum:
@@ -88,9 +102,12 @@ def float_param(query: Mapping[str, str], name: str, *, minimum: float | None = 
 
 
 def bool_param(query: Mapping[str, str], name: str) -> bool:
-    if name not in query:
+    """A boolean: ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``, any case;
+    absent: False."""
+    raw = one_value(query, name)
+    if raw is None:
         return False
-    raw = query.get(name, "").strip().lower()
+    raw = raw.strip().lower()
     if raw in ("0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
@@ -121,7 +138,7 @@ def vehicles_param(query: Mapping[str, str], name: str = "vehicle_id") -> frozen
 
 def time_param(query: Mapping[str, str], name: str) -> float | None:
     """An ISO 8601 timestamp (a missing offset means UTC) -> seconds since the epoch."""
-    raw = query.get(name)
+    raw = one_value(query, name)
     if raw is None:
         return None
     try:
@@ -141,13 +158,17 @@ def time_range(query: Mapping[str, str]) -> tuple[float | None, float | None]:
 def bbox_param(query: Mapping[str, str], name: str = "bbox"
                ) -> tuple[float, float, float, float] | None:
     """``bbox=minlon,minlat,maxlon,maxlat`` (WGS84 degrees as plain decimals) -> the four
-    numbers; absent -> None. A box with a min not below its max matches nothing (like an
-    empty since..until range); one across the antimeridian is not supported."""
-    raw = query.get(name)
+    numbers, longitudes within -180..180 and latitudes within -90..90; absent -> None. A box
+    with a min not below its max matches nothing (like an empty since..until range); one
+    across the antimeridian is not supported."""
+    raw = one_value(query, name)
     if raw is None:
         return None
     if not BBOX_RE.fullmatch(raw):
         raise bad_param(name, f"must be four decimal numbers minlon,minlat,maxlon,maxlat "
                               f"(e.g. 20.9,52.1,21.1,52.3), got {raw[:80]!r}")
     minlon, minlat, maxlon, maxlat = (float(p) for p in raw.split(","))
+    if max(abs(minlon), abs(maxlon)) > 180 or max(abs(minlat), abs(maxlat)) > 90:
+        raise bad_param(name, f"longitudes must be within -180..180 and latitudes within "
+                              f"-90..90, got {raw[:80]!r}")
     return minlon, minlat, maxlon, maxlat

@@ -30,11 +30,12 @@ with 410 and ``earliest_available``, the event time of the oldest valid event ke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -47,7 +48,14 @@ from common.kafka import make_consumer, topic_partitions
 from webapi.decode import Limits, Malformed, decode
 from webapi.keys import CORS, REPLAYS, SETTINGS, WEBSOCKETS
 from webapi.lifecycle import cancel_and_wait, finish_first
-from webapi.params import ApiError, bad_param, bool_param, time_param, vehicles_param
+from webapi.params import (
+    ApiError,
+    bad_param,
+    bool_param,
+    one_value,
+    time_param,
+    vehicles_param,
+)
 from webapi.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -97,7 +105,7 @@ def parse_request(request: web.Request, settings: Settings) -> ReplayRequest:
     if until - since > settings.replay_max_range_s:
         raise bad_param("until", f"the range is longer than {settings.replay_max_range_s:g} s "
                                  "(WEBAPI_REPLAY_MAX_RANGE_S)")
-    return ReplayRequest(since, until, speed_param(q.get("speed")), vehicles_param(q),
+    return ReplayRequest(since, until, speed_param(one_value(q, "speed")), vehicles_param(q),
                          bool_param(q, "batch"))
 
 
@@ -221,6 +229,22 @@ class Replay:
             yield ts, raw
 
 
+@contextlib.contextmanager
+def range_read_slot(app: web.Application) -> Iterator[None]:
+    """One of the WEBAPI_REPLAY_MAX_CLIENTS Kafka range reads (a WS /replay, a trip's route)
+    that may run at once, each with a consumer of its own; beyond them, a 503."""
+    settings, active = app[SETTINGS], app[REPLAYS]
+    if len(active) >= settings.replay_max_clients:
+        raise ApiError(503, f"too many replays and trip routes at once (WEBAPI_REPLAY_MAX_"
+                            f"CLIENTS={settings.replay_max_clients}); try again when one ends")
+    token = object()
+    active.add(token)
+    try:
+        yield
+    finally:
+        active.discard(token)
+
+
 async def replay_handler(request: web.Request) -> web.WebSocketResponse:
     app = request.app
     settings = app[SETTINGS]
@@ -228,38 +252,33 @@ async def replay_handler(request: web.Request) -> web.WebSocketResponse:
     req = parse_request(request, settings)
     if request.headers.get("Upgrade", "").lower() != "websocket":
         raise ApiError(400, "this is a WebSocket endpoint: send Upgrade: websocket")
-    active = app[REPLAYS]
-    if len(active) >= settings.replay_max_clients:
-        raise ApiError(503, f"too many replays at once (WEBAPI_REPLAY_MAX_CLIENTS="
-                            f"{settings.replay_max_clients}); try again when one ends")
-    consumer = make_consumer(settings, client_id="fleetstream-webapi-replay", group_id=None,
-                             enable_auto_commit=False, auto_offset_reset="earliest",
-                             max_partition_fetch_bytes=1 << 20, fetch_max_wait_ms=100)
-    replay = Replay(settings, req, consumer)
-    ws = web.WebSocketResponse(heartbeat=30, compress=False, max_msg_size=4096)
-    token = object()
-    active.add(token)
-    sender: asyncio.Task[None] | None = None
-    try:
+    with range_read_slot(app):
+        consumer = make_consumer(settings, client_id="fleetstream-webapi-replay",
+                                 group_id=None, enable_auto_commit=False,
+                                 auto_offset_reset="earliest", max_partition_fetch_bytes=1 << 20,
+                                 fetch_max_wait_ms=100)
+        replay = Replay(settings, req, consumer)
+        ws = web.WebSocketResponse(heartbeat=30, compress=False, max_msg_size=4096)
+        sender: asyncio.Task[None] | None = None
         try:
-            async with asyncio.timeout(SETUP_TIMEOUT_S):
-                await replay.setup()
-        except TimeoutError:
-            raise ApiError(503, "Kafka did not answer in time; try again") from None
-        except KafkaError as exc:
-            raise ApiError(503, f"Kafka: {exc}") from None
-        await ws.prepare(request)
-        app[WEBSOCKETS].add(ws)  # closed on shutdown like the live ones
-        sender = asyncio.create_task(_stream(ws, replay))
-        async for _msg in ws:  # nothing to say; this notices the client's close
-            pass
-    finally:
-        active.discard(token)
-        app[WEBSOCKETS].discard(ws)
-        try:
-            await cancel_and_wait(sender)
+            try:
+                async with asyncio.timeout(SETUP_TIMEOUT_S):
+                    await replay.setup()
+            except TimeoutError:
+                raise ApiError(503, "Kafka did not answer in time; try again") from None
+            except KafkaError as exc:
+                raise ApiError(503, f"Kafka: {exc}") from None
+            await ws.prepare(request)
+            app[WEBSOCKETS].add(ws)  # closed on shutdown like the live ones
+            sender = asyncio.create_task(_stream(ws, replay))
+            async for _msg in ws:  # nothing to say; this notices the client's close
+                pass
         finally:
-            await finish_first(consumer.stop())
+            app[WEBSOCKETS].discard(ws)
+            try:
+                await cancel_and_wait(sender)
+            finally:
+                await finish_first(consumer.stop())
     return ws
 
 

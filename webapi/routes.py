@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -135,9 +136,8 @@ async def stop_sim(request: web.Request) -> web.Response:
 
 # ---------------------------------------------------------------------------- telemetry
 async def latest(request: web.Request) -> web.StreamResponse:
-    """Streamed: the body is written LATEST_CHUNK events at a time, never held whole, so
-    parallel calls cost little memory and /health stays responsive. Active vehicles only,
-    unless ``include_stale`` (then every item says ``"stale": true|false``)."""
+    """Streamed (:func:`stream_items`). Active vehicles only, unless ``include_stale`` (then
+    every item says ``"stale": true|false``)."""
     q = request.query
     limit = int_param(q, "limit", LATEST_DEFAULT, minimum=1, cap=LATEST_CAP)
     vehicles, bbox = vehicles_param(q), bbox_param(q)
@@ -153,12 +153,20 @@ async def latest(request: web.Request) -> web.StreamResponse:
                 for e in entries]
     else:
         raws = [e.raw for e in entries]
+    return await stream_items(request, raws)
+
+
+async def stream_items(request: web.Request, items: Iterable[bytes]) -> web.StreamResponse:
+    """``{"items":[...]}`` written LATEST_CHUNK items at a time: never held whole, so
+    parallel calls cost little memory and /health stays responsive. (Streamed routes are
+    registered without HEAD, which would get the body too.)"""
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     await response.prepare(request)
     await response.write(b'{"items":[')
-    for i in range(0, len(raws), LATEST_CHUNK):
-        chunk = b",".join(raws[i:i + LATEST_CHUNK])
-        await response.write(chunk if i == 0 else b"," + chunk)
+    it, sep = iter(items), b""
+    while chunk := list(itertools.islice(it, LATEST_CHUNK)):
+        await response.write(sep + b",".join(chunk))
+        sep = b","
     await response.write(b"]}")
     await response.write_eof()
     return response
@@ -206,13 +214,15 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def trails(request: web.Request) -> web.Response:
+async def trails(request: web.Request) -> web.StreamResponse:
+    """Streamed, as /telemetry/latest: 10,000 vehicles' trails are tens of MB."""
     store = request.app[STORE]
     points = int_param(request.query, "points", store.trail_points, minimum=1,
                        cap=store.trail_points)
-    parts = [b'{"vehicle_id":' + orjson.dumps(vid) + b',"points":[' + b",".join(pts) + b"]}"
-             for vid, pts in store.trail_items(vehicles_param(request.query), points)]
-    return json_bytes(b'{"items":[' + b",".join(parts) + b"]}")
+    trails = store.trail_items(vehicles_param(request.query), points)
+    return await stream_items(request, (
+        b'{"vehicle_id":' + orjson.dumps(vid) + b',"points":[' + b",".join(pts) + b"]}"
+        for vid, pts in trails))
 
 
 async def vehicles(request: web.Request) -> web.Response:
@@ -287,12 +297,12 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/status", status)
     r.add_post("/start-sim", start_sim)
     r.add_post("/stop-sim", stop_sim)
-    r.add_get("/telemetry/latest", latest)
+    r.add_get("/telemetry/latest", latest, allow_head=False)
     r.add_get("/telemetry/density", density)
     r.add_get("/telemetry/recent", recent)
     r.add_get("/telemetry/violations", violations)
-    r.add_get("/telemetry/export.csv", export_csv)
-    r.add_get("/telemetry/trails", trails)
+    r.add_get("/telemetry/export.csv", export_csv, allow_head=False)
+    r.add_get("/telemetry/trails", trails, allow_head=False)
     r.add_get("/vehicles", vehicles)
     r.add_get("/stats", stats)
     r.add_get("/analytics/vehicle-windows", vehicle_windows)

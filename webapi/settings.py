@@ -114,7 +114,8 @@ class Settings(ServiceSettings):
                                    "longest until - since of one WS /replay, seconds",
                                    ge=1, le=31_536_000)
     replay_max_clients: int = _f(4, "WEBAPI_REPLAY_MAX_CLIENTS",
-                                 "concurrent WS /replay streams (503 beyond); each reads Kafka "
+                                 "concurrent Kafka range reads, WS /replay streams and GET "
+                                 "/trips/{id} routes together (503 beyond); each reads Kafka "
                                  "with a consumer of its own", ge=1, le=100)
     control_timeout_s: float = _f(3.0, "WEBAPI_CONTROL_TIMEOUT_S",
                                   "wait this long for a producer's answer, then 503", gt=0, le=60)

@@ -26,7 +26,14 @@ from webapi.hub import ClientCaps, Subscriber, items_frame
 from webapi.keys import CORS, HUB, METRICS, SETTINGS, STORE, WEBSOCKETS
 from webapi.lifecycle import cancel_and_wait
 from webapi.metrics import Metrics
-from webapi.params import ApiError, bad_param, bool_param, float_param, vehicles_param
+from webapi.params import (
+    ApiError,
+    bad_param,
+    bool_param,
+    float_param,
+    one_value,
+    vehicles_param,
+)
 
 MIN_WS_HZ, MAX_WS_HZ = 0.01, 10_000.0
 """Bounds of ``max_hz`` (frames per second)."""
@@ -55,7 +62,7 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     vehicles = vehicles_param(request.query)
     batch = bool_param(request.query, "batch")
     max_hz = float_param(request.query, "max_hz", minimum=MIN_WS_HZ, maximum=MAX_WS_HZ)
-    kind = request.query.get("snapshot", "latest")
+    kind = one_value(request.query, "snapshot") or "latest"
     if kind not in SNAPSHOT_KINDS:
         raise bad_param("snapshot", f"must be one of {', '.join(SNAPSHOT_KINDS)}, "
                                     f"got {kind[:40]!r}")
