@@ -46,6 +46,7 @@ from webapi.webhook_delivery import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
     WEBHOOK_ID_HEADER,
+    DeliveryWorker,
     SafeResolver,
     retry_delay,
     sign,
@@ -105,6 +106,10 @@ def test_public_addresses_pass(address: str) -> None:
     ("http:///path", "host"), ("http://exa mple.com/", "ASCII"), ("http://bü.de/", "ASCII"),
     ("http://example.com/#frag", "fragment"), ("http://example.com:0/", "port"),
     ("http://example.com:99999/", "URL"), ("http://[::1/", "URL"), ("http://a\x00b/", "ASCII"),
+    # host labels the resolver and the HTTP client cannot encode (a 500 at registration)
+    ("http://a..example.com/", "DNS name"), ("http://.example.com/", "DNS name"),
+    ("http://" + "a" * 64 + ".example.com/", "DNS name"), ("http://-a.example.com/", "DNS name"),
+    ("http://" + "a." * 127 + "com/", "DNS name"),
 ])
 def test_bad_urls_are_refused(url: str, word: str) -> None:
     with pytest.raises(ValueError, match=word):
@@ -112,8 +117,25 @@ def test_bad_urls_are_refused(url: str, word: str) -> None:
 
 
 def test_good_urls_pass() -> None:
-    for url in ("https://example.com/hook?x=1", "http://example.com:8080/a/b", "http://[2606:4700::1]/"):
+    for url in ("https://example.com/hook?x=1", "http://example.com:8080/a/b", "http://[2606:4700::1]/",
+                "http://example.com./", "http://my_host.example.com/",
+                "http://" + "a" * 63 + ".io/"):
         assert check_url(url) == url
+
+
+async def test_a_url_the_http_client_cannot_use_is_a_failed_attempt() -> None:
+    """Registered before hosts were checked (or stored by hand): the client's UnicodeError
+    is a failed attempt, recorded and retried, not a delivery lost with the worker."""
+    worker = DeliveryWorker(Settings(webhook_allow_private=True), store=None)  # type: ignore[arg-type]
+    worker._session = aiohttp.ClientSession()
+    try:
+        for url in ("http://a..example.com/", "http://" + "a" * 64 + ".example.com/"):
+            hook = Webhook.model_construct(url=url, secret="s" * 16, id="ab", kinds=("alert",),
+                                           created_at=datetime.now(UTC))
+            code, error = await worker.attempt(hook, "e1", b"{}")
+            assert code is None and error is not None and "UnicodeError" in error
+    finally:
+        await worker._session.close()
 
 
 async def test_targets_are_resolved_and_checked() -> None:

@@ -390,7 +390,9 @@ class DeliveryWorker:
             if isinstance(exc.os_error, RefusedAddress):
                 return None, str(exc.os_error)[:MAX_ERROR_LEN]
             return None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LEN]
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            # ValueError: what the client raises for a URL it cannot use (UnicodeError for
+            # an empty host label): a failed attempt like any other, recorded and retried
             return None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LEN]
         if 200 <= code < 300:
             return code, None

@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from urllib.parse import urlsplit
 
 RESOLVE_TIMEOUT_S = 5.0
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+"""A DNS label as host names use it (letters, digits, hyphens inside; underscores, which
+some real names carry): 1 to 63 characters. An empty or longer one (``a..b``, 64 letters)
+made the resolver and the HTTP client raise UnicodeError."""
 
 
 def check_url(url: str) -> str:
@@ -35,6 +40,11 @@ def check_url(url: str) -> str:
                          "path or query if the receiver needs them")
     if not parts.hostname:
         raise ValueError("needs a host")
+    host = parts.hostname.removesuffix(".")
+    if not is_ip_literal(host) and (len(host) > 253 or not all(
+            _LABEL.fullmatch(label) for label in host.split("."))):
+        raise ValueError("the host must be a DNS name (labels of 1 to 63 letters, digits and "
+                         "hyphens, 253 characters in all) or an IP address")
     if port == 0:
         raise ValueError("port 0 is not a port")
     if parts.fragment or url.endswith("#"):
@@ -109,8 +119,8 @@ async def check_target(url: str, allow_private: bool) -> None:
         try:
             infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(
                 host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S)
-        except (OSError, TimeoutError) as exc:
-            raise TargetRefused(f"cannot resolve {host!r}: {exc or 'timeout'}") from None
+        except (OSError, TimeoutError, UnicodeError) as exc:
+            raise TargetRefused(f"cannot resolve {host[:80]!r}: {exc or 'timeout'}") from None
         addresses = sorted({str(info[4][0]) for info in infos})
     for address in addresses:
         reason = forbidden_reason(address)
