@@ -234,6 +234,10 @@ async def test_unknown_paths_and_methods_answer_json(make_settings, topic) -> No
             resp = await client.head(url)
             assert resp.status == 405, url
         assert (await client.head("/health")).status == 200
+        # the dashboard's files, and a JSON 404 for anything else under /static
+        assert (await client.get("/static/dashboard.js")).status == 200
+        for url in ("/static/nope.js", "/static/" + "a" * 256, "/static/", "/static/.x"):
+            assert "error" in await get_json(client, url, status=404), url
 
 
 async def test_control_endpoints_answer_503_quickly_without_a_producer(make_settings,

@@ -14,7 +14,7 @@ from aiohttp import WSCloseCode, web
 from webapi import openapi
 from webapi.consumer import TelemetryConsumer
 from webapi.control import ControlChannel
-from webapi.dashboard import STATIC_DIR, render
+from webapi.dashboard import render, static_files
 from webapi.definitions import Definitions
 from webapi.fleet_events import EventHub, EventStore, FleetEventMetrics, FleetEventsConsumer
 from webapi.fleet_openapi import document_fleet
@@ -118,7 +118,7 @@ def create_app(settings: Settings) -> web.Application:
     hide_server_version()
     add_routes(app)
     add_fleet_routes(app)
-    app.router.add_static("/static", STATIC_DIR, append_version=False)
+    app.router.add_routes([static_files()])
     return app
 
 
