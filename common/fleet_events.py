@@ -21,7 +21,7 @@ definition's id (UTF-8), value = :class:`Geofence` / :data:`AlertRule` JSON, a t
 (null value) deletes it. While the rules topic holds no valid rule,
 :data:`DEFAULT_ALERT_RULES` apply; once it holds any, only its enabled rules do (so writing
 one disabled rule turns the defaults off). Like common.contract, this module imports nothing
-else of the project but the contract, so any consumer may depend on it.
+else of the project but the contract and common.polygons, so any consumer may depend on it.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from common.contract import (
     PrintableId,
     format_timestamp,
 )
+from common.polygons import polygon_problem
 
 EVENTS_SCHEMA_VERSION = 1
 EVENTS_TOPIC = "fleetstream.events"
@@ -201,7 +202,9 @@ Position = tuple[float, float]
 
 class Polygon(BaseModel):
     """A GeoJSON Polygon: an outer ring, then holes; each ring closed (first == last), at
-    least four positions, [lon, lat] within range."""
+    least four positions, [lon, lat] within range; and simple (common.polygons): each ring
+    encloses an area, no ring crosses or touches itself or another, holes lie inside the
+    outer ring and outside each other."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -227,6 +230,9 @@ class Polygon(BaseModel):
             total += len(ring) - 1
         if total > limit:
             raise ValueError(f"too many vertices: {total} > {limit}")
+        problem = polygon_problem(rings)
+        if problem is not None:
+            raise ValueError(problem)
         return rings
 
 

@@ -150,6 +150,9 @@ async def test_hostile_geofences_are_refused_with_a_reason(settings: Settings) -
         many = [[[11.5 + i / 1000, 48.1 + (i % 2) / 1000] for i in range(11)] + [[11.5, 48.1]]]
         assert "too many vertices: 11 > 10" in await refused(dumps(fence(geometry={
             "type": "Polygon", "coordinates": many})))
+        bowtie = [[[11.5, 48.1], [11.6, 48.2], [11.6, 48.1], [11.5, 48.2], [11.5, 48.1]]]
+        assert "crosses itself" in await refused(dumps(fence(geometry={
+            "type": "Polygon", "coordinates": bowtie})))
         nan = dumps(fence()).replace(b"11.6", b"NaN", 1)
         assert "not valid JSON" in await refused(nan)
         assert "body" in await refused(dumps(fence(id="bad\x01id")))

@@ -23,8 +23,12 @@ MAX_REQUEST_LINE = 65_536
 ``vehicle_id`` filter)."""
 
 
-BBOX_NUMBER = r"-?[0-9]{1,3}(\.[0-9]{1,12})?"
-BBOX_RE = re.compile(f"{BBOX_NUMBER}(,{BBOX_NUMBER}){{3}}")
+_FRACTION = r"(\.[0-9]{1,12})?"
+BBOX_LON = rf"-?((0?[0-9]{{1,2}}|1[0-7][0-9]){_FRACTION}|180(\.0{{1,12}})?)"
+BBOX_LAT = rf"-?(0?[0-8]?[0-9]{_FRACTION}|0?90(\.0{{1,12}})?)"
+BBOX_RE = re.compile(f"{BBOX_LON},{BBOX_LAT},{BBOX_LON},{BBOX_LAT}")
+"""Longitudes within -180..180, latitudes within -90..90, as plain decimals (the OpenAPI
+document's pattern too, so a schema-valid box is a valid one)."""
 NUMBER_RE = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 """A decimal number as JSON and every client write it (Python's ``float`` alone would also
 take ``5_0``, spaces around it, ``nan`` and ``inf``)."""
@@ -166,9 +170,7 @@ def bbox_param(query: Mapping[str, str], name: str = "bbox"
         return None
     if not BBOX_RE.fullmatch(raw):
         raise bad_param(name, f"must be four decimal numbers minlon,minlat,maxlon,maxlat "
-                              f"(e.g. 20.9,52.1,21.1,52.3), got {raw[:80]!r}")
+                              f"(e.g. 20.9,52.1,21.1,52.3), longitudes within -180..180 and "
+                              f"latitudes within -90..90, got {raw[:80]!r}")
     minlon, minlat, maxlon, maxlat = (float(p) for p in raw.split(","))
-    if max(abs(minlon), abs(maxlon)) > 180 or max(abs(minlat), abs(maxlat)) > 90:
-        raise bad_param(name, f"longitudes must be within -180..180 and latitudes within "
-                              f"-90..90, got {raw[:80]!r}")
     return minlon, minlat, maxlon, maxlat
