@@ -3,7 +3,10 @@
 The producer publishes the network once at start (``producer/network.py``: key = network
 id, value = gzip of a GeoJSON FeatureCollection). :class:`NetworkReader` reads the topic from
 its beginning and then follows it, keeping only the newest valid network (one document,
-however many were published). The answer is served gzipped as stored when the client
+however many were published). A record is inflated at most to
+``common.roadnet.MAX_NETWORK_INFLATED_BYTES`` and checked feature by feature
+(``common.roadnet.check_network``); an invalid one is counted, logged without echoing it, and
+the previous network stays. The answer is served gzipped as stored when the client
 accepts gzip, else inflated once and cached; the ETag is the network id, so a client that
 sends it back in ``If-None-Match`` gets 304 and no body.
 """
@@ -16,12 +19,18 @@ import logging
 import zlib
 from dataclasses import dataclass
 
-import orjson
 from aiohttp import web
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from common.kafka import await_partitions, backoff, make_consumer, resume
+from common.roadnet import (
+    MAX_NETWORK_ID_LEN,
+    MAX_NETWORK_INFLATED_BYTES,
+    NetworkError,
+    load_network_json,
+    valid_network_id,
+)
 from webapi.lifecycle import cancel_and_wait, finish_first
 from webapi.params import ApiError
 from webapi.ratelog import RateLimitedLog
@@ -29,9 +38,11 @@ from webapi.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MAX_INFLATED_BYTES = 256 * 1024 * 1024
-"""A network that inflates to more than this is refused (a gzip bomb is not a basemap)."""
 MAX_RECORD_BYTES = 16 * 1024 * 1024 + 65_536
+"""Fetch size of the network topic (its ``max.message.bytes``); a record that could hold a
+network is far smaller (``MAX_VALUE_BYTES``)."""
+MAX_VALUE_BYTES = MAX_NETWORK_INFLATED_BYTES + 65_536
+"""Largest record value read: the JSON, or its gzip (never much bigger than what it holds)."""
 MEDIA_TYPE = "application/geo+json"
 
 
@@ -46,36 +57,53 @@ class Network:
 
 
 def _valid_id(key: bytes | None) -> str | None:
-    if key is None or not 1 <= len(key) <= 64:
+    if key is None or not 1 <= len(key) <= MAX_NETWORK_ID_LEN:
         return None
     text = key.decode("ascii", "replace")
-    return text if all(c.isalnum() or c in "-_." for c in text) else None
+    return text if valid_network_id(text) else None
+
+
+def _inflate(value: bytes) -> bytes:
+    """One gzip member, inflated at most to the cap: memory is bounded by the cap, however
+    much the record would inflate to."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        raw = inflater.decompress(value, MAX_NETWORK_INFLATED_BYTES + 1)
+    except zlib.error:
+        raise NetworkError("not a valid gzip stream") from None
+    if len(raw) > MAX_NETWORK_INFLATED_BYTES:
+        raise NetworkError(f"inflates to more than {MAX_NETWORK_INFLATED_BYTES:,} bytes")
+    if not inflater.eof:
+        raise NetworkError("truncated gzip stream")
+    if inflater.unused_data:  # a second member would be served, and inflated, unchecked
+        raise NetworkError("data after the gzip stream")
+    return raw
+
+
+def check_record(key: bytes | None, value: bytes | None) -> Network:
+    """A record of the network topic -> a Network; NetworkError (naming the rule broken,
+    never echoing the input) if it is not one the maps can draw."""
+    network_id = _valid_id(key)
+    if network_id is None:
+        raise NetworkError("key is not a network id (1 to 64 letters, digits, '.', '_', '-')")
+    if not value or len(value) > MAX_VALUE_BYTES:
+        raise NetworkError(f"value is empty or more than {MAX_VALUE_BYTES:,} bytes")
+    if value[:2] == b"\x1f\x8b":
+        raw, gz = _inflate(value), value
+    else:
+        raw, gz = value, b""
+    doc = load_network_json(raw)
+    if doc.get("network_id", network_id) != network_id:
+        raise NetworkError("network_id differs from the record's key")
+    return Network(network_id, gz or gzip.compress(value, compresslevel=6, mtime=0))
 
 
 def parse(key: bytes | None, value: bytes | None) -> Network | None:
     """A record of the network topic -> a Network, or None if it is not a valid one."""
-    network_id = _valid_id(key)
-    if network_id is None or not value or len(value) > MAX_RECORD_BYTES:
-        return None
-    if value[:2] == b"\x1f\x8b":
-        inflater = zlib.decompressobj(wbits=31)
-        try:
-            raw = inflater.decompress(value, MAX_INFLATED_BYTES)
-        except zlib.error:
-            return None
-        if inflater.unconsumed_tail or not inflater.eof:
-            return None
-        gz = value
-    else:
-        raw, gz = value, gzip.compress(value, compresslevel=6, mtime=0)
     try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        return check_record(key, value)
+    except NetworkError:
         return None
-    if (not isinstance(doc, dict) or doc.get("type") != "FeatureCollection"
-            or not isinstance(doc.get("features"), list)):
-        return None
-    return Network(network_id, gz)
 
 
 class NetworkReader:
@@ -103,16 +131,39 @@ class NetworkReader:
         return self._inflated[1]
 
     def take(self, key: bytes | None, value: bytes | None) -> None:
-        if value is None:  # a tombstone: that network is withdrawn
-            if self.current is not None and key is not None and \
-                    key.decode("ascii", "replace") == self.current.network_id:
-                self.current = None
+        if value is None:
+            self.withdraw(key)
             return
-        net = parse(key, value)
-        if net is None:
-            self.invalid += 1
-            self._log.warning("invalid", "skipped an invalid road network record on %s (%d so "
-                              "far)", self.topic, self.invalid)
+        try:
+            net = check_record(key, value)
+        except NetworkError as exc:
+            self.refuse(exc)
+            return
+        self.current = net
+
+    def withdraw(self, key: bytes | None) -> None:
+        """A tombstone: that network is withdrawn."""
+        if self.current is not None and key is not None and \
+                key.decode("ascii", "replace") == self.current.network_id:
+            self.current = None
+
+    def refuse(self, exc: NetworkError) -> None:
+        """An invalid record: counted, logged (rate-limited); the current network stays."""
+        self.invalid += 1
+        self._log.warning("invalid", "skipped an invalid road network record on %s: %s (%d so "
+                          "far; the previous network, if any, is kept)", self.topic, exc,
+                          self.invalid)
+
+    async def take_async(self, key: bytes | None, value: bytes | None) -> None:
+        """``take``, with the inflating and checking (up to about a second for a network at
+        the cap) in a worker thread so that the web API keeps answering meanwhile."""
+        if value is None:
+            self.withdraw(key)
+            return
+        try:
+            net = await asyncio.to_thread(check_record, key, value)
+        except NetworkError as exc:
+            self.refuse(exc)
             return
         self.current = net
 
@@ -135,7 +186,7 @@ class NetworkReader:
                     batch = await consumer.getmany(timeout_ms=1000, max_records=50)
                     for tp, records in batch.items():
                         for rec in records:
-                            self.take(rec.key, rec.value)
+                            await self.take_async(rec.key, rec.value)
                         if records:
                             position[tp] = records[-1].offset + 1
             except KafkaError as exc:
