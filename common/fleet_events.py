@@ -27,8 +27,10 @@ else of the project but the contract and common.polygons, so any consumer may de
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AwareDatetime,
@@ -36,12 +38,15 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    ValidationError,
     ValidationInfo,
     field_serializer,
     field_validator,
 )
 
 from common.contract import (
+    MAX_FAULT_CODE_LEN,
+    MAX_SEQ,
     MAX_TRIP_ID_LEN,
     MAX_VEHICLE_ID_LEN,
     Location,
@@ -63,6 +68,16 @@ MAX_DEFINITION_ID_LEN = 64
 MAX_NAME_LEN = 128
 MAX_RULE_DURATION_S = 86_400.0
 """Longest duration a rule may wait for (a day)."""
+MAX_GEOFENCES = 1000
+"""Geofences in effect at most: every reader of the geofences topic (the web API's view, the
+events job) keeps the MAX_GEOFENCES valid ones with the smallest ids and counts the rest as
+over the cap (:func:`within_cap`); WEBAPI_MAX_GEOFENCES (POST) cannot exceed it."""
+MAX_ALERT_RULES = 200
+"""Alert rules in effect at most, chosen like :data:`MAX_GEOFENCES`' (WEBAPI_MAX_ALERT_RULES
+cannot exceed it): each rule costs state per vehicle in the events job."""
+MAX_DEFINITION_BYTES = 64 * MAX_GEOFENCE_VERTICES + 4096
+"""Largest record value of the geofences and alert-rules topics a reader parses (room for
+MAX_GEOFENCE_VERTICES positions written out, like the web API's largest POST body)."""
 FUEL_LOW_REARM_PCT = 5.0
 """A fuel_low alert re-arms once the level is this far above the threshold again (refuelled)."""
 
@@ -72,6 +87,11 @@ EVENT_ID_NAMESPACE = uuid.UUID("0f7c1e52-5b1e-4a8e-9d7a-6a1f1e7e0b12")
 DefinitionId = Annotated[PrintableId, Field(min_length=1, max_length=MAX_DEFINITION_ID_LEN,
                                             pattern=r"^\S(.*\S)?$")]
 Name = Annotated[PrintableId, Field(min_length=1, max_length=MAX_NAME_LEN)]
+Count = Annotated[int, Field(ge=0, le=MAX_SEQ)]
+"""A counter of a derived event: bounded like the telemetry's seq (JSON writers such as
+orjson cannot write an integer beyond 64 bits; JavaScript's numbers are exact to 2**53)."""
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+"""A UUID written canonically: lower-case hex, 8-4-4-4-12 (what ``str(uuid.UUID)`` gives)."""
 
 
 def derived_event_id(kind: str, vehicle_id: str, *parts: object) -> str:
@@ -88,12 +108,14 @@ class _Envelope(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: str  # each model narrows it to its Literal (kept second in the JSON)
-    event_id: str = Field(min_length=36, max_length=36, description="deterministic UUID (uuid5)")
+    event_id: str = Field(min_length=36, max_length=36, pattern=UUID_PATTERN,
+                          description="deterministic UUID (uuid5), lower-case canonical form")
     vehicle_id: PrintableId = Field(min_length=1, max_length=MAX_VEHICLE_ID_LEN)
     time: AwareDatetime = Field(description="when it happened (event time)")
     location: Location
     trip_id: PrintableId = Field(default="", max_length=MAX_TRIP_ID_LEN)
-    source_seq: int = Field(ge=0, description="seq of the telemetry event that triggered it")
+    source_seq: int = Field(ge=0, le=MAX_SEQ,
+                            description="seq of the telemetry event that triggered it")
     schema_version: int = Field(default=EVENTS_SCHEMA_VERSION, ge=1, le=EVENTS_SCHEMA_VERSION)
 
     @field_serializer("time", check_fields=False)
@@ -112,10 +134,10 @@ class TripStarted(_Envelope):
 class Violations(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    speeding: int = Field(ge=0, description="speeding episodes (runs of speeding events)")
+    speeding: Count = Field(description="speeding episodes (runs of speeding events)")
     speeding_s: float = Field(ge=0, description="time spent speeding")
-    over_redline: int = Field(ge=0, description="over-redline episodes")
-    alerts: int = Field(ge=0, description="alerts raised during the trip")
+    over_redline: Count = Field(description="over-redline episodes")
+    alerts: Count = Field(description="alerts raised during the trip")
 
 
 class TripSummary(BaseModel):
@@ -132,12 +154,12 @@ class TripSummary(BaseModel):
     distance_km: float = Field(ge=0, description="odometer delta (haversine without odometer)")
     max_speed_kmh: float = Field(ge=0)
     avg_speed_kmh: float = Field(ge=0, description="distance_km / moving time")
-    stops: int = Field(ge=0, description="times the car stood still and drove on")
+    stops: Count = Field(description="times the car stood still and drove on")
     fuel_used_pct: float = Field(ge=0, description="sum of the fuel level's drops")
     violations: Violations
     start_location: Location
     end_location: Location
-    samples: int = Field(ge=1, description="telemetry events in the trip")
+    samples: int = Field(ge=1, le=MAX_SEQ, description="telemetry events in the trip")
 
     @field_serializer("started_at", "ended_at")
     def _ser_ts(self, ts: datetime) -> str:
@@ -182,7 +204,8 @@ class Alert(_Envelope):
     message: str = Field(max_length=256)
     value: float | None = Field(default=None, description="what was measured (unit per rule)")
     threshold: float | None = Field(default=None, description="the rule's limit, same unit")
-    fault_code: str | None = Field(default=None, description="new_fault_code: the code")
+    fault_code: str | None = Field(default=None, max_length=MAX_FAULT_CODE_LEN,
+                                   description="new_fault_code: the code")
 
 
 FleetEvent = Annotated[TripStarted | TripEnded | GeofenceEntered | GeofenceExited | Alert,
@@ -320,8 +343,89 @@ DEFAULT_ALERT_RULES: tuple[Any, ...] = (
 """The rules in effect while ``fleetstream.alert-rules`` holds none."""
 
 
+# ---- reading the definitions topics -------------------------------------------------------
+
+class DefinitionRejected(ValueError):
+    """A record of the geofences or alert-rules topic that no reader takes; ``detail`` says
+    why, without the record's content (at most a couple of hundred characters)."""
+
+
+def error_summary(exc: ValidationError, limit: int = 200) -> str:
+    """``loc: message`` of the first error, without the input, truncated to ``limit``."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    if not errors:
+        return str(exc)[:limit]
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"]) or "record"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    text = f"{where}: {first['msg']}"
+    return text[:limit - len(more)] + more
+
+
+def decode_definition(key: bytes | None, value: bytes,
+                      parse: Callable[[bytes], Any]) -> Any:
+    """The one rule for a record of ``fleetstream.geofences`` / ``fleetstream.alert-rules``,
+    applied by every reader (the web API's view, the events job): the key is valid UTF-8;
+    the value at most MAX_DEFINITION_BYTES and valid in pydantic's strict JSON mode (as a
+    POST must be); the definition's id equals the key. ``parse`` is :func:`parse_geofence`
+    or :func:`parse_rule`. Raises :class:`DefinitionRejected`."""
+    if key is None:
+        raise DefinitionRejected("record without a key")
+    try:
+        ident = key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DefinitionRejected(f"key {key[:40]!r} is not UTF-8") from None
+    if len(value) > MAX_DEFINITION_BYTES:
+        raise DefinitionRejected(f"{len(value)} bytes > {MAX_DEFINITION_BYTES}")
+    try:
+        model = parse(value)
+    except ValidationError as exc:
+        raise DefinitionRejected(error_summary(exc)) from None
+    if model.id != ident:
+        raise DefinitionRejected(f"its id {model.id[:80]!r} is not its key")
+    return model
+
+
+def parse_geofence(value: bytes) -> Geofence:
+    return Geofence.model_validate_json(value, strict=True)
+
+
+def parse_rule(value: bytes) -> Any:
+    return ALERT_RULE.validate_json(value, strict=True)
+
+
+T = TypeVar("T")
+
+
+def within_cap(items: Mapping[str, T], cap: int) -> tuple[dict[str, T], int]:
+    """The definitions in effect when a topic holds more than ``cap`` valid ones: those with
+    the ``cap`` smallest ids (every reader picks the same ones, whatever order it read the
+    partitions in); and how many were left out."""
+    if len(items) <= cap:
+        return dict(items), 0
+    kept = sorted(items)[:cap]
+    return {k: items[k] for k in kept}, len(items) - cap
+
+
+@dataclass(frozen=True, slots=True)
+class DefinitionKind:
+    """What a reader needs to know of one definitions topic."""
+
+    what: str  # "geofence", "alert rule": for messages
+    parse: Callable[[bytes], Any]
+    cap: int
+
+
+GEOFENCE_DEFINITIONS = DefinitionKind("geofence", parse_geofence, MAX_GEOFENCES)
+ALERT_RULE_DEFINITIONS = DefinitionKind("alert rule", parse_rule, MAX_ALERT_RULES)
+
+
 __all__ = [
-    "ALERT_RULES_TOPIC", "ALERT_RULE", "DEFAULT_ALERT_RULES", "EVENTS_SCHEMA_VERSION",
+    "ALERT_RULES_TOPIC", "ALERT_RULE", "ALERT_RULE_DEFINITIONS", "DEFAULT_ALERT_RULES",
+    "EVENTS_SCHEMA_VERSION", "GEOFENCE_DEFINITIONS", "MAX_ALERT_RULES",
+    "MAX_DEFINITION_BYTES", "MAX_GEOFENCES", "UUID_PATTERN", "DefinitionKind",
+    "DefinitionRejected", "decode_definition", "error_summary", "parse_geofence",
+    "parse_rule", "within_cap",
     "EVENTS_TOPIC", "EVENT_ID_NAMESPACE", "EVENT_KINDS", "FLEET_EVENT", "FUEL_LOW_REARM_PCT",
     "GEOFENCES_TOPIC", "MAX_DEFINITION_ID_LEN", "MAX_GEOFENCE_VERTICES", "MAX_NAME_LEN",
     "MAX_RULE_DURATION_S", "Alert", "AlertRule", "EventKind", "FleetEvent", "FuelLowRule",

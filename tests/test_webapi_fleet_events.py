@@ -4,6 +4,8 @@ published as the events job would (key = vehicle id); no Spark here."""
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,8 +17,9 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import generate_latest
 
-from common.contract import Location
+from common.contract import MAX_SEQ, Location
 from common.fleet_events import (
+    UUID_PATTERN,
     Alert,
     GeofenceEntered,
     TripEnded,
@@ -26,6 +29,7 @@ from common.fleet_events import (
     derived_event_id,
 )
 from tests.support.webapi import make_event, publish, running_app, wait_for
+from webapi.fleet_events import Rejected, decode_event
 from webapi.keys import FLEET_CONSUMER, FLEET_EVENTS
 from webapi.settings import Settings
 from webapi.trip_route import downsample, violation_segments
@@ -408,3 +412,58 @@ def test_event_hub_filters_bounds_queues_and_counts_clients() -> None:
     hub.unsubscribe(alerts)
     hub.unsubscribe(alerts)  # twice: no harm
     assert hub.per_address == {"a": 1} and len(hub.subscribers) == 1
+
+
+# ---------------------------------------------------------------------------- audit findings
+def with_(model: Any, path: tuple[str, ...], value: Any) -> bytes:
+    """The model's JSON with one field replaced (json: orjson cannot write 10**30)."""
+    doc = js(model)
+    inner = doc
+    for part in path[:-1]:
+        inner = inner[part]
+    inner[path[-1]] = value
+    return json.dumps(doc).encode()
+
+
+HOSTILE_IDS = ["a\r\nX-Injected: yes\r\nxxxxxxxxxxxxxxxx", "\u2603" * 36,
+               "<script>alert(1)</script>xxxxxxxxxxx", "a\x00\x01\x7fb" + "x" * 31,
+               "9A854380-300A-53E6-BA60-12AC0972059D", "{9a854380-300a-53e6-ba60-12ac09720}",
+               "9a854380300a53e6ba6012ac0972059d1234"]
+
+
+def test_event_ids_are_canonical_uuids_and_counters_fit_in_53_bits() -> None:
+    for i in range(200):
+        assert re.fullmatch(UUID_PATTERN.strip("^$"), derived_event_id("alert", f"V{i}", i))
+    ok = ended("CAR1", "trip-a", T0, T0 + timedelta(minutes=5), MAX_SEQ - 1)
+    assert decode_event(ok.model_dump_json().encode(), b"CAR1", 8192)[1] == ok
+    bad = [with_(ok, ("event_id",), eid) for eid in HOSTILE_IDS]
+    bad += [with_(ok, ("summary", "samples"), 10**30), with_(ok, ("source_seq",), 10**30),
+            with_(ok, ("source_seq",), MAX_SEQ + 1)]
+    bad += [with_(ok, ("summary", "violations", field), 2**64)
+            for field in ("speeding", "over_redline", "alerts")]
+    bad += [with_(ok, ("summary", "stops"), 2**63)]
+    for value in bad:
+        with pytest.raises(Rejected) as info:
+            decode_event(value, b"CAR1", 8192)
+        assert info.value.reason == "invalid", value
+
+
+async def test_hostile_event_ids_and_huge_counters_are_refused_and_trips_still_served(
+        settings: Settings) -> None:
+    good = ended("CAR1", "trip-ok", T0, T0 + timedelta(minutes=5), 30)
+    huge = ended("CAR2", "trip-huge", T0, T0 + timedelta(minutes=5), 30)
+    bad = [(b"CAR2", with_(huge, ("summary", "samples"), 10**30)),
+           (b"CAR2", with_(huge, ("source_seq",), 10**30))]
+    bad += [(b"CAR3", with_(alert("CAR3", T0, i), ("event_id",), eid))
+            for i, eid in enumerate(HOSTILE_IDS)]
+    await send(settings.kafka_bootstrap_servers, settings.kafka_events_topic, [*bad, good])
+    async with running_app(settings) as client:
+        consumer = client.app[FLEET_CONSUMER]
+        await wait_for(lambda: client.app[FLEET_EVENTS].consumed_total
+                       + consumer.rejected_total == len(bad) + 1)
+        assert consumer.rejected == {"invalid": len(bad)}
+        trips = await client.get("/trips")
+        assert trips.status == 200, await trips.text()
+        assert [t["trip_id"] for t in (await trips.json())["items"]] == ["trip-ok"]
+        events = await (await client.get("/events")).json()
+        assert events == {"items": [js(good)]}

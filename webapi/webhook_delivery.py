@@ -1,9 +1,13 @@
 """Webhook delivery: a Kafka consumer group on the derived-events topic.
 
 Every web API instance runs one :class:`DeliveryWorker` in the group WEBAPI_WEBHOOK_GROUP,
-so the topic's partitions, and with them the deliveries, spread over the instances. Each
-event goes to every registered webhook whose ``kinds`` include the event's kind: a POST of
-the event's JSON exactly as on the topic, with ``X-FleetStream-Event-Id``,
+so the topic's partitions, and with them the deliveries, spread over the instances. A record
+is read by :func:`webapi.fleet_events.decode_event`, as the event store reads it (strict
+contract, key = vehicle_id, not ahead of the clock by more than WEBAPI_MAX_EVENT_FUTURE_S, at
+most WEBAPI_MAX_MESSAGE_BYTES): a receiver never gets an event the API refuses. Each event
+goes to every registered webhook whose ``kinds`` include the event's kind: a POST of the
+event's JSON as the API serves it (the contract's JSON, re-serialised from the validated
+model), with ``X-FleetStream-Event-Id``,
 ``X-FleetStream-Webhook-Id`` and ``X-FleetStream-Signature: t=<unix seconds>,v1=<hex
 HMAC-SHA256 of "<t>.<body>" with the webhook's secret>`` (:func:`signature_header`). A 2xx
 answer is delivered; any other status, a timeout or a connection error is retried after an
@@ -47,11 +51,10 @@ from aiohttp.resolver import ThreadedResolver
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
-from pydantic import ValidationError
 
-from common.fleet_events import FLEET_EVENT
 from common.kafka import KafkaEdgeError, await_partitions, backoff, make_consumer
 from common.lifecycle import cancel_and_wait, finish_first
+from webapi.fleet_events import Rejected, decode_event
 from webapi.metrics import Metrics
 from webapi.ratelog import RateLimitedLog
 from webapi.settings import Settings
@@ -242,7 +245,7 @@ class DeliveryWorker:
                     part = self.partitions.get(tp) or await self._take(consumer, tp,
                                                                        records[0].offset)
                     for rec in records:
-                        self._dispatch(part, rec.offset, rec.value)
+                        self._dispatch(part, rec.offset, rec.value, rec.key)
                 await self._commit(consumer)
         finally:
             self.ready.clear()
@@ -295,24 +298,27 @@ class DeliveryWorker:
         for tp, offset in offsets.items():
             parts[tp].committed = offset
 
-    def _dispatch(self, part: _Partition, offset: int, value: bytes | None) -> None:
+    def _dispatch(self, part: _Partition, offset: int, value: bytes | None,
+                  key: bytes | None) -> None:
         part.next = offset + 1
         self.events_seen += 1
+        s = self.settings
         try:
-            event = FLEET_EVENT.validate_json(value or b"")
-        except ValidationError:
+            entry, _ = decode_event(value, key, s.max_message_bytes,
+                                    time.time() + s.max_event_future_s)
+        except Rejected as bad:
             self.malformed += 1
             self.metrics.malformed.inc()
-            self._log.warning("malformed", "webhook delivery: skipped a malformed event at "
-                              "offset %d of %s", offset, self.topic)
+            self._log.warning("malformed", "webhook delivery: skipped a record at offset %d of "
+                              "%s (%s): %s", offset, self.topic, bad.reason, bad.detail[:200])
             return
-        assert value is not None
-        hooks = [h for h in self.store.hooks.values() if event.kind in h.kinds]
+        hooks = [h for h in self.store.hooks.values() if entry.kind in h.kinds]
         if not hooks:
             return
         part.pending[offset] = len(hooks)
         for hook in hooks:
-            task = asyncio.create_task(self._deliver(hook, event.event_id, event.kind, value))
+            task = asyncio.create_task(self._deliver(hook, entry.event_id, entry.kind,
+                                                     entry.raw))
             self.in_flight += 1
             part.tasks.add(task)
             task.add_done_callback(functools.partial(self._done, part, offset))
