@@ -8,8 +8,13 @@ plan cannot change between micro-batches; so each Python worker process keeps on
 the next micro-batch on (a few milliseconds after it is written, in practice). Workers are
 reused between batches, so the topics are read once per worker, not once per batch.
 
-Invalid definitions on the topics are skipped and counted (never crash the job); with no
-valid rule on the rules topic, ``DEFAULT_ALERT_RULES`` apply.
+A record is read by common.fleet_events.decode_definition, the web API's rule too (UTF-8
+key equal to the value's id, strict JSON, at most MAX_DEFINITION_BYTES); invalid ones are
+skipped, counted and logged once each (without their content), never crash the job. Beyond
+MAX_GEOFENCES / MAX_ALERT_RULES valid ones, those with the smallest ids apply
+(common.fleet_events.within_cap, as in the web API) and the rest are counted and logged.
+With no valid rule on the rules topic, ``DEFAULT_ALERT_RULES`` apply. Each (key, value) is
+validated once per worker (:class:`DecodeCache`): a change re-validates only what changed.
 """
 
 from __future__ import annotations
@@ -21,10 +26,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from analytics.events_state import Definitions
-from common.fleet_events import ALERT_RULE, Geofence
+from common.fleet_events import (
+    ALERT_RULE_DEFINITIONS,
+    GEOFENCE_DEFINITIONS,
+    DefinitionKind,
+    DefinitionRejected,
+    decode_definition,
+    within_cap,
+)
 from common.kafka import apply_compacted, make_consumer, topic_partitions
 
 log = logging.getLogger("analytics.events")
@@ -40,25 +50,58 @@ class DefinitionsSource:
     client_options: tuple[tuple[str, Any], ...] = ()  # extra aiokafka options (security)
 
 
-def decode(fences: dict[bytes, bytes], rules: dict[bytes, bytes]) -> tuple[Definitions, int]:
+class DecodeCache:
+    """Per topic: key -> (value, the definition or None if invalid), so a value is validated
+    (and, if invalid, logged) once, however often the set is rebuilt; and the over-cap count
+    last logged, so that too is logged when it changes only."""
+
+    def __init__(self) -> None:
+        self.parsed: dict[str, dict[bytes, tuple[bytes, Any]]] = {}
+        self.over_cap: dict[str, int] = {}
+
+    def valid(self, kind: DefinitionKind, values: dict[bytes, bytes]) -> tuple[dict[str, Any],
+                                                                               int]:
+        """The valid definitions of ``values`` by id (before the cap); how many invalid."""
+        old = self.parsed.get(kind.what, {})
+        new: dict[bytes, tuple[bytes, Any]] = {}
+        good: dict[str, Any] = {}
+        bad = 0
+        for key, value in values.items():
+            hit = old.get(key)
+            if hit is not None and (hit[0] is value or hit[0] == value):
+                model = hit[1]
+            else:
+                try:
+                    model = decode_definition(key, value, kind.parse)
+                except DefinitionRejected as exc:
+                    model = None
+                    log.warning("%s %r skipped: %s", kind.what, key[:80], exc)
+            new[key] = (value, model)
+            if model is None:
+                bad += 1
+            else:
+                good[model.id] = model
+        self.parsed[kind.what] = new
+        return good, bad
+
+    def capped(self, kind: DefinitionKind, values: dict[bytes, bytes]) -> tuple[list[Any], int]:
+        good, bad = self.valid(kind, values)
+        kept, over = within_cap(good, kind.cap)
+        if over != self.over_cap.get(kind.what, 0):
+            self.over_cap[kind.what] = over
+            if over:
+                log.warning("%d valid %ss over the cap of %d skipped (those with the smallest "
+                            "ids apply)", over, kind.what, kind.cap)
+        return [kept[k] for k in sorted(kept)], bad
+
+
+def decode(fences: dict[bytes, bytes], rules: dict[bytes, bytes],
+           cache: DecodeCache | None = None) -> tuple[Definitions, int]:
     """Definitions from the topics' latest values by key; and how many were invalid."""
-    bad = 0
-    good_fences: list[Geofence] = []
-    for key, value in sorted(fences.items()):
-        try:
-            fence = Geofence.model_validate_json(value)
-            good_fences.append(fence)
-        except ValidationError as exc:
-            bad += 1
-            log.warning("geofence %r skipped: %s", key, exc.errors(include_url=False)[:1])
-    good_rules: list[Any] = []
-    for key, value in sorted(rules.items()):
-        try:
-            good_rules.append(ALERT_RULE.validate_json(value))
-        except ValidationError as exc:
-            bad += 1
-            log.warning("alert rule %r skipped: %s", key, exc.errors(include_url=False)[:1])
-    return Definitions.of(good_rules, good_fences), bad
+    cache = cache or DecodeCache()
+    good_fences, bad_fences = cache.capped(GEOFENCE_DEFINITIONS, fences)
+    good_rules, bad_rules = cache.capped(ALERT_RULE_DEFINITIONS, rules)
+    return Definitions.of(good_rules, good_fences), bad_fences + bad_rules
 
 
 class DefinitionsTail:
@@ -68,6 +111,7 @@ class DefinitionsTail:
         self.source = source
         self.ready_timeout_s = ready_timeout_s
         self.invalid = 0
+        self._cache = DecodeCache()
         self._values: dict[str, dict[bytes, bytes]] = {source.geofences_topic: {},
                                                        source.alert_rules_topic: {}}
         self._defs = Definitions.of()
@@ -89,7 +133,7 @@ class DefinitionsTail:
             if self._built != self._version:
                 fences = dict(self._values[self.source.geofences_topic])
                 rules = dict(self._values[self.source.alert_rules_topic])
-                self._defs, self.invalid = decode(fences, rules)
+                self._defs, self.invalid = decode(fences, rules, self._cache)
                 self._built = self._version
             return self._defs
 

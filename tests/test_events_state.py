@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from typing import Any
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from analytics.events_config import decode
+from analytics.events_config import DecodeCache, decode
 from analytics.events_state import (
     Definitions,
     Params,
@@ -25,8 +26,11 @@ from common.fleet_events import (
     ALERT_RULE,
     DEFAULT_ALERT_RULES,
     FLEET_EVENT,
+    MAX_ALERT_RULES,
     MAX_GEOFENCE_VERTICES,
+    FuelLowRule,
     Geofence,
+    SpeedingSustainedRule,
     derived_event_id,
 )
 
@@ -271,3 +275,65 @@ def test_rule_validation_and_derived_event_round_trip() -> None:
         assert doc["time"].endswith("+00:00") and list(doc)[:2] == ["kind", "event_id"]
     assert derived_event_id("alert", "CAR", "r", 1) == derived_event_id("alert", "CAR", "r", 1)
     assert derived_event_id("alert", "CAR", "r", 1) != derived_event_id("alert", "CAR", "r", 2)
+
+
+# ---------------------------------------------------------------------------- audit findings
+def fence_doc(ident: str, ring: list[list[float]] | None = None) -> bytes:
+    return json.dumps({"id": ident, "name": "F", "geometry": {
+        "type": "Polygon", "coordinates": [ring or square(0, 0, 1, 1)]}}).encode()
+
+
+def rule_doc(ident: str, **over: Any) -> bytes:
+    return json.dumps({"id": ident, "kind": "fuel_low", "threshold_pct": 10, **over}).encode()
+
+
+def test_the_job_reads_a_definition_by_the_shared_rule() -> None:
+    fences = {b"depot": fence_doc("depot"), b"zzz-hidden": fence_doc("depot"),
+              b"\xff": fence_doc("\ufffd"), b"big": b'"' + b"A" * 100_000 + b'"'}
+    rules = {b"lax": rule_doc("lax", threshold_pct="10"), b"ok": rule_doc("ok")}
+    defs, bad = decode(fences, rules)
+    assert [f.id for f in defs.fences] == ["depot"] and [r.id for r in defs.rules] == ["ok"]
+    assert bad == 4
+
+
+def test_invalid_definitions_are_logged_once_without_their_content(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="analytics.events")
+    ring = [[i * 1e-6, (i % 2) * 1e-6] for i in range(1500)] + [[0.0, 0.0]]
+    fences = {b"huge": b'"' + b"B" * (20 << 20) + b'"', b"many": fence_doc("many", ring),
+              b"ok": fence_doc("ok")}
+    rules = {f"r{i}".encode(): rule_doc(f"r{i}") for i in range(10)}
+    cache = DecodeCache()
+    first, bad = decode(fences, rules, cache)
+    assert bad == 2
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and max(map(len, lines)) < 300, lines
+    assert not any("BBBB" in line or "1e-06" in line for line in lines)
+    rules[b"one-more"] = rule_doc("one-more")  # a change re-validates only what changed
+    second, bad = decode(fences, rules, cache)
+    assert bad == 2 and len(caplog.records) == 2  # not logged again
+    kept = {r.id: r for r in first.rules}
+    assert all(kept[r.id] is r for r in second.rules if r.id != "one-more")
+    fences[b"many"] = fence_doc("many")  # fixed: now valid
+    third, bad = decode(fences, rules, cache)
+    assert bad == 1 and sorted(f.id for f in third.fences) == ["many", "ok"]
+
+
+def test_the_job_applies_at_most_max_alert_rules(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="analytics.events")
+    rules = {f"r{i:05d}".encode(): rule_doc(f"r{i:05d}") for i in range(5000)}
+    cache = DecodeCache()
+    defs, bad = decode({}, rules, cache)
+    assert bad == 0 and [r.id for r in defs.rules] == [f"r{i:05d}" for i in range(MAX_ALERT_RULES)]
+    decode({}, rules, cache)
+    over = [r.getMessage() for r in caplog.records if "over the cap" in r.getMessage()]
+    assert over == [f"4800 valid alert rules over the cap of {MAX_ALERT_RULES} skipped "
+                    "(those with the smallest ids apply)"]
+    fuel = [FuelLowRule(id=f"f{i}", threshold_pct=10) for i in range(MAX_ALERT_RULES // 2)]
+    speed = [SpeedingSustainedRule(id=f"s{i}", duration_s=5)
+             for i in range(MAX_ALERT_RULES // 2)]
+    state = VehicleState()
+    events = [Telemetry(1_767_254_400_000_000 + i * 1_000_000, i, 48.1, 11.5 + i * 1e-4, 50.0,
+                        8.0, 100.0 + i * 0.01, True, False, (), "T1", True) for i in range(50)]
+    process("V1", state, events, Params(), Definitions.of(fuel + speed))
+    assert len(state.to_json()) < 16_000  # 5,000 rules made it 110 KB

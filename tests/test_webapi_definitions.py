@@ -4,15 +4,18 @@ back (analytics.events_config.decode over the topics), and hostile input."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from analytics.events_config import decode
-from common.fleet_events import DEFAULT_ALERT_RULES
+from common.fleet_events import DEFAULT_ALERT_RULES, MAX_ALERT_RULES, MAX_GEOFENCES
 from common.kafka import read_compacted
 from tests.support.webapi import running_app, wait_for
 from webapi.keys import DEFINITIONS, FLEET_CONSUMER
@@ -174,3 +177,89 @@ async def test_hostile_geofences_are_refused_with_a_reason(settings: Settings) -
         stored = await read_compacted(settings, settings.kafka_geofences_topic)
         assert sorted(stored) == [b"f0", b"f1", b"f2"]
         assert orjson.loads(stored[b"f0"])["name"] == "Renamed"
+
+
+# ---------------------------------------------------------------------------- audit findings
+async def send_records(settings: Settings, topic: str,
+                       records: list[tuple[bytes, bytes | None]]) -> None:
+    """Records written straight to a topic (not through the API), each with its key."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                acks="all", linger_ms=5, max_request_size=1 << 20)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(topic, key=k, value=v) for k, v in records])
+    finally:
+        await producer.stop()
+
+
+def fence_json(ident: str, coords: list[list[float]] = SQUARE, **over: Any) -> bytes:
+    return orjson.dumps({"id": ident, **fence(geometry={"type": "Polygon",
+                                                        "coordinates": [coords]}, **over)})
+
+
+def rule_json(ident: str, **over: Any) -> bytes:
+    return orjson.dumps({"id": ident, "kind": "fuel_low", "threshold_pct": 10, **over})
+
+
+OTHER = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 0.0]]
+
+
+async def test_a_definition_record_is_read_by_one_rule_in_the_api_and_the_job(
+        settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    g, r = settings.kafka_geofences_topic, settings.kafka_alert_rules_topic
+    async with running_app(settings) as client:
+        await ready(client)
+        await send_records(settings, g, [
+            (b"depot", fence_json("depot")),
+            (b"zzz-hidden", fence_json("depot", OTHER, name="attacker")),  # key is not the id
+            (b"\xff", fence_json("\ufffd")), (b"\xfe", fence_json("\ufffd", name="2nd")),
+            (b"big", b'{"id":"big","pad":"' + b"P" * 200_000 + b'"}')])
+        await send_records(settings, r, [
+            (b"lax", rule_json("lax", threshold_pct="10", enabled="true")),  # strict JSON
+            (b"ok", rule_json("ok"))])
+        view = client.app[DEFINITIONS]
+        await wait_for(lambda: view.geofences.invalid == 4 and "ok" in view.rules.items)
+        assert sorted(view.geofences.items) == ["depot"] and sorted(view.rules.items) == ["ok"]
+        defs, invalid = await job_view(settings)
+        assert invalid == 5
+        assert [(f.id, f.name) for f in defs.fences] == [("depot", "Depot")]
+        assert [x.id for x in defs.rules] == ["ok"]
+        assert (await client.delete("/geofences/depot", headers=TOKEN)).status == 204
+        assert await (await client.get("/geofences")).json() == {"items": []}
+        defs, _ = await job_view(settings)
+        assert defs.fences == ()  # no hidden polygon left in effect
+    lines = [x.getMessage() for x in caplog.records if x.name == "webapi.definitions"]
+    assert len(lines) == 5 and max(map(len, lines)) < 400
+    assert not any("PPPP" in line for line in lines)
+
+
+async def test_definitions_beyond_the_cap_are_the_same_in_the_api_and_the_job(
+        settings: Settings) -> None:
+    n = MAX_ALERT_RULES + 5
+    ids = [f"r{i:04d}" for i in range(n)]
+    await send_records(settings, settings.kafka_alert_rules_topic,
+                       [(i.encode(), rule_json(i)) for i in reversed(ids)])
+    async with running_app(settings) as client:
+        await ready(client)
+        view = client.app[DEFINITIONS].rules
+        assert view.over_cap == 5
+        shown = (await (await client.get("/alert-rules")).json())["items"]
+        assert [x["id"] for x in shown] == ids[:MAX_ALERT_RULES]
+        defs, invalid = await job_view(settings)
+        assert invalid == 0 and [x.id for x in defs.rules] == ids[:MAX_ALERT_RULES]
+        full = await client.post("/alert-rules", json={"kind": "over_redline"}, headers=TOKEN)
+        assert full.status == 409
+        assert (await client.delete("/alert-rules/r0000", headers=TOKEN)).status == 204
+        shown = (await (await client.get("/alert-rules")).json())["items"]
+        assert [x["id"] for x in shown] == ids[1:MAX_ALERT_RULES + 1]  # the next one in
+        assert view.over_cap == 4
+        defs, _ = await job_view(settings)
+        assert [x.id for x in defs.rules] == ids[1:MAX_ALERT_RULES + 1]
+
+
+def test_the_api_cannot_be_set_beyond_the_readers_caps(settings: Settings) -> None:
+    with pytest.raises(ValueError, match=f"less than or equal to {MAX_ALERT_RULES}"):
+        Settings(**{**settings.model_dump(), "max_alert_rules": MAX_ALERT_RULES + 1})
+    with pytest.raises(ValueError, match=f"less than or equal to {MAX_GEOFENCES}"):
+        Settings(**{**settings.model_dump(), "max_geofences": MAX_GEOFENCES + 1})

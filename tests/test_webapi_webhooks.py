@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import random
 import time
 import uuid
@@ -326,7 +327,7 @@ async def worker_ready(client: AppClient, partitions: int = 2) -> None:
 
 
 def check_signed(hit: Hit, body: bytes, hook_id: str, event_id: str) -> None:
-    assert hit.body == body  # the event's JSON exactly as on the topic
+    assert hit.body == body  # the contract's JSON of the event, as the API serves it
     assert hit.headers["Content-Type"] == "application/json"
     assert hit.headers[EVENT_ID_HEADER] == event_id
     assert hit.headers[WEBHOOK_ID_HEADER] == hook_id
@@ -602,3 +603,92 @@ async def test_the_readme_receiver_accepts_our_signature_and_refuses_forgeries(
         assert await post(signature_header(secret, now, body), body + b" ") == 401
         assert await post(signature_header("not-the-secret-at-all", now, body)) == 401
         assert await post(signature_header(secret, now - 3600, body)) == 401  # a replay
+
+
+# ---------------------------------------------------------------------------- audit findings
+async def send_records(settings: Settings, topic: str,
+                       records: list[tuple[bytes | None, bytes | None]]) -> None:
+    """Raw records, each with its own key, as a foreign writer would send them."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                acks="all", max_request_size=1 << 20)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, key=key, value=value)
+    finally:
+        await producer.stop()
+
+
+def hostile_events() -> list[tuple[bytes, bytes]]:
+    """Events the store refuses (webapi.fleet_events.decode_event), so no webhook may get."""
+    def doc(event: Any, **over: Any) -> bytes:
+        d = orjson.loads(event.model_dump_json())
+        d.update(over)
+        return json.dumps(d).encode()  # orjson cannot write 10**30
+
+    big = orjson.loads(alert(3, "V5").model_dump_json())
+    big["message"] = "m"
+    big["pad"] = "P" * 100_000
+    ended = orjson.loads(trip_ended("V7").model_dump_json())
+    ended["summary"]["samples"] = 10**30
+    return [(b"OTHER", doc(alert(1, "V1"))),  # key is not the vehicle_id
+            (b"V2", doc(alert(1, "V2"), time="2099-01-01T00:00:00.000000+00:00")),
+            (b"V3", doc(alert(1, "V3"), time=1767254400)),
+            (b"V4", doc(alert(1, "V4"), source_seq="5")),
+            (b"V5", json.dumps(big).encode()),  # 100 KB: beyond WEBAPI_MAX_MESSAGE_BYTES
+            (b"V6", doc(alert(1, "V6"), event_id="a\r\nX-Injected: yes\r\nxxxxxxxxxxxxxxxx")),
+            (b"V6", doc(alert(2, "V6"), event_id="\u2603" * 36)),
+            (b"V6", doc(alert(3, "V6"), event_id=alert(3, "V6").event_id.upper())),
+            (b"V7", json.dumps(ended).encode()),
+            (b"V8", doc(alert(1, "V8"), source_seq=10**30))]
+
+
+@pytest.mark.kafka
+async def test_the_worker_delivers_only_what_the_event_store_accepts(
+        settings: Settings) -> None:
+    receiver = Receiver()
+    async with receiver_server(receiver) as target, running_app(settings) as client:
+        hook = await register(client, str(target.make_url("/all")),
+                              ["trip_started", "trip_ended", "alert"])
+        await worker_ready(client)
+        bad = hostile_events()
+        await send_records(settings, settings.kafka_events_topic, bad)
+        [body] = await send_events(settings, good := alert(7))
+        [item] = await settled(client, hook["id"], 1)
+        assert item["event_id"] == good.event_id
+        worker = client.app[WEBHOOK_WORKER]
+        await wait_for(lambda: worker.events_seen == len(bad) + 1)
+        assert worker.malformed == len(bad)
+        [hit] = receiver.hits
+        check_signed(hit, body, hook["id"], good.event_id)
+        stored = await (await client.get("/events?limit=100")).json()
+        assert [e["event_id"] for e in stored["items"]] == [good.event_id]
+
+
+@pytest.mark.kafka
+async def test_webhooks_beyond_the_cap_on_the_topic_are_counted_not_used(
+        settings: Settings) -> None:
+    settings = settings.model_copy(update={"max_webhooks": 3})
+    receiver = Receiver()
+    async with receiver_server(receiver) as target, running_app(settings) as client:
+        store = client.app[WEBHOOK_WORKER].store
+        await wait_for(store.ready.is_set, 60)
+        url = str(target.make_url("/capped"))
+        hooks = [Webhook(id=f"{i:x}0", url=url, secret=SECRET, kinds=["alert"],
+                         created_at=T0) for i in range(8)]  # written straight to the topic
+        await send_records(settings, settings.webhooks_topic,
+                           [(h.id.encode(), h.model_dump_json().encode()) for h in hooks])
+        await wait_for(lambda: len(store.registered) == 8)
+        assert sorted(store.hooks) == ["00", "10", "20"] and store.over_cap == 5
+        listed = await (await client.get("/webhooks", headers=AUTH)).json()
+        assert sorted(h["id"] for h in listed["items"]) == ["00", "10", "20"]
+        refused = await client.post("/webhooks", headers=AUTH, json={
+            "url": url, "secret": SECRET, "kinds": ["alert"]})
+        assert refused.status == 409
+        await worker_ready(client)
+        await send_events(settings, alert(11))
+        for hook_id in ("00", "10", "20"):
+            await settled(client, hook_id, 1)
+        assert len(receiver.at("/capped")) == 3  # one per webhook in effect, none for the rest
+        assert (await client.delete("/webhooks/10", headers=AUTH)).status == 204
+        await wait_for(lambda: sorted(store.hooks) == ["00", "20", "30"])  # the next one

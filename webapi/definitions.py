@@ -12,9 +12,15 @@ is sent with ``acks=all`` and, once the broker has acknowledged it, applied to t
 once (read-your-writes); records of that key older than the acknowledged offset that the
 follower has yet to read are then skipped, so the view never steps back to them.
 
-Records that do not validate (a foreign writer) are skipped and counted (``invalid``). A
-view keeps each definition's JSON (re-serialised once from the validated model), not the
-model: a thousand 1,000-vertex geofences are about 22 MB of JSON, and GET /geofences joins
+Records are read by common.fleet_events.decode_definition, the events job's rule too: the
+key must be valid UTF-8 and equal the value's id, the value strict JSON of at most
+MAX_DEFINITION_BYTES. Records that do not pass (a foreign writer) are skipped, counted
+(``invalid``) and logged without their content. Beyond MAX_GEOFENCES / MAX_ALERT_RULES valid
+definitions (written straight to the topic: POST stops at WEBAPI_MAX_*, which cannot exceed
+them), the view shows those with the smallest ids, which are those the job applies
+(common.fleet_events.within_cap), and counts the rest (``over_cap``). A view keeps each
+definition's JSON (re-serialised once from the validated model), not the model: a thousand
+1,000-vertex geofences are about 22 MB of JSON, and GET /geofences joins
 them without serialising anything.
 """
 
@@ -23,14 +29,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
-from pydantic import ValidationError
 
-from common.fleet_events import ALERT_RULE, Geofence
+from common.fleet_events import (
+    ALERT_RULE_DEFINITIONS,
+    GEOFENCE_DEFINITIONS,
+    DefinitionKind,
+    DefinitionRejected,
+    decode_definition,
+    within_cap,
+)
 from common.kafka import (
     TopicSpec,
     apply_compacted,
@@ -50,26 +61,37 @@ log = logging.getLogger(__name__)
 SEND_TIMEOUT_S = 10.0
 
 
-def parse_geofence(value: bytes) -> Any:
-    return Geofence.model_validate_json(value)
-
-
-def parse_rule(value: bytes) -> Any:
-    return ALERT_RULE.validate_json(value)
-
-
 class DefinitionView:
-    """One compacted topic: id -> validated model, following the topic."""
+    """One compacted topic: id -> validated definition's JSON, following the topic."""
 
-    def __init__(self, topic: str, what: str, parse: Callable[[bytes], Any]) -> None:
+    def __init__(self, topic: str, kind: DefinitionKind) -> None:
         self.topic = topic
-        self.what = what  # "geofence", "alert rule": for messages
-        self.parse = parse
+        self.kind = kind
+        self.what = kind.what  # "geofence", "alert rule": for messages
         self.raw: dict[bytes, bytes] = {}
-        self.items: dict[str, bytes] = {}  # id -> the definition's JSON (validated)
+        self.valid: dict[str, bytes] = {}  # id -> the definition's JSON (validated), all
         self.pins: dict[bytes, int] = {}  # key -> offset of our acknowledged write
         self.invalid = 0
         self.ready = asyncio.Event()
+        self._items: dict[str, bytes] | None = {}
+        self._over_cap = 0
+
+    @property
+    def items(self) -> dict[str, bytes]:
+        """The definitions in effect: at most ``kind.cap`` (those with the smallest ids)."""
+        if self._items is None:
+            self._items, over = within_cap(self.valid, self.kind.cap)
+            if over and over != self._over_cap:
+                log.warning("%d valid %ss on %s over the cap of %d skipped (those with the "
+                            "smallest ids apply)", over, self.what, self.topic, self.kind.cap)
+            self._over_cap = over
+        return self._items
+
+    @property
+    def over_cap(self) -> int:
+        """Valid definitions on the topic beyond ``kind.cap``, not in effect."""
+        self.items  # noqa: B018 (brings the count up to date)
+        return self._over_cap
 
     def take(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         for rec in records:
@@ -86,28 +108,28 @@ class DefinitionView:
 
     def _decode(self, key: bytes) -> None:
         value = self.raw.get(key)
-        ident = key.decode("utf-8", "replace")
+        try:
+            ident: str | None = key.decode("utf-8")
+        except UnicodeDecodeError:
+            ident = None  # never valid (decode_definition says why)
+        if ident is not None and self.valid.pop(ident, None) is not None:
+            self._items = None
         if value is None:
-            self.items.pop(ident, None)
             return
         try:
-            model = self.parse(value)
-        except ValidationError as exc:
+            model = decode_definition(key, value, self.kind.parse)
+        except DefinitionRejected as exc:
             self.invalid += 1
-            self.items.pop(ident, None)
-            log.warning("%s %r on %s skipped: %s", self.what, ident[:80], self.topic,
-                        exc.errors(include_url=False, include_input=False,
-                                   include_context=False)[:1])
-            return
-        if model.id != ident:
-            self.invalid += 1
-            self.items.pop(ident, None)
-            log.warning("%s %r on %s skipped: its id is %r", self.what, ident[:80], self.topic,
-                        model.id[:80])
+            del self.raw[key]  # nothing of it kept but the count
+            self._log_invalid(key, exc)
             return
         canonical = model.model_dump_json().encode()  # served as is: no model kept
         self.raw[key] = canonical
-        self.items[ident] = canonical
+        self.valid[model.id] = canonical
+        self._items = None
+
+    def _log_invalid(self, key: bytes, exc: DefinitionRejected) -> None:
+        log.warning("%s %r on %s skipped: %s", self.what, key[:80], self.topic, exc)
 
     def wrote(self, key: bytes, value: bytes | None, offset: int) -> None:
         """Apply our own acknowledged write at ``offset``."""
@@ -129,9 +151,8 @@ class Definitions:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.geofences = DefinitionView(settings.kafka_geofences_topic, "geofence",
-                                        parse_geofence)
-        self.rules = DefinitionView(settings.kafka_alert_rules_topic, "alert rule", parse_rule)
+        self.geofences = DefinitionView(settings.kafka_geofences_topic, GEOFENCE_DEFINITIONS)
+        self.rules = DefinitionView(settings.kafka_alert_rules_topic, ALERT_RULE_DEFINITIONS)
         self.producer: AIOKafkaProducer | None = None
         self.task: asyncio.Task[None] | None = None
         self._log = RateLimitedLog(log)
@@ -168,14 +189,15 @@ class Definitions:
                 pending = {tp for tp in tps if ends[tp] > 0}
                 # the first read (and a reread after a reconnect) goes into fresh views,
                 # swapped in when complete: a reader never sees a half-read set
-                fresh = {t: DefinitionView(t, v.what, v.parse) for t, v in views.items()}
+                fresh = {t: DefinitionView(t, v.kind) for t, v in views.items()}
                 while pending:
                     batches = await consumer.getmany(*pending, timeout_ms=200)
                     for tp, records in batches.items():
                         fresh[tp.topic].take(records)
                     pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
                 for topic, view in views.items():
-                    view.raw, view.items = fresh[topic].raw, fresh[topic].items
+                    view.raw, view.valid = fresh[topic].raw, fresh[topic].valid
+                    view._items = None
                     view.invalid, view.pins = fresh[topic].invalid, {}
                     view.ready.set()
                 attempt = 0

@@ -13,7 +13,9 @@ from common.fleet_events import (
     ALERT_RULES_TOPIC,
     EVENTS_TOPIC,
     GEOFENCES_TOPIC,
+    MAX_ALERT_RULES,
     MAX_GEOFENCE_VERTICES,
+    MAX_GEOFENCES,
 )
 from common.settings import ServiceSettings, env_names, kafka_topics, locations, not_blank
 from common.settings import setting as _f
@@ -130,10 +132,11 @@ class Settings(ServiceSettings):
     trip_route_points: int = _f(2_000, "WEBAPI_TRIP_ROUTE_POINTS",
                                 "most route points of GET /trips/{id} (longer routes are "
                                 "downsampled evenly)", ge=10, le=100_000)
-    max_geofences: int = _f(1_000, "WEBAPI_MAX_GEOFENCES",
-                            "geofences stored at most (POST beyond: 409)", ge=1, le=100_000)
-    max_alert_rules: int = _f(200, "WEBAPI_MAX_ALERT_RULES",
-                              "alert rules stored at most (POST beyond: 409)", ge=1, le=10_000)
+    max_geofences: int = _f(MAX_GEOFENCES, "WEBAPI_MAX_GEOFENCES",
+                            "geofences stored at most (POST beyond: 409)", ge=1, le=MAX_GEOFENCES)
+    max_alert_rules: int = _f(MAX_ALERT_RULES, "WEBAPI_MAX_ALERT_RULES",
+                              "alert rules stored at most (POST beyond: 409)", ge=1,
+                              le=MAX_ALERT_RULES)
     max_geofence_vertices: int = _f(MAX_GEOFENCE_VERTICES, "WEBAPI_MAX_GEOFENCE_VERTICES",
                                     "vertices of one geofence at most (all rings)", ge=3,
                                     le=MAX_GEOFENCE_VERTICES)

@@ -13,6 +13,11 @@ published by whichever instance made the attempt, after every attempt. Every ins
 follows that topic (no consumer group) into a ring of the last DELIVERIES_KEPT events per
 webhook, so any of them answers ``GET /webhooks/{id}/deliveries``; a record replaces the
 earlier one of the same event. :class:`WebhookStore` follows both topics with one consumer.
+
+A registry topic written to directly may hold more than WEBAPI_MAX_WEBHOOKS valid webhooks:
+the store then uses the WEBAPI_MAX_WEBHOOKS with the smallest ids (every instance with the
+same setting picks the same ones) and counts the rest (``over_cap``, logged when it changes);
+they get no deliveries, and are not listed.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from common.fleet_events import EVENT_KINDS, EventKind
+from common.fleet_events import EVENT_KINDS, EventKind, within_cap
 from common.kafka import (
     KafkaEdgeError,
     TopicSpec,
@@ -166,7 +171,9 @@ class WebhookStore:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.hooks: dict[str, Webhook] = {}
+        self.registered: dict[str, Webhook] = {}  # every valid webhook on the topic
+        self._hooks: dict[str, Webhook] | None = {}
+        self._over_cap = 0
         self.deliveries: OrderedDict[str, OrderedDict[str, DeliveryRecord]] = OrderedDict()
         self.ready = asyncio.Event()
         self.invalid = 0
@@ -175,6 +182,27 @@ class WebhookStore:
         self.producer: AIOKafkaProducer | None = None
         self.task: asyncio.Task[None] | None = None
         self._log = RateLimitedLog(log)
+
+    @property
+    def hooks(self) -> dict[str, Webhook]:
+        """The webhooks in effect (delivered to, listed): at most WEBAPI_MAX_WEBHOOKS, those
+        with the smallest ids (read-only: change :attr:`registered`)."""
+        if self._hooks is None:
+            self._hooks, over = within_cap(self.registered, self.settings.max_webhooks)
+            if over and over != self._over_cap:
+                self._log.warning("over-cap", "%d valid webhooks on %s over the cap of %d "
+                                  "(WEBAPI_MAX_WEBHOOKS) skipped", over,
+                                  self.settings.webhooks_topic, self.settings.max_webhooks)
+            self._over_cap = over
+        return self._hooks
+
+    @property
+    def over_cap(self) -> int:
+        self.hooks  # noqa: B018 (brings the count up to date)
+        return self._over_cap
+
+    def _changed(self) -> None:
+        self._hooks = None
 
     @property
     def topics(self) -> list[TopicSpec]:
@@ -240,10 +268,11 @@ class WebhookStore:
         """Fold one record of either topic in."""
         if key is None:
             return
-        hook_id = key.decode("utf-8", "replace")
+        hook_id = key.decode("utf-8", "replace")  # a valid id is hex: a bad key never matches
         if topic == self.settings.webhooks_topic:
+            if self.registered.pop(hook_id, None) is not None:
+                self._changed()
             if value is None:
-                self.hooks.pop(hook_id, None)
                 self.deliveries.pop(hook_id, None)
                 return
             try:
@@ -254,7 +283,8 @@ class WebhookStore:
                 self.invalid += 1
                 self._log.warning("invalid", "skipped an invalid webhook record on %s", topic)
                 return
-            self.hooks[hook_id] = hook
+            self.registered[hook_id] = hook
+            self._changed()
         elif value is not None:
             try:
                 record = DeliveryRecord.model_validate_json(value)
@@ -308,12 +338,14 @@ class WebhookStore:
                                 f"{self.settings.max_webhooks} (WEBAPI_MAX_WEBHOOKS)")
         hook = Webhook(id=uuid.uuid4().hex, created_at=datetime.now(UTC), **spec.model_dump())
         await self._send(self.settings.webhooks_topic, hook.id, hook.model_dump_json().encode())
-        self.hooks[hook.id] = hook
+        self.registered[hook.id] = hook
+        self._changed()
         return hook
 
     async def remove(self, hook_id: str) -> None:
         await self._send(self.settings.webhooks_topic, hook_id, None)
-        self.hooks.pop(hook_id, None)
+        self.registered.pop(hook_id, None)
+        self._changed()
         self.deliveries.pop(hook_id, None)
 
     def publish(self, record: DeliveryRecord) -> None:
