@@ -256,6 +256,11 @@ async def test_definitions_beyond_the_cap_are_the_same_in_the_api_and_the_job(
         assert view.over_cap == 4
         defs, _ = await job_view(settings)
         assert [x.id for x in defs.rules] == ids[1:MAX_ALERT_RULES + 1]
+        hidden = ids[-1]  # over the cap: not shown, but it can be deleted
+        assert (await client.get(f"/alert-rules/{hidden}")).status == 404
+        assert (await client.delete(f"/alert-rules/{hidden}", headers=TOKEN)).status == 204
+        assert view.over_cap == 3 and hidden not in view.valid
+        assert (await client.delete(f"/alert-rules/{hidden}", headers=TOKEN)).status == 404
 
 
 def test_the_api_cannot_be_set_beyond_the_readers_caps(settings: Settings) -> None:

@@ -226,8 +226,8 @@ async def _delete(request: web.Request, view: DefinitionView) -> web.Response:
     ident = _ident(request)
     view.require_ready()
 
-    def exists() -> None:
-        if ident not in view.items:
+    def exists() -> None:  # one over the readers' cap too (view.valid), so it can be removed
+        if ident not in view.valid:
             raise ApiError(404, f"no {view.what} {ident!r}")
 
     await request.app[DEFINITIONS].write(view, ident, None, exists)
