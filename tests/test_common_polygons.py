@@ -54,6 +54,8 @@ def test_a_polygon_that_is_not_simple_is_refused(rings, reason) -> None:
     [[(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (1.0, 1.0), (0.0, 1.0), (0.0, 0.0)]],  # repeated
     [circle(999)],  # the most vertices a geofence may have
     [[(11.5, 48.1), (11.50001, 48.1), (11.50001, 48.10001), (11.5, 48.1)]],  # about 1 m
+    [[(21.0, 52.0), (21.000001, 52.0), (21.000001, 52.000001), (21.0, 52.000001),
+      (21.0, 52.0)]],  # about 0.1 m, as the events job's test draws one
 ])
 def test_simple_polygons_pass(rings) -> None:
     assert polygon_problem(rings) is None
