@@ -7,29 +7,9 @@ import time
 
 from aiohttp.http_exceptions import HttpProcessingError
 
+from common.logs import RateLimitedLog
 
-class RateLimitedLog:
-    def __init__(self, logger: logging.Logger, interval_s: float = 10.0) -> None:
-        self.logger = logger
-        self.interval_s = interval_s
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warning(self, key: str, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval_s:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        if len(self._last) > 1000:  # keys are a small fixed set; never let them grow unbounded
-            self._last.clear()
-            self._suppressed.clear()
-        self._last[key] = now
-        skipped = self._suppressed.pop(key, 0)
-        suffix = ""
-        if skipped:
-            suffix = f" ({skipped} similar suppressed in the last {self.interval_s:.0f} s)"
-        self.logger.warning(msg + suffix, *args)
+__all__ = ["MalformedRequestFilter", "RateLimitedLog", "install_malformed_request_filter"]
 
 
 class MalformedRequestFilter(logging.Filter):
