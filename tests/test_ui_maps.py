@@ -193,3 +193,165 @@ def test_legend_lists_states_and_speed_bands() -> None:
     assert _shown(maps.legend_html()) == [*vehicles, *trails, "violation (ring)", *heat]
     assert _shown(maps.legend_html(show_trails=False, show_heat=False)) == [
         *vehicles, "violation (ring)"]
+
+
+# ---- strings deck.gl's JSON converter would run ----------------------------------------
+
+RUNNABLE = ["@@=(", "@@#x", "@@=[lon, lat]", "@@#GL.ONE", "@@type", "@@"]
+
+
+def _data_strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [s for v in value for s in _data_strings(v)]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _data_strings(v)]
+    return []
+
+
+def test_every_data_string_of_every_map_is_inert(latest: pd.DataFrame,
+                                                 events: pd.DataFrame) -> None:
+    """@deck.gl/json runs a data string starting with @@= (an expression) or @@# (a
+    constant): the deck's JSON carries such strings with an invisible mark in front."""
+    from common.fleet_events import Geofence
+    from ui.trip_map import trip_deck
+
+    ids = RUNNABLE + ["CAR-OK"]
+    cars = pd.concat([latest.head(len(ids)).assign(vehicle_id=ids)], ignore_index=True)
+    cars["faults"] = ["@@#fault"] * len(cars)
+    trails = events.loc[events["vehicle_id"] == events["vehicle_id"].iloc[0]].head(6)
+    trails = pd.concat([trails.assign(vehicle_id=v) for v in ids], ignore_index=True)
+    fence = Geofence(id="@@=(f", name="@@#name", geometry={"type": "Polygon", "coordinates": [
+        [[11.5, 48.1], [11.6, 48.1], [11.6, 48.2], [11.5, 48.1]]]})
+    live = maps.fleet_deck([maps.vehicle_layer(cars), maps.trail_layer(trails),
+                            maps.violation_layer(cars.assign(speeding=True)),
+                            maps.geofence_layer([fence])], maps.DEFAULT_VIEW)
+    trip, _, _ = trip_deck({"vehicle_id": "@@=(", "route": [
+        {"timestamp": "2026-01-01T08:00:00Z", "lat": 48.1, "lon": 11.5, "speed_kmh": 10},
+        {"timestamp": "2026-01-01T08:01:00Z", "lat": 48.2, "lon": 11.6, "speed_kmh": 10}],
+        "violation_segments": [{"kind": "@@=(", "started_at": None, "ended_at": None,
+                                "points": [[11.5, 48.1], [11.6, 48.2]]}]})
+    for deck in (live, trip):
+        spec = json.loads(deck.to_json())
+        strings = _data_strings([layer["data"] for layer in spec["layers"]])
+        assert strings and not [s for s in strings if s.startswith("@@")]
+        marked = [s for s in strings if s.startswith(maps.INERT_MARK)]
+        assert all(s[1:].startswith("@@") for s in marked)
+        # the deck's own props keep their @@ (layer types, accessors)
+        assert {layer["@@type"] for layer in spec["layers"]} >= {"PathLayer"}
+    spec = json.loads(live.to_json())
+    vehicles = spec["layers"][0]
+    assert vehicles["getPosition"] == "@@=[lon, lat]"
+    assert [d["vehicle_id"] for d in vehicles["data"]] == [
+        maps.INERT_MARK + v for v in RUNNABLE] + ["CAR-OK"]
+    assert vehicles["data"][0]["tip"].startswith(maps.INERT_MARK + "@@=(  (")
+    assert "faults: @@#fault" in vehicles["data"][0]["tip"]  # only a string's start runs
+    assert spec["layers"][3]["data"][0]["tip"] == "geofence @@#name\nid @@=(f"
+    # the layers themselves keep the data as it is (the table, the selection use it)
+    assert live.layers[0].data[0]["vehicle_id"] == "@@=("
+
+
+def test_a_deck_without_runnable_strings_is_sent_as_it_was(latest: pd.DataFrame) -> None:
+    deck = maps.fleet_deck([maps.vehicle_layer(latest)], maps.DEFAULT_VIEW)
+    plain = json.dumps(deck, sort_keys=True, separators=(",", ":"),
+                       default=maps.default_serialize)
+    assert deck.to_json() == plain
+
+
+@pytest.mark.parametrize(("value", "expect"), [
+    ("@@=(", "\u200b@@=("), ("@@", "\u200b@@"), ("a@@", "a@@"), ("@=x", "@=x"),
+    (["@@#x", 1, [2.5, "@@=y"]], ["\u200b@@#x", 1, [2.5, "\u200b@@=y"]]),
+    ({"k": ("@@#x",)}, {"k": ["\u200b@@#x"]}), (None, None), (3, 3),
+])
+def test_inert_marks_only_strings_that_start_with_at_at(value: object, expect: object) -> None:
+    assert maps.inert(value) == expect
+
+
+def test_a_picked_vehicle_is_its_own_id_again() -> None:
+    from ui.selection import vehicle_in
+
+    def picked(vid: str) -> dict:
+        return {"selection": {"objects": {"vehicles": [{"vehicle_id": vid}]}}}
+
+    assert vehicle_in(picked(maps.INERT_MARK + "@@=(")) == "@@=("
+    assert vehicle_in(picked("@@#x")) == "@@#x"
+    assert vehicle_in(picked(maps.INERT_MARK + "CAR")) == maps.INERT_MARK + "CAR"  # its id
+    assert maps.shown(maps.INERT_MARK * 2 + "@@") == maps.INERT_MARK * 2 + "@@"
+
+
+@pytest.mark.browser
+def test_a_runnable_vehicle_id_draws_the_map_in_chromium(tmp_path, output_dir) -> None:
+    """Vehicle ids @@=( and @@#x, their trails and violations in headless Chromium: the map
+    draws (no deck.gl error box), the tooltip reads the id, and a click follows that car."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.support.processes import stop_process
+    from tests.test_hardening_ui import StandIn, event, hostile_routes, ok
+    from tests.test_ui_app import CHROMIUM_ARGS, wait_for
+    from tests.test_ui_browser_maps import CHROMIUM, settle, vehicle_pixel
+    from tools.kafka import free_port
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed")
+    cars = [event("@@=(", location={"lat": 52.2, "lon": 21.0}, speeding=False),
+            event("@@#x", location={"lat": 52.2008, "lon": 21.0012}, speeding=True)]
+    routes = hostile_routes(cars)
+    routes["/telemetry/trails"] = ok({"items": [{"vehicle_id": e["vehicle_id"], "points": [
+        {"timestamp": e["timestamp"], "lat": e["location"]["lat"] - 0.0004 * k,
+         "lon": e["location"]["lon"], "speed_kmh": 20.0 * k} for k in range(4)]}
+        for e in cars]})
+    api = StandIn(routes)
+    port = free_port()
+    env = {**os.environ, "FLEETSTREAM_API_URL": api.url, "FLEETSTREAM_UI_REFRESH_S": "30",
+           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "HOME": str(tmp_path)}
+    log = (tmp_path / "streamlit.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "ui/app.py", "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port)],
+        cwd=Path(__file__).resolve().parent.parent, env=env, stdout=log,
+        stderr=subprocess.STDOUT)
+    page_errors: list[str] = []
+    try:
+        wait_for(f"http://127.0.0.1:{port}/_stcore/health", bool, as_json=False)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1600, "height": 1400})
+                page.on("pageerror", lambda e: page_errors.append(str(e)))
+                page.goto(f"http://127.0.0.1:{port}")
+                page.wait_for_selector("[data-testid='stMetric']", timeout=90_000)
+                deck = page.locator("[data-testid='stDeckGlJsonChart']").first
+                deck.locator("canvas").first.wait_for(timeout=60_000)
+                page.get_by_text("Pause live updates", exact=True).click(force=True)
+                settle(page)
+                page.screenshot(path=str(output_dir / "ui-runnable-ids.png"), full_page=True)
+                text = deck.inner_text()
+                assert "Error" not in text and "convertFunction" not in text, text
+                assert page.locator("[data-testid='stException']").count() == 0
+                map_png = tmp_path / "map.png"
+                deck.screenshot(path=str(map_png))
+                spot, box = vehicle_pixel(map_png), deck.bounding_box()
+                assert spot is not None and box is not None, "no vehicle drawn"
+                page.mouse.move(box["x"] + spot[0], box["y"] + spot[1])
+                tip = page.locator(".deck-tooltip").first
+                tip.wait_for(timeout=10_000)
+                tip_text = tip.inner_text()
+                assert tip_text.lstrip("\u200b").startswith(("@@=(  (", "@@#x  (")), tip_text
+                page.mouse.click(box["x"] + spot[0], box["y"] + spot[1])
+                page.get_by_text("Clear selection").wait_for(timeout=30_000)
+                heading = page.get_by_text("Live map · following", exact=False).inner_text()
+                assert heading.split("following ")[1].startswith(("@@=(", "@@#x")), heading
+                assert "\ufffd" not in heading  # the invisible mark did not come back
+            finally:
+                browser.close()
+    finally:
+        stop_process(proc)
+        log.close()
+        api.close()
+    assert not [e for e in page_errors if "@@" in e or "Unclosed" in e], page_errors

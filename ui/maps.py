@@ -6,9 +6,11 @@ on the page's own background when there is no internet.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
@@ -252,12 +254,65 @@ BLANK_STYLE = "data:application/json," + quote(json.dumps({
 """An inline map style with no sources (a plain background): nothing is fetched."""
 
 
+INERT_MARK = "\N{ZERO WIDTH SPACE}"
+"""Put before a data string that deck.gl's JSON converter would run (see :func:`inert`)."""
+_PLAIN = (int, float, bool, type(None))
+_MARKER = '"@@'
+
+
+def inert(value: Any) -> Any:
+    """``value`` (a layer's data) with every string that starts with ``@@`` made inert.
+
+    st.pydeck_chart hands the deck's whole JSON, data included, to @deck.gl/json's
+    ``convertJSON`` in the browser, which reads any string starting with ``@@=`` as an
+    expression and ``@@#`` as a constant (a vehicle id ``@@=(`` turned the map into an error
+    box). deck.gl documents no escape, so such strings get an invisible INERT_MARK in front:
+    the tooltip shows the same characters. :func:`shown` takes the mark off again.
+    """
+    kind = type(value)
+    if kind is str:
+        return INERT_MARK + value if value.startswith("@@") else value
+    if kind is list or kind is tuple:
+        if all(type(v) in _PLAIN for v in value):
+            return value
+        return [inert(v) for v in value]
+    if kind is dict:
+        return {k: inert(v) for k, v in value.items()}
+    if isinstance(value, str):  # a str subclass (numpy.str_)
+        return inert(str(value))
+    return value
+
+
+def shown(value: str) -> str:
+    """A data string back from the browser (a picked object's field), without INERT_MARK."""
+    rest = value.removeprefix(INERT_MARK)
+    return rest if rest.startswith("@@") else value
+
+
+def _serialize(o: Any, data: Callable[[Any], Any]) -> Any:
+    attrs = default_serialize(o)
+    if isinstance(o, pdk.Layer) and isinstance(attrs, dict) and "data" in attrs:
+        attrs["data"] = data(attrs["data"])  # a new dict: the layer keeps its own data
+    return attrs
+
+
 class CompactDeck(pdk.Deck):
-    """A Deck whose JSON (what st.pydeck_chart sends) has no indentation: ~1/3 smaller."""
+    """A Deck whose JSON (what st.pydeck_chart sends) has no indentation: ~1/3 smaller, and
+    whose layers' data strings are :func:`inert` in the browser."""
+
+    def _dumps(self, data: Callable[[Any], Any] | None = None) -> str:
+        default = default_serialize if data is None else functools.partial(_serialize,
+                                                                           data=data)
+        return json.dumps(self, sort_keys=True, default=default, separators=(",", ":"))
 
     def to_json(self) -> str:
-        return json.dumps(self, sort_keys=True, default=default_serialize,
-                          separators=(",", ":"))
+        text = self._dumps()
+        # A data string starting with @@ shows as "@@ in the JSON. The deck's own props
+        # (@@type keys, @@= accessors) hold the rest: count them without the data, and walk
+        # the data (which costs as much as the dump for a big road network) only if it has one.
+        if text.count(_MARKER) > self._dumps(lambda _: []).count(_MARKER):
+            text = self._dumps(inert)
+        return text
 
 
 def fleet_deck(layers: Sequence[pdk.Layer], view: pdk.ViewState) -> pdk.Deck:

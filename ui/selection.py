@@ -13,6 +13,8 @@ from typing import Any
 
 import streamlit as st
 
+from ui.maps import shown
+
 MAP_KEY = "live_map"
 SELECTED = "selected"
 VEHICLE_LAYER = "vehicles"
@@ -26,7 +28,7 @@ def vehicle_in(state: Any) -> str | None:
     if not isinstance(picked, list) or not picked or not isinstance(picked[0], Mapping):
         return None
     vid = picked[0].get("vehicle_id")
-    return vid if isinstance(vid, str) and vid else None
+    return shown(vid) if isinstance(vid, str) and vid else None
 
 
 def picked_vehicle() -> None:
