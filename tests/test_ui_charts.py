@@ -164,6 +164,32 @@ def test_violations_table_is_newest_first_and_csv_is_defused(items: list[dict]) 
     assert list(back.columns) == list(table.columns)
 
 
+def test_exportable_defuses_text_cells_only() -> None:
+    from ui.tables import exportable
+    df = pd.DataFrame({"vehicle_id": ["=1+1", "CAR", "-x", "@@=(", "\tcmd"],
+                       "speed_kmh": [-5.0, 1.0, 2.0, 3.0, 4.0],
+                       "faults": ["+A", "", None, "a=b", "x"],
+                       "road_type": pd.Series(["urban", "=u", "rural", "highway", "urban"],
+                                              dtype="string")})
+    out = exportable(df)
+    assert out["vehicle_id"].tolist() == ["'=1+1", "CAR", "'-x", "'@@=(", "'\tcmd"]
+    assert out["speed_kmh"].tolist() == [-5.0, 1.0, 2.0, 3.0, 4.0]  # numbers stay numbers
+    assert out["faults"].tolist() == ["'+A", "", None, "a=b", "x"]
+    assert out["road_type"].tolist()[1] == "'=u"
+    assert df["vehicle_id"].iloc[0] == "=1+1"  # a copy
+    clean = pd.DataFrame({"vehicle_id": ["CAR", "a=b"], "speed_kmh": [-1.0, 2.0]})
+    assert exportable(clean) is clean  # nothing to defuse: the same frame
+
+
+def test_chart_data_is_defused_too(items: list[dict]) -> None:
+    """An altair chart's "Show data" table has the same CSV download as a table."""
+    snap = _snapshot(items, T0)
+    evil = snap.series.assign(vehicle_id="=HYPERLINK(1)")
+    spec = charts.speed_chart(evil).to_dict()
+    rows = [r for d in spec["datasets"].values() for r in d if "vehicle_id" in r]
+    assert rows and {r["vehicle_id"] for r in rows} == {"'=HYPERLINK(1)"}
+
+
 def test_fleet_table_pages_sort_the_whole_fleet() -> None:
     df = pd.DataFrame({"vehicle_id": [f"V{i:03d}" for i in range(120)],
                        "speed_kmh": [float(i % 50) for i in range(120)]})

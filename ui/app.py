@@ -27,6 +27,7 @@ from ui.panels import Panels, build_panels, csv_bytes, kpi_deltas, page  # noqa:
 from ui.selection import clear_selection, picked_vehicle  # noqa: E402
 from ui.settings import Settings  # noqa: E402
 from ui.snapshot import ViewOptions, fetch_snapshot  # noqa: E402
+from ui.tables import table  # noqa: E402
 from ui.text import code, md  # noqa: E402
 
 ROAD_WINDOW_COLUMNS = ("window_start", "road_type", "vehicles", "samples", "avg_speed_kmh",
@@ -134,20 +135,20 @@ def render_tables(panels: Panels, page_size: int) -> None:
         pages = max(1, -(-len(fleet) // page_size))
         page_no = c3.number_input(f"Page (of {pages})", 1, pages, 1, key="fleet_page")
         shown = page(fleet, sort_by, not desc, int(page_no), page_size)
-        st.dataframe(shown, hide_index=True, width="stretch",
-                     height=table_height(len(shown), most=15), column_config={
-                         "speed_kmh": st.column_config.NumberColumn("speed km/h", format="%.1f"),
-                         "fuel_level_pct": st.column_config.ProgressColumn(
-                             "fuel", format="%.0f%%", min_value=0, max_value=100),
-                     })
+        table(shown, hide_index=True, width="stretch",
+              height=table_height(len(shown), most=15), column_config={
+                  "speed_kmh": st.column_config.NumberColumn("speed km/h", format="%.1f"),
+                  "fuel_level_pct": st.column_config.ProgressColumn(
+                      "fuel", format="%.0f%%", min_value=0, max_value=100),
+              })
         st.caption(f"{len(fleet):,} vehicles · showing {page_size} per page")
     with viol_tab:
         viol = panels.violations
         if viol.empty:
             st.caption(f"No violations in the last {VIOLATION_WINDOW_MIN} minutes.")
         else:
-            st.dataframe(viol.head(500), hide_index=True, width="stretch",
-                         height=table_height(len(viol)))
+            table(viol.head(500), hide_index=True, width="stretch",
+                  height=table_height(len(viol)))
             st.caption(f"{len(viol):,} violations in the last {VIOLATION_WINDOW_MIN} minutes"
                        + (" (first 500 shown; the CSV has all)" if len(viol) > 500 else ""))
         st.download_button("Download violations (CSV)", csv_bytes(viol),
@@ -245,16 +246,16 @@ def analytics_panel(client: ApiClient) -> None:
         if not road_df.empty:
             st.altair_chart(charts.road_windows_chart(road_df), width="stretch",
                             height=CHART_HEIGHT)
-            st.dataframe(road_df.head(200), hide_index=True, width="stretch",
-                         height=table_height(len(road_df)), column_order=ROAD_WINDOW_COLUMNS,
-                         column_config=WINDOW_COLUMN_CONFIG)
+            table(road_df.head(200), hide_index=True, width="stretch",
+                  height=table_height(len(road_df)), column_order=ROAD_WINDOW_COLUMNS,
+                  column_config=WINDOW_COLUMN_CONFIG)
     with c2:
         if not veh_df.empty:
             st.altair_chart(charts.vehicle_windows_chart(veh_df), width="stretch",
                             height=CHART_HEIGHT)
-            st.dataframe(veh_df.head(200), hide_index=True, width="stretch",
-                         height=table_height(len(veh_df)),
-                         column_order=VEHICLE_WINDOW_COLUMNS, column_config=WINDOW_COLUMN_CONFIG)
+            table(veh_df.head(200), hide_index=True, width="stretch",
+                  height=table_height(len(veh_df)),
+                  column_order=VEHICLE_WINDOW_COLUMNS, column_config=WINDOW_COLUMN_CONFIG)
 
 
 def main() -> None:

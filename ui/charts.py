@@ -15,6 +15,7 @@ from ui.palette import (
     VIOLATION_KIND_COLORS,
     hex_color,
 )
+from ui.tables import exportable
 
 HEIGHT = 200
 TIME = alt.X("timestamp:T", title=None, axis=alt.Axis(format="%H:%M:%S", labelAngle=0))
@@ -27,7 +28,7 @@ ROADS = alt.Scale(domain=list(ROAD_TYPE_COLORS),
 def speed_chart(df: pd.DataFrame) -> alt.TopLevelMixin:
     """Speed over time per vehicle (solid) with each vehicle's speed limit (dashed step)."""
     data = df[["timestamp", "vehicle_id", "speed_kmh", "speed_limit_kmh", "road_type"]]
-    base = alt.Chart(data).encode(x=TIME, color=VEHICLE)
+    base = alt.Chart(exportable(data)).encode(x=TIME, color=VEHICLE)
     speed = base.mark_line(strokeWidth=2).encode(
         y=alt.Y("speed_kmh:Q", title="km/h"),
         tooltip=[alt.Tooltip("vehicle_id:N"), alt.Tooltip("timestamp:T", format="%H:%M:%S"),
@@ -42,7 +43,7 @@ def speed_chart(df: pd.DataFrame) -> alt.TopLevelMixin:
 def rpm_chart(df: pd.DataFrame, redline_rpm: int = 6200) -> alt.TopLevelMixin:
     """Engine RPM over time per vehicle, with the redline as a red rule."""
     data = df[["timestamp", "vehicle_id", "engine_rpm", "gear"]]
-    line = alt.Chart(data).mark_line(strokeWidth=1.5).encode(
+    line = alt.Chart(exportable(data)).mark_line(strokeWidth=1.5).encode(
         x=TIME, y=alt.Y("engine_rpm:Q", title="rpm"), color=VEHICLE,
         tooltip=["vehicle_id:N", alt.Tooltip("timestamp:T", format="%H:%M:%S"),
                  "engine_rpm:Q", "gear:Q"],
@@ -60,7 +61,7 @@ def speed_distribution_chart(df: pd.DataFrame, bin_kmh: int = 10) -> alt.Chart:
     data = (df.assign(speed_bin=bins).groupby(["speed_bin", "road_type"], as_index=False)
             .size().rename(columns={"size": "events"}))
     data["speed_bin_end"] = data["speed_bin"] + bin_kmh
-    return alt.Chart(data).mark_bar(opacity=0.9).encode(
+    return alt.Chart(exportable(data)).mark_bar(opacity=0.9).encode(
         x=alt.X("speed_bin:Q", bin="binned", title="speed km/h",
                 axis=alt.Axis(tickMinStep=bin_kmh)),
         x2="speed_bin_end:Q",
@@ -78,7 +79,7 @@ def violations_chart(kinds: pd.DataFrame) -> alt.Chart:
     minute = pd.to_datetime(kinds["timestamp"], utc=True).dt.strftime("%H:%M")
     data = (kinds.assign(minute=minute).groupby(["minute", "kind"], as_index=False).size()
             .rename(columns={"size": "violations"}))
-    return alt.Chart(data).mark_bar().encode(
+    return alt.Chart(exportable(data)).mark_bar().encode(
         x=alt.X("minute:O", title="minute (UTC)", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("sum(violations):Q", title="violations / min"),
         color=alt.Color("kind:N", scale=scale, title="kind",
@@ -90,7 +91,7 @@ def violations_chart(kinds: pd.DataFrame) -> alt.Chart:
 def fuel_chart(df: pd.DataFrame) -> alt.TopLevelMixin:
     """Fuel level over time per vehicle, with the low-fuel threshold."""
     data = df[["timestamp", "vehicle_id", "fuel_level_pct"]]
-    line = alt.Chart(data).mark_line(strokeWidth=2).encode(
+    line = alt.Chart(exportable(data)).mark_line(strokeWidth=2).encode(
         x=TIME, y=alt.Y("fuel_level_pct:Q", title="fuel %", scale=alt.Scale(domain=[0, 100])),
         color=VEHICLE,
         tooltip=["vehicle_id:N", alt.Tooltip("fuel_level_pct:Q", format=".1f")],
@@ -107,7 +108,7 @@ def vehicle_windows_chart(df: pd.DataFrame, top: int = 10) -> alt.Chart:
     data = df.loc[df["vehicle_id"].isin(busiest),
                   ["window_start", "vehicle_id", "avg_speed_kmh", "max_speed_kmh",
                    "speeding_count", "samples"]]
-    return alt.Chart(data).mark_line(point=True).encode(
+    return alt.Chart(exportable(data)).mark_line(point=True).encode(
         x=alt.X("window_start:T", title="window start", axis=MINUTES),
         y=alt.Y("avg_speed_kmh:Q", title="avg km/h"),
         color=alt.Color("vehicle_id:N", title="vehicle",
@@ -122,7 +123,7 @@ def road_windows_chart(df: pd.DataFrame) -> alt.Chart:
     """Spark's per-road-type windows: average speed and violations per window."""
     data = df[["window_start", "road_type", "avg_speed_kmh", "max_speed_kmh", "speeding_count",
                "redline_count", "vehicles"]]
-    base = alt.Chart(data).encode(
+    base = alt.Chart(exportable(data)).encode(
         x=alt.X("window_start:T", title="window start", axis=MINUTES),
         color=alt.Color("road_type:N", scale=ROADS, title="road",
                         legend=alt.Legend(orient="top", title=None)),

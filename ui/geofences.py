@@ -21,7 +21,7 @@ import streamlit as st
 from pydantic import ValidationError
 
 from common.fleet_events import MAX_GEOFENCE_VERTICES, MAX_NAME_LEN, Geofence
-from ui import maps
+from ui import maps, tables
 from ui.api import ApiClient, ApiError, ApiUnavailable
 from ui.sidebar import control_error
 from ui.text import code, md
@@ -260,7 +260,7 @@ def render(client: ApiClient, base: Sequence[pdk.Layer]) -> None:
         if done := st.session_state.pop("geofence_msg", None):
             st.success(done, icon=":material/check:")
         if fences:
-            st.dataframe(geofences_table(fences), hide_index=True, width="stretch",
+            tables.table(geofences_table(fences), hide_index=True, width="stretch",
                          key="geofence_table")
         elif failure is None:
             st.info("No geofences yet: create one below.", icon=":material/fence:")

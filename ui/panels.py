@@ -9,11 +9,13 @@ import altair as alt
 import pandas as pd
 import pydeck as pdk
 
-from common.spreadsheet import neutralise
 from ui import charts, maps
 from ui.frames import violation_kinds
 from ui.palette import LOW_FUEL_PCT
 from ui.snapshot import Snapshot
+from ui.tables import csv_bytes
+
+__all__ = ["csv_bytes"]  # kept here for its callers; defined with the tables
 
 FLEET_COLUMNS: tuple[str, ...] = (
     "vehicle_id", "state", "speed_kmh", "speed_limit_kmh", "engine_rpm", "gear",
@@ -164,10 +166,3 @@ def build_panels(snap: Snapshot, layers: Layers, follow: str | None, redline_rpm
     )
 
 
-def csv_bytes(df: pd.DataFrame) -> bytes:
-    """CSV of a table, with text cells that a spreadsheet would run as a formula defused."""
-    out = df.copy()
-    for col in out.columns:
-        if out[col].dtype == object:
-            out[col] = [neutralise(v) for v in out[col]]
-    return out.to_csv(index=False).encode()
