@@ -427,14 +427,14 @@ def test_trips_page_table_map_and_summary(stub, monkeypatch: pytest.MonkeyPatch)
     assert pick.options == ["CAR002 · " + (NOW - timedelta(minutes=3)).strftime(
         "%Y-%m-%d %H:%M:%S") + " UTC · in progress",
         f"CAR001 · {T0:%Y-%m-%d %H:%M:%S} UTC · ended", "? · unknown start UTC · ended"]
-    assert pick.value == "CAR002-trip-7"  # the newest
+    assert pick.value == ("CAR002", "CAR002-trip-7")  # the newest
     assert any("No summary yet" in c.value for c in at.caption)
     assert api.requests("GET", "/trips/CAR002-trip-7")[0]["query"] == {"vehicle_id": "CAR002"}
     since = api.requests("GET", "/trips")[0]["query"]["since"]
     assert abs(datetime.fromisoformat(since) - (datetime.now(UTC) - timedelta(days=1))) < \
         timedelta(minutes=5)
 
-    pick.set_value("CAR001-trip-1").run()
+    pick.set_value(("CAR001", "CAR001-trip-1")).run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Distance"] == "8.25 km" and metrics["Over redline · alerts"] == "1 · 4"
@@ -447,12 +447,62 @@ def test_trips_page_table_map_and_summary(stub, monkeypatch: pytest.MonkeyPatch)
     assert len(api.requests("GET", "/trips/CAR001-trip-1")) == 1
     assert len(api.requests("GET", "/trips/CAR002-trip-7")) == 1
 
-    pick.set_value("odd/trip ?#").run()
+    pick.set_value(("", "odd/trip ?#")).run()
     assert not at.exception
     assert any("too few to draw a route" in c.value for c in at.caption)
     odd = {m.label: m.value for m in at.metric}
     assert (odd["Distance"], odd["Duration"], odd["Stops"], odd["Max speed"]) == ("–",) * 4
     assert api.requests("GET", "/trips/odd/trip ?#")[0]["query"] == {}  # no vehicle id
+
+
+def test_a_trip_id_shared_by_two_vehicles_is_two_trips(
+        stub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API allows one trip id for two cars (GET /trips/{id} is then 409 without
+    ?vehicle_id=): the picker names both cars, and each pick shows that car's trip."""
+    shared = [{**TRIP_A, "trip_id": "SAME", "vehicle_id": f"VEH{i}",
+               "started_at": iso(T0 - timedelta(minutes=30 * i)),
+               "summary": {**summary(), "distance_km": 10.0 + i}} for i in (0, 1)]
+
+    def detail(request: web.Request, body: Any) -> tuple[int, Any]:
+        vid = request.query.get("vehicle_id")
+        mine = [t for t in shared if t["vehicle_id"] == vid]
+        if not mine:
+            return 409, {"error": "trip id SAME names trips of 2 vehicles: add vehicle_id"}
+        return 200, {**mine[0], "route": route(), "violation_segments": []}
+
+    api = stub(**{"GET /trips": (200, {"items": shared}), "GET /trips/SAME": detail})
+    at = run_app(api.url, monkeypatch, "Trips")
+    pick = at.selectbox(key="trip_pick")
+    assert [o.split(" · ")[0] for o in pick.options] == ["VEH0", "VEH1"]
+    assert pick.value == ("VEH0", "SAME")
+    assert any(m.value.startswith("##### Trip ` SAME ` · ` VEH0 `") for m in at.markdown)
+    assert {m.label: m.value for m in at.metric}["Distance"] == "10.00 km"
+
+    pick.set_value(("VEH1", "SAME")).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(m.value.startswith("##### Trip ` SAME ` · ` VEH1 `") for m in at.markdown)
+    assert {m.label: m.value for m in at.metric}["Distance"] == "11.00 km"
+    assert [r["query"] for r in api.requests("GET", "/trips/SAME")] == [
+        {"vehicle_id": "VEH0"}, {"vehicle_id": "VEH1"}]
+
+
+def test_trip_and_geofence_tables_export_no_formula(
+        stub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a table's own "Download as CSV" writes is what it was given: text cells a
+    spreadsheet would run start with a quote there."""
+    evil = {**TRIP_A, "trip_id": "=HYPERLINK(\"http://e.com\")", "vehicle_id": "@SUM(A1)"}
+    fence = {**FENCE.model_dump(mode="json"), "id": "g1", "name": "+cmd|' /C calc'!A0"}
+    api = stub(**{"GET /trips": (200, {"items": [evil]}),
+                  "GET /geofences": (200, {"items": [fence]})})
+    at = run_app(api.url, monkeypatch, "Trips")
+    shown = at.dataframe(key="trips_table").value
+    assert shown["trip_id"].tolist() == ["'=HYPERLINK(\"http://e.com\")"]
+    assert shown["vehicle_id"].tolist() == ["'@SUM(A1)"]
+    assert at.selectbox(key="trip_pick").value == ("@SUM(A1)", evil["trip_id"])  # the data
+    at.session_state["mode"] = "Geofences"
+    at.run()
+    assert at.dataframe[0].value["name"].tolist() == [
+        "'+cmd|' /C calc'!A0"]
 
 
 @pytest.mark.parametrize(("over", "expect"), [
@@ -651,8 +701,8 @@ def test_end_to_end_trips_geofences_and_alerts_from_the_real_api(
         fleet_api, monkeypatch: pytest.MonkeyPatch) -> None:
     at = run_app(fleet_api.url, monkeypatch, "Trips", token="tok")
     pick = at.selectbox(key="trip_pick")
-    assert pick.value == "CAR002-open" and any("No summary yet" in c.value for c in at.caption)
-    pick.set_value(E2E_TRIP).run()
+    assert pick.value[1] == "CAR002-open" and any("No summary yet" in c.value for c in at.caption)
+    pick.set_value(("CAR001", E2E_TRIP)).run()
     assert not at.exception, [e.message for e in at.exception]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Max speed"] == "130 km/h" and metrics["Distance"] == "8.25 km"

@@ -15,6 +15,7 @@ import numpy as np
 import pydeck as pdk
 import streamlit as st
 
+from ui import tables
 from ui.api import ApiClient, ApiError, ApiUnavailable
 from ui.text import code, md
 from ui.trip_map import legend_html, summary_metrics, trip_deck, trip_label, trips_frame
@@ -51,10 +52,15 @@ def trips_error(exc: Exception) -> str:
     return f"The web API answered with an error: {md(exc)}"
 
 
-def _pick_row(trip_ids: list[str]) -> None:
+TripKey = tuple[str, str]
+"""(vehicle_id, trip_id): a trip id alone may name trips of two vehicles (the API answers
+GET /trips/{id} with 409 then, unless ?vehicle_id= says which)."""
+
+
+def _pick_row(keys: list[TripKey]) -> None:
     rows = st.session_state["trips_table"].selection.rows
-    if rows and 0 <= rows[0] < len(trip_ids):
-        st.session_state["trip_pick"] = trip_ids[rows[0]]
+    if rows and 0 <= rows[0] < len(keys):
+        st.session_state["trip_pick"] = keys[rows[0]]
 
 
 def render(client: ApiClient, base: Sequence[pdk.Layer], vehicles: Sequence[str],
@@ -78,21 +84,24 @@ def render(client: ApiClient, base: Sequence[pdk.Layer], vehicles: Sequence[str]
                 "events job (`make events`); a trip ends when the car parks or stands still.",
                 icon=":material/route:")
         return
-    ids = table["trip_id"].tolist()
-    st.dataframe(table, hide_index=True, width="stretch", key="trips_table",
+    keys: list[TripKey] = list(zip(table["vehicle_id"], table["trip_id"], strict=True))
+    tables.table(table, hide_index=True, width="stretch", key="trips_table",
                  height=38 + 35 * min(len(table), 10), column_config=COLUMN_CONFIG,
-                 on_select=lambda: _pick_row(ids), selection_mode="single-row")
+                 on_select=lambda: _pick_row(keys), selection_mode="single-row")
     dropped = int(table.attrs.get("dropped", 0))
     st.caption(f"{len(table):,} trips, newest first"
                + (f" (the newest {TRIPS_LIMIT})" if len(items) >= TRIPS_LIMIT else "")
                + (f" · {dropped} unreadable hidden" if dropped else "")
                + " · pick a row or a trip below")
-    if st.session_state.get("trip_pick") not in ids:
-        st.session_state["trip_pick"] = ids[0]
-    labels = dict(zip(ids, (trip_label(r) for _, r in table.iterrows()), strict=True))
-    trip_id = st.selectbox("Trip", ids, key="trip_pick", format_func=labels.__getitem__)
-    row = table.loc[table["trip_id"] == trip_id].iloc[0]
-    show_trip(client, str(trip_id), row["vehicle_id"] or None, base)
+    # a (vehicle, trip) listed twice is one trip: its first row (the newest) names it
+    labels = dict(reversed(list(zip(keys, (trip_label(r) for _, r in table.iterrows()),
+                                    strict=True))))
+    options = list(dict.fromkeys(keys))
+    if st.session_state.get("trip_pick") not in labels:
+        st.session_state["trip_pick"] = options[0]
+    vehicle_id, trip_id = st.selectbox("Trip", options, key="trip_pick",
+                                       format_func=labels.__getitem__)
+    show_trip(client, trip_id, vehicle_id or None, base)
 
 
 def trip_detail(client: ApiClient, trip_id: str, vehicle_id: str | None) -> dict[str, Any]:
@@ -150,7 +159,7 @@ def show_trip(client: ApiClient, trip_id: str, vehicle_id: str | None,
     notes.append(f"{len(segments)} violation segments")
     st.caption(" · ".join(notes))
     if not segments.empty:
-        st.dataframe(segments.drop(columns="points"), hide_index=True, width="stretch",
+        tables.table(segments.drop(columns="points"), hide_index=True, width="stretch",
                      key="trip_segments", column_config={
                          "started_at": st.column_config.DatetimeColumn(
                              "from (UTC)", format="HH:mm:ss", timezone="UTC"),
