@@ -10,6 +10,7 @@ would let any viewer make the app's server fetch from any address its network re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import streamlit as st
 
@@ -23,6 +24,8 @@ FIT_FLEET = "(fit the whole fleet)"
 MODES = ("Live", "Trips", "Geofences", "Replay")
 REFRESH_CHOICES = (1.0, 2.0, 5.0, 10.0, 30.0)
 MAX_FILTER = 200
+KNOWN_VEHICLES = "known_vehicles"
+"""Session key: (HH:MM:SS UTC, ids) of the last GET /vehicles that answered."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,27 @@ def _num(value: object) -> float:
     return float(value) if ok and abs(value) < 1e18 else 0.0  # type: ignore[arg-type]
 
 
+def known_vehicles(client: ApiClient) -> tuple[list[str], str | None]:
+    """The vehicle ids for the filter and follow boxes, and None; or, when GET /vehicles
+    fails, the last list that arrived (with the user's own choices in it, so a blip of the
+    API clears neither box) and a sentence saying it is stale."""
+    try:
+        vehicles = client.vehicles()
+    except (ApiError, ApiUnavailable) as exc:
+        held: tuple[str, list[str]] | None = st.session_state.get(KNOWN_VEHICLES)
+        when, kept = held if held else ("", [])
+        chosen = [*(st.session_state.get("vehicle_filter") or ()),
+                  st.session_state.get("follow")]
+        kept = list(dict.fromkeys([*kept, *(v for v in chosen
+                                             if isinstance(v, str) and v != FIT_FLEET)]))
+        why = f"HTTP {exc.status}" if isinstance(exc, ApiError) else "no answer"
+        return kept, (f"Vehicle list stale ({why} from GET /vehicles): "
+                      + (f"as of {when} UTC" if when else "none received yet")
+                      + "; it is asked for again on the next refresh.")
+    st.session_state[KNOWN_VEHICLES] = (datetime.now(UTC).strftime("%H:%M:%S"), vehicles)
+    return vehicles, None
+
+
 def render(settings: Settings, client_for) -> tuple[Controls, ApiClient, list[str]]:
     """Draw the sidebar; return the choices, the client and the known vehicle ids."""
     sb = st.sidebar
@@ -145,15 +169,14 @@ def render(settings: Settings, client_for) -> tuple[Controls, ApiClient, list[st
                            help="also draw vehicles that stopped reporting (greyed); they "
                                 "never count in the KPIs")
 
-    try:
-        vehicles = client.vehicles()
-    except (ApiError, ApiUnavailable):
-        vehicles = []
+    vehicles, stale = known_vehicles(client)
     chosen = sb.multiselect("Vehicles (empty = whole fleet)", vehicles, key="vehicle_filter",
                             max_selections=MAX_FILTER)
     follow = sb.selectbox("Follow a vehicle", [FIT_FLEET, *(chosen or vehicles)],
                           key="follow")
 
+    if stale:
+        sb.caption(stale)
     sb.subheader("Map layers")
     l1, l2 = sb.columns(2)
     layers = Layers(
