@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -11,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from aiohttp import web
 from pydantic import ValidationError
 
 from ui.api import ApiClient, ApiError, ApiUnavailable
@@ -132,3 +134,84 @@ def test_settings_env_flags_and_validation(monkeypatch: pytest.MonkeyPatch) -> N
         Settings(redline_rpm=10)
     assert Settings(api_url="http://h:1", max_trails=3).max_trails == 3
     json.dumps(Settings.model_json_schema())  # documented fields
+
+
+class ReplayServer:
+    """A stand-in web API whose WS /replay sends fixed text frames, then closes; /health
+    answers ok, anything else 404. Runs on its own loop and thread."""
+
+    def __init__(self, frames: list[str]) -> None:
+        self.frames = frames
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.url = ""
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def replay(request: web.Request) -> web.WebSocketResponse:
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            for frame in self.frames:
+                await ws.send_str(frame)
+            await ws.close()
+            return ws
+
+        async def health(request: web.Request) -> web.Response:
+            return web.json_response({"status": "ok"})
+
+        app = web.Application()
+        app.router.add_get("/replay", replay)
+        app.router.add_get("/health", health)
+        self.runner = web.AppRunner(app)
+        self.loop.run_until_complete(self.runner.setup())
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", port).start())
+        self.url = f"http://127.0.0.1:{port}"
+        self.ready.set()
+        self.loop.run_forever()
+
+    def __enter__(self) -> ReplayServer:
+        self.thread.start()
+        assert self.ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def replay_event(vehicle_id: str, ts: str) -> dict:
+    return {"vehicle_id": vehicle_id, "timestamp": ts, "location": {"lat": 48.1, "lon": 11.5},
+            "speed_kmh": 50.0, "engine_rpm": 2000, "gear": 3, "fuel_level_pct": 50.0,
+            "fault_codes": [], "road_type": "urban", "speed_limit_kmh": 50,
+            "speeding": False, "rpm_over_redline": False}
+
+
+BAD_REPLAY_FRAMES = ["not json", '{"type": "batch", "items": 5}', '{"type": "batch"}',
+                     '{"type": "event", "data": [1]}', "[1, 2]", '{"type": 7}', "[" * 100_000]
+
+
+def test_replay_skips_and_counts_frames_it_cannot_read() -> None:
+    good = replay_event("R1", "2026-11-30T08:00:00+00:00")
+    frames = [BAD_REPLAY_FRAMES[0], json.dumps({"type": "batch", "items": [good, 5]}),
+              *BAD_REPLAY_FRAMES[1:], json.dumps({"type": "event", "data": good}),
+              json.dumps({"type": "progress", "sent": 2}),  # a type it does not know: passed
+              json.dumps({"type": "end", "count": 2})]
+    since = datetime(2026, 11, 30, 7, 55, tzinfo=UTC)
+    with ReplayServer(frames) as api, ApiClient(api.url) as client:
+        items, truncated, bad = client.replay(since, since.replace(hour=8, minute=5))
+    assert (items, truncated, bad) == ([good, good], False, len(BAD_REPLAY_FRAMES))
+
+
+def test_replay_error_frame_is_the_apis_message() -> None:
+    frames = ['{"type": "error", "error": "log unreadable"}']
+    since = datetime(2026, 11, 30, 7, 55, tzinfo=UTC)
+    with ReplayServer(frames) as api, ApiClient(api.url) as client, \
+            pytest.raises(ApiError, match="log unreadable"):
+        client.replay(since, since.replace(hour=8))

@@ -19,8 +19,10 @@ from aiokafka.structs import TopicPartition
 from streamlit.testing.v1 import AppTest
 
 from tests.support.webapi import make_event
+from tests.test_ui_api import ReplayServer, replay_event
 from tests.test_ui_app import ApiServer, wait_for
 from ui.api import ApiClient, ApiError
+from ui.guard import FAILED
 from ui.replay import SILENT_S, Clip, advance, at_offset, first_offset, load_clip, moment
 from ui.replay_view import replay_error
 
@@ -60,6 +62,69 @@ def test_moment_is_each_cars_latest_position_at_that_time() -> None:
     assert at_offset(clip, 1e9) == clip.until and at_offset(clip, -5) == clip.since
     later = Clip(t0 - timedelta(minutes=10), clip.until, (), clip.events)
     assert first_offset(later) == 600.0 and first_offset(clip) == 0.0
+
+
+def test_moment_in_year_1_or_9999_is_empty_not_an_overflow() -> None:
+    """A range may reach years pandas cannot hold (1677..2262 in nanoseconds)."""
+    t0 = datetime(2026, 1, 1, 8, tzinfo=UTC)
+    clip = as_clip(recording(t0), datetime(1, 1, 1, tzinfo=UTC),
+                   datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC))
+    for t in (clip.since, clip.until, at_offset(clip, 1e12)):
+        latest, trails, window = moment(clip, t)
+        assert latest.empty and trails.empty
+    assert len(moment(clip, clip.until)[2]) == 0  # nothing within TRAIL_S of the end
+    assert 0 < first_offset(clip) < clip.duration_s
+    end_of_range = moment(clip, datetime(2262, 4, 11, tzinfo=UTC))[2]
+    assert end_of_range.empty
+
+
+def test_a_clip_leaves_out_events_pandas_cannot_hold_and_says_so() -> None:
+    good = replay_event("R1", "2026-11-30T08:00:00+00:00")
+    frames = [json.dumps({"type": "batch", "items": [
+        good, replay_event("Y1", "0001-01-01T00:00:00+00:00"),
+        replay_event("Y9999", "9999-12-31T23:59:59+00:00")]}), "not json",
+        json.dumps({"type": "end", "count": 3})]
+    since = datetime(1, 1, 1, tzinfo=UTC)
+    with ReplayServer(frames) as api, ApiClient(api.url) as client:
+        clip = load_clip(client, since, datetime(9999, 12, 31, tzinfo=UTC))
+    assert clip.events["vehicle_id"].tolist() == ["R1"] and clip.skipped == 3
+    latest, _, _ = moment(clip, datetime(2026, 11, 30, 8, 0, 1, tzinfo=UTC))
+    assert latest["vehicle_id"].tolist() == ["R1"]
+
+
+@pytest.mark.parametrize("frames", [["not json"], ['{"type": "batch", "items": 5}'],
+                                    ["[" * 100_000, '{"type": "end"}']])
+def test_unreadable_replay_frames_are_counted_not_a_crash(
+        frames: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    with ReplayServer(frames) as api:
+        monkeypatch.setenv("FLEETSTREAM_API_URL", api.url)
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.session_state["mode"] = "Replay"
+        at.run()
+        at.sidebar.text_input(key="replay_since").set_value("0001-01-01T00:00:00+00:00")
+        at.sidebar.text_input(key="replay_until").set_value("9999-12-31T23:59:59+00:00")
+        at.sidebar.button(key="replay_load").click().run()
+        assert not at.exception, [e.message for e in at.exception]
+        assert not at.error, [e.value for e in at.error]
+        assert any(f"{len(frames) - (len(frames) > 1)} unreadable frames or events left out"
+                   in c.value for c in at.caption), [c.value for c in at.caption]
+        at.button(key="replay_play").click().run()  # plays over years 1..9999
+        assert not at.exception, [e.message for e in at.exception]
+
+
+def test_a_failing_replay_sidebar_is_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> object:
+        raise TypeError("something the replay did not expect")
+
+    monkeypatch.setattr("ui.replay.ApiClient.replay", broken)
+    with ReplayServer([]) as api:
+        monkeypatch.setenv("FLEETSTREAM_API_URL", api.url)
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.session_state["mode"] = "Replay"
+        at.run()
+        at.sidebar.button(key="replay_load").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert [e.value for e in at.error] == [FAILED]
 
 
 def test_playback_advances_at_speed_and_stops_at_the_end() -> None:

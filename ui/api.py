@@ -173,9 +173,11 @@ class ApiClient:
 
     def replay(self, since: datetime, until: datetime,
                vehicle_ids: Iterable[str] | None = None, *,
-               max_events: int = 200_000) -> tuple[list[JSON], bool]:
+               max_events: int = 200_000) -> tuple[list[JSON], bool, int]:
         """The recorded events of [since, until] from WS /replay, read as fast as the API
-        sends them (``speed=max&batch=1``): (events in event-time order, truncated).
+        sends them (``speed=max&batch=1``): (events in event-time order, truncated, frames
+        skipped). A frame that is not JSON, or not the shape its type says (a batch whose
+        items are not a list...), is skipped and counted, never raised.
 
         At most ``max_events`` are kept (then the socket is closed and truncated is True), so
         memory stays bounded. A refused range (410 past retention, 422...) raises ApiError
@@ -185,10 +187,11 @@ class ApiClient:
         clean = {k: v for k, v in params.items() if v is not None}
         return asyncio.run(self._replay(clean, max_events))
 
-    async def _replay(self, params: JSON, max_events: int) -> tuple[list[JSON], bool]:
+    async def _replay(self, params: JSON, max_events: int) -> tuple[list[JSON], bool, int]:
         url = f"{self.base_url}/replay"
         timeout = aiohttp.ClientWSTimeout(ws_receive=max(self.timeout[1], 30.0))
         out: list[JSON] = []
+        bad = 0
         try:
             async with aiohttp.ClientSession() as session, session.ws_connect(
                     url, params=params, timeout=timeout, max_msg_size=64 * 2**20,
@@ -196,23 +199,24 @@ class ApiClient:
                 async for msg in ws:
                     if msg.type != aiohttp.WSMsgType.TEXT:
                         break
-                    frame = json.loads(msg.data)
-                    kind = frame.get("type") if isinstance(frame, dict) else None
-                    if kind == "batch":
-                        out.extend(i for i in frame.get("items", []) if isinstance(i, dict))
-                    elif kind == "event" and isinstance(frame.get("data"), dict):
-                        out.append(frame["data"])
+                    kind, body = _replay_frame(msg.data)
+                    if kind is None:
+                        bad += 1
+                    elif kind == "batch":
+                        out.extend(i for i in body if isinstance(i, dict))
+                    elif kind == "event":
+                        out.append(body)
                     elif kind == "error":
-                        raise ApiError(500, str(frame.get("error", "replay failed")), "/replay")
+                        raise ApiError(500, body, "/replay")
                     elif kind == "end":
-                        return out, False
+                        return out, False, bad
                     if len(out) >= max_events:
-                        return out[:max_events], True
+                        return out[:max_events], True, bad
         except aiohttp.WSServerHandshakeError as exc:
             raise self._refusal(params, exc.status) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ApiUnavailable(self.base_url, exc) from exc
-        return out, False
+        return out, False, bad
 
     def recent(self, limit: int = 500, vehicle_ids: Iterable[str] | None = None,
                since: datetime | None = None, until: datetime | None = None) -> list[JSON]:
@@ -304,3 +308,26 @@ def _error_body(resp: requests.Response) -> JSON:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def _replay_frame(text: str) -> tuple[str | None, Any]:
+    """One WS /replay frame as (type, what it carries): a batch's item list, an event's
+    object, an error's message, or (other type, None) to pass over; (None, None) for a frame
+    that is not JSON or not the shape its type says."""
+    try:
+        frame = json.loads(text)
+    except (ValueError, RecursionError):
+        return None, None
+    kind = frame.get("type") if isinstance(frame, dict) else None
+    if not isinstance(kind, str):
+        return None, None
+    if kind == "batch":
+        items = frame.get("items")
+        return (kind, items) if isinstance(items, list) else (None, None)
+    if kind == "event":
+        data = frame.get("data")
+        return (kind, data) if isinstance(data, dict) else (None, None)
+    if kind == "error":
+        return kind, str(frame.get("error", "replay failed"))
+    return kind, None
+

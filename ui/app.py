@@ -274,7 +274,7 @@ def main() -> None:
         return
     if controls.mode == "Replay":
         st.title("FleetStream · replay")
-        replay_view.sidebar(client, controls.vehicle_filter)
+        guarded(replay_view.sidebar)(client, controls.vehicle_filter)
         base = current_basemap(client)
         guarded(replay_view.render)(controls.layers, road_layers(base) if base else [],
                                     settings.max_trails)

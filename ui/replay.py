@@ -31,6 +31,8 @@ class Clip:
     vehicle_ids: tuple[str, ...]
     events: pd.DataFrame  # events_frame, sorted by timestamp (stable)
     truncated: bool = False
+    skipped: int = 0  # frames of the replay that were unreadable, and events outside pandas'
+    #                   time range (years 1677..2262): left out
 
     @property
     def duration_s(self) -> float:
@@ -45,10 +47,12 @@ def load_clip(client: ApiClient, since: datetime, until: datetime,
               vehicle_ids: tuple[str, ...] = (), max_events: int = MAX_CLIP_EVENTS) -> Clip:
     """Read [since, until] from WS /replay into a clip. Raises the client's errors (a range
     past retention: ApiError 410 with ``earliest_available`` in its body)."""
-    items, truncated = client.replay(since, until, vehicle_ids or None, max_events=max_events)
+    items, truncated, bad_frames = client.replay(since, until, vehicle_ids or None,
+                                                 max_events=max_events)
     events = events_frame(items)
     events = events.sort_values("timestamp", kind="stable").reset_index(drop=True)
-    return Clip(since, until, tuple(vehicle_ids), events, truncated)
+    return Clip(since, until, tuple(vehicle_ids), events, truncated,
+                bad_frames + int(events.attrs.get("dropped", 0)))
 
 
 def first_offset(clip: Clip) -> float:
@@ -63,6 +67,20 @@ def at_offset(clip: Clip, offset_s: float) -> datetime:
     return clip.since + timedelta(seconds=min(max(0.0, offset_s), clip.duration_s))
 
 
+_EARLIEST = pd.Timestamp.min.tz_localize("UTC").ceil("D") + pd.Timedelta(days=1)
+_LATEST = pd.Timestamp.max.tz_localize("UTC").floor("D") - pd.Timedelta(days=1)
+
+
+def _stamp(t: datetime) -> pd.Timestamp:
+    """``t`` as a nanosecond Timestamp, held within pandas' years 1677..2262: a range may
+    reach year 1 or 9999 (the clip's events cannot: events_frame leaves such events out)."""
+    if t <= _EARLIEST.to_pydatetime():
+        return _EARLIEST
+    if t >= _LATEST.to_pydatetime():
+        return _LATEST
+    return pd.Timestamp(t).tz_convert("UTC").as_unit("ns")
+
+
 def moment(clip: Clip, t: datetime, max_trails: int = 25) -> tuple[pd.DataFrame, pd.DataFrame,
                                                                    pd.DataFrame]:
     """The fleet at replay time ``t``: (latest per vehicle, trails, events of the last
@@ -70,12 +88,13 @@ def moment(clip: Clip, t: datetime, max_trails: int = 25) -> tuple[pd.DataFrame,
     ev = clip.events
     if ev.empty:
         return ev, pd.DataFrame({c: [] for c in TRAIL_COLUMNS}), ev
-    end = int(ev["timestamp"].searchsorted(pd.Timestamp(t), side="right"))
+    now = _stamp(t)
+    end = int(ev["timestamp"].searchsorted(now, side="right"))
     upto = ev.iloc[:end]
     latest = upto.drop_duplicates("vehicle_id", keep="last")
-    latest = latest.loc[latest["timestamp"] >= pd.Timestamp(t) - pd.Timedelta(seconds=SILENT_S)]
+    latest = latest.loc[latest["timestamp"] >= now - pd.Timedelta(seconds=SILENT_S)]
     latest = latest.sort_values("vehicle_id", kind="stable").reset_index(drop=True)
-    window = upto.loc[upto["timestamp"] >= pd.Timestamp(t) - pd.Timedelta(seconds=TRAIL_S)]
+    window = upto.loc[upto["timestamp"] >= now - pd.Timedelta(seconds=TRAIL_S)]
     ids = latest["vehicle_id"].head(max_trails)
     trails = window.loc[window["vehicle_id"].isin(ids), list(TRAIL_COLUMNS)]
     trails = trails.sort_values(["vehicle_id", "timestamp"], kind="stable").reset_index(drop=True)

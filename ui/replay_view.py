@@ -113,7 +113,9 @@ def render(layers: Layers, base: Sequence[pdk.Layer], max_trails: int) -> None:
               icon=":material/pause:" if playing else ":material/play_arrow:", type="primary")
     c2.caption(f"{len(clip.events):,} events of {clip.events['vehicle_id'].nunique():,} "
                f"vehicles from {clip.since:%Y-%m-%d %H:%M:%S} to {clip.until:%H:%M:%S} UTC"
-               + (" · cut at the first events of a longer range" if clip.truncated else ""))
+               + (" · cut at the first events of a longer range" if clip.truncated else "")
+               + (f" · {clip.skipped:,} unreadable frames or events left out"
+                  if clip.skipped else ""))
     st.fragment(run_every=TICK_S if playing else None)(frame)(clip, layers, base, max_trails)
 
 
