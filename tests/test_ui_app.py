@@ -167,7 +167,8 @@ def test_api_down_is_a_message_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> N
     errors = [e.value for e in at.error]
     assert f"Cannot reach the web API at `{url}`." in errors
     assert any("Disconnected" in e for e in errors)
-    assert any("make run" in i.value for i in at.info)
+    hint = [i.value for i in at.info if "make run" in i.value]
+    assert hint and "FLEETSTREAM_API_URL" in hint[0] and "sidebar" not in hint[0]  # read-only
     assert not at.get("deck_gl_json_chart") and not at.get("vega_lite_chart")
     assert at.sidebar.text_input(key="api_url").value == url
 
@@ -202,6 +203,89 @@ def test_api_errors_are_a_message_not_a_traceback(monkeypatch: pytest.MonkeyPatc
     assert any("answered with an error" in e and "store exploded" in e for e in errors), errors
     assert any("Analytics unavailable" in w.value for w in at.warning)
     assert not at.get("deck_gl_json_chart")
+
+
+class Switchable:
+    """Stand-in routes (tests/test_hardening_ui.py) of which some can be made to fail."""
+
+    def __init__(self, ids: list[str]) -> None:
+        from tests.test_hardening_ui import StandIn, event, hostile_routes
+        routes = hostile_routes([event(v, speeding=False) for v in ids])
+        routes["/status"] = lambda: (200, {"running": True, "rate_hz": 1.0, "vehicles": 2}, {})
+        self.failing: set[str] = set()
+
+        def switch(path: str, answer):  # noqa: ANN001, ANN202
+            return lambda: (500, {"error": "store exploded"}, {}) if path in self.failing \
+                else answer()
+        self.server = StandIn({p: switch(p, a) for p, a in routes.items()})
+        self.url = self.server.url
+
+
+@pytest.fixture
+def switchable() -> Iterator[Switchable]:
+    api = Switchable(["CAR-A", "CAR-B", "=HYPERLINK(\"http://e.com\")", "@@=("])
+    yield api
+    api.server.close()
+
+
+def test_a_failed_vehicle_list_keeps_the_filter_and_follow(
+        switchable: Switchable, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = run_app(switchable.url, monkeypatch)
+    at.sidebar.multiselect(key="vehicle_filter").select("CAR-A").select("CAR-B").run()
+    at.sidebar.selectbox(key="follow").select("CAR-B").run()
+    assert not [c for c in at.sidebar.caption if "stale" in c.value]
+    switchable.failing.add("/vehicles")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.sidebar.multiselect(key="vehicle_filter").value == ["CAR-A", "CAR-B"]
+    assert at.sidebar.selectbox(key="follow").value == "CAR-B"
+    stale = [c.value for c in at.sidebar.caption if "stale" in c.value]
+    assert len(stale) == 1 and "HTTP 500" in stale[0] and " UTC" in stale[0], stale
+    switchable.failing.clear()
+    at.run()
+    assert at.sidebar.multiselect(key="vehicle_filter").value == ["CAR-A", "CAR-B"]
+    assert at.sidebar.selectbox(key="follow").value == "CAR-B"
+    assert not [c for c in at.sidebar.caption if "stale" in c.value]
+
+
+def test_a_failed_first_vehicle_list_is_stale_not_a_crash(
+        switchable: Switchable, monkeypatch: pytest.MonkeyPatch) -> None:
+    switchable.failing.add("/vehicles")
+    at = run_app(switchable.url, monkeypatch)
+    stale = [c.value for c in at.sidebar.caption if "stale" in c.value]
+    assert len(stale) == 1 and "none received yet" in stale[0]
+    assert at.sidebar.multiselect(key="vehicle_filter").options == []
+    assert at.get("deck_gl_json_chart")  # the live panels do not need the list
+
+
+@pytest.mark.parametrize("path", ["/telemetry/trails", "/telemetry/recent",
+                                  "/telemetry/violations"])
+def test_a_failing_auxiliary_call_leaves_the_rest_of_the_live_panel(
+        switchable: Switchable, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    switchable.failing.add(path)
+    at = run_app(switchable.url, monkeypatch)
+    assert not at.error, [e.value for e in at.error]
+    spec = deck_specs(at)[0]
+    vehicles = next(ly for ly in spec["layers"] if ly["id"] == "vehicles")
+    assert len(vehicles["data"]) == 4  # the map, the KPIs and the table are drawn
+    assert len(at.dataframe[0].value) == 4 and at.metric
+    warning = [w.value for w in at.warning if "Not available in this refresh" in w.value]
+    names = {"/telemetry/trails": "trails (HTTP 500)",
+             "/telemetry/recent": "recent events (HTTP 500)",
+             "/telemetry/violations": "violations (HTTP 500)"}
+    assert len(warning) == 1 and names[path] in warning[0], warning
+
+
+def test_tables_show_and_export_formulas_as_text_and_the_map_as_data(
+        switchable: Switchable, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = run_app(switchable.url, monkeypatch)
+    fleet = at.dataframe[0].value  # what its "Download as CSV" writes
+    assert sorted(fleet["vehicle_id"]) == ["'=HYPERLINK(\"http://e.com\")", "'@@=(", "CAR-A",
+                                           "CAR-B"]
+    spec = deck_specs(at)[0]
+    ids = {d["vehicle_id"] for d in next(ly for ly in spec["layers"]
+                                         if ly["id"] == "vehicles")["data"]}
+    assert ids == {"=HYPERLINK(\"http://e.com\")", "\u200b@@=(", "CAR-A", "CAR-B"}
 
 
 @pytest.mark.kafka

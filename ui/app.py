@@ -90,7 +90,8 @@ def show_failure(exc: Exception, url: str) -> None:
     if isinstance(exc, ApiUnavailable):
         st.error(f"Cannot reach the web API at `{url}`.", icon=":material/cloud_off:")
         st.info("Start the stack with `make run` (or just the API: `python -m webapi`), "
-                "or fix the **Web API address** in the sidebar. This page retries by itself.")
+                "or set FLEETSTREAM_API_URL to the web API's address and restart the app. "
+                "This page retries by itself.")
     else:
         st.error(f"The web API answered with an error: {md(exc)}", icon=":material/error:")
         st.info("Check the web API's log; this page retries on the next refresh.")
@@ -178,6 +179,10 @@ def live_panels(client: ApiClient, controls: sidebar.Controls, settings: Setting
     roads += geofences.layers(client)
     panels = build_panels(snap, controls.layers, follow, settings.redline_rpm,
                           VIOLATION_WINDOW_MIN, roads)
+    if snap.missing:
+        st.warning("Not available in this refresh: " + ", ".join(snap.missing)
+                   + ". The rest is current; it is asked for again on the next refresh.",
+                   icon=":material/warning:")
     render_kpis(panels)
     map_col, chart_col = st.columns([3, 2], gap="medium")
     with map_col:

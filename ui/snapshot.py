@@ -14,6 +14,7 @@ in view zoomed in (``Snapshot.sampled``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +23,7 @@ import pandas as pd
 import pydeck as pdk
 
 from ui import maps
-from ui.api import ApiClient, BBox
+from ui.api import ApiClient, ApiError, ApiUnavailable, BBox
 from ui.frames import events_frame, trails_frame
 
 
@@ -63,6 +64,7 @@ class Snapshot:
     density: dict[str, Any] | None = None  # the /telemetry/density grid, when zoomed out
     view: pdk.ViewState | None = None  # set when the fleet is above the point budget
     sampled: bool = False  # latest holds at most point_budget of a larger fleet
+    missing: list[str] = field(default_factory=list)  # auxiliary parts that failed, and why
 
 
 def _bounds(df: pd.DataFrame) -> BBox | None:
@@ -110,7 +112,9 @@ def pick_vehicles(all_ids: list[str], opts: ViewOptions, n: int) -> list[str]:
 
 
 def fetch_snapshot(client: ApiClient, opts: ViewOptions, now: datetime) -> Snapshot:
-    """Fetch and frame everything the live panels show. Raises the client's errors."""
+    """Fetch and frame everything the live panels show. Raises the client's errors for the
+    stats and the vehicles; a failing auxiliary call (recent events, chart series,
+    violations, trails) leaves its panels empty and is named in ``Snapshot.missing``."""
     scope = list(opts.vehicle_filter) or None
     stats = client.stats()
     reporting = stats.get("vehicles_reporting", 0)
@@ -124,13 +128,28 @@ def fetch_snapshot(client: ApiClient, opts: ViewOptions, now: datetime) -> Snaps
         return Snapshot(now, stats, latest, empty, empty, empty, trails_frame([]))
     chart_ids = pick_vehicles(ids, opts, opts.chart_vehicles)
     trail_ids = pick_vehicles(ids, opts, opts.max_trails)
-    recent = events_frame(client.recent(opts.recent_limit, scope))
+    missing: list[str] = []
+
+    def part(name: str, call: Callable[[], list[Any]]) -> list[Any]:
+        """An auxiliary call: if it fails, its panels are empty and ``missing`` names it."""
+        try:
+            return call()
+        except (ApiError, ApiUnavailable) as exc:
+            why = f"HTTP {exc.status}" if isinstance(exc, ApiError) else "no answer"
+            missing.append(f"{name} ({why})")
+            return []
+
+    recent = events_frame(part("recent events", lambda: client.recent(opts.recent_limit,
+                                                                      scope)))
     # no active vehicle (only silent ones shown): no ids, which the API would read as "all"
-    series = events_frame(client.recent(opts.series_limit, chart_ids) if chart_ids else [])
+    series = events_frame(part("chart series", lambda: client.recent(
+        opts.series_limit, chart_ids)) if chart_ids else [])
     since = now - timedelta(minutes=opts.violation_window_min)
-    viol_items = client.violations(opts.violations_limit, scope, since=since)
+    viol_items = part("violations", lambda: client.violations(opts.violations_limit, scope,
+                                                              since=since))
     violations = events_frame(viol_items)
-    trails = trails_frame(client.trails(trail_ids, opts.trail_points) if trail_ids else [])
+    trails = trails_frame(part("trails", lambda: client.trails(
+        trail_ids, opts.trail_points)) if trail_ids else [])
     return Snapshot(now, stats, latest, recent, series, violations, trails, chart_ids,
                     trail_ids, violations_capped=len(viol_items) >= opts.violations_limit,
-                    density=grid, view=view, sampled=sampled)
+                    density=grid, view=view, sampled=sampled, missing=missing)
