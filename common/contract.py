@@ -219,14 +219,20 @@ COMMAND_MAX_AGE_S = 30.0
 """A signed command older (or further in the future) than this is refused as stale."""
 
 
-def signing_payload(cmd: ControlCommand) -> bytes:
-    """The canonical JSON a signature covers: every field but ``signature``, sorted keys."""
-    doc = cmd.model_dump(exclude={"signature"})
+def signing_payload(msg: ControlCommand | ProducerStatus) -> bytes:
+    """The canonical JSON a signature covers: every field but ``signature`` (as the JSON
+    the message is sent as), sorted keys."""
+    doc = msg.model_dump(mode="json", exclude={"signature"})
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _mac(token: str, cmd: ControlCommand) -> str:
-    return hmac.new(token.encode(), signing_payload(cmd), hashlib.sha256).hexdigest()
+def _mac(token: str, msg: ControlCommand | ProducerStatus) -> str:
+    return hmac.new(token.encode(), signing_payload(msg), hashlib.sha256).hexdigest()
+
+
+def _signed_by(msg: ControlCommand | ProducerStatus, token: str) -> bool:
+    return msg.signature is not None and hmac.compare_digest(
+        msg.signature.encode(), _mac(token, msg).encode())
 
 
 def sign_command(cmd: ControlCommand, token: str, now: float) -> ControlCommand:
@@ -240,11 +246,28 @@ def verify_command(cmd: ControlCommand, token: str, now: float,
     """None if ``cmd`` is signed with ``token`` and fresh; else why not (for the log)."""
     if cmd.signature is None or cmd.issued_at is None:
         return "unsigned"
-    if not hmac.compare_digest(cmd.signature.encode(), _mac(token, cmd).encode()):
+    if not _signed_by(cmd, token):
         return "bad signature"
     if abs(now - cmd.issued_at) > max_age_s:
         return f"stale (issued {now - cmd.issued_at:+.0f} s ago)"
     return None
+
+
+MAX_PRODUCER_ID_LEN = 128
+"""Longest producer id (``PRODUCER_ID``, default ``producer-<host>-<pid>``) and group name
+(``PRODUCER_GROUP``) on the status topic."""
+MAX_SHARDS = 10_000
+"""Most shards (telemetry partitions) one producer status may list."""
+MAX_STATUS_TEXT_LEN = 1024
+"""Longest ``message`` of a producer status (the producer cuts its own to this)."""
+
+
+def _rate_or_zero(value: float) -> float:
+    if value != 0 and not MIN_RATE_HZ <= value <= MAX_RATE_HZ:
+        raise PydanticCustomError(
+            "rate_range", "must be 0 or between {lo} and {hi}",
+            {"lo": MIN_RATE_HZ, "hi": MAX_RATE_HZ})
+    return value
 
 
 class ProducerStatus(BaseModel):
@@ -252,35 +275,70 @@ class ProducerStatus(BaseModel):
 
     Published every second and right after each command; `reply_to` names the command a
     status answers, with `ok`/`error` saying whether it was applied (error codes:
-    `already_running`, `not_running`, `invalid`, `unauthorized`).
+    `already_running`, `not_running`, `invalid`, `unauthorized`). Every field is bounded
+    (:func:`read_status` reads one strictly). With FLEETSTREAM_API_TOKEN set the producer
+    signs it (`signature`, see :func:`sign_status`); readers holding the token trust only
+    signed statuses. The signature covers the fields this model defines: a field added
+    later is covered only once every reader knows it.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
-    producer_id: str
-    updated_at: AwareDatetime
+    producer_id: PrintableId = Field(min_length=1, max_length=MAX_PRODUCER_ID_LEN)
+    updated_at: EventTime
     running: bool
-    rate_hz: float
-    vehicles: int
-    events_sent: int = 0
-    send_errors: int = 0
-    lag_s: float = Field(default=0.0, description="how far publishing is behind schedule")
+    rate_hz: Annotated[float, AfterValidator(_rate_or_zero)] = Field(
+        description=f"per-vehicle events/s: {MIN_RATE_HZ} to {MAX_RATE_HZ} (0: not set)")
+    vehicles: int = Field(ge=0, le=MAX_FLEET_SIZE)
+    events_sent: int = Field(default=0, ge=0, le=MAX_SEQ)
+    send_errors: int = Field(default=0, ge=0, le=MAX_SEQ)
+    lag_s: float = Field(default=0.0, ge=0, description="how far publishing is behind schedule")
     behind_schedule: bool = False
     last_event: TelemetryEvent | None = None
-    reply_to: str | None = None
+    reply_to: str | None = Field(default=None, min_length=1, max_length=64)
     ok: bool = True
-    error: str | None = None
-    message: str | None = None
+    error: str | None = Field(default=None, max_length=64)
+    message: str | None = Field(default=None, max_length=MAX_STATUS_TEXT_LEN)
     # --- one fleet, many producer instances (PRODUCER_GROUP); additive ---
-    fleet_size: int | None = Field(default=None, description="cars in the whole fleet")
-    group: str | None = Field(default=None, description="the instances' group (PRODUCER_GROUP)")
-    shards: list[int] | None = Field(
-        default=None, description="the shards (telemetry partitions) this instance drives; "
+    fleet_size: int | None = Field(default=None, ge=1, le=MAX_FLEET_SIZE,
+                                   description="cars in the whole fleet")
+    group: PrintableId | None = Field(default=None, min_length=1, max_length=MAX_PRODUCER_ID_LEN,
+                                      description="the instances' group (PRODUCER_GROUP)")
+    shards: list[Annotated[int, Field(ge=0, lt=MAX_SHARDS)]] | None = Field(
+        default=None, max_length=MAX_SHARDS,
+        description="the shards (telemetry partitions) this instance drives; "
         "`vehicles` counts their cars")
+    # --- additive: with FLEETSTREAM_API_TOKEN set ---
+    signature: str | None = Field(default=None, max_length=128,
+                                  description="hex HMAC-SHA256(token, signing_payload(status))")
 
     @field_serializer("updated_at")
     def _ser_ts(self, ts: datetime) -> str:
         return format_timestamp(ts)
+
+
+def read_status(value: bytes | str) -> ProducerStatus:
+    """One record of the status topic as every reader reads it: strict JSON (``"12"`` is not
+    a count, ``"true"`` not a boolean), every field within its bounds. Raises pydantic's
+    ``ValidationError``."""
+    return ProducerStatus.model_validate_json(value, strict=True)
+
+
+def sign_status(status: ProducerStatus, token: str) -> ProducerStatus:
+    """``status`` signed with ``token`` (FLEETSTREAM_API_TOKEN)."""
+    unsigned = status.model_copy(update={"signature": None})
+    return unsigned.model_copy(update={"signature": _mac(token, unsigned)})
+
+
+def status_signed(status: ProducerStatus, token: str) -> bool:
+    """True if ``status`` carries a valid signature made with ``token``."""
+    return _signed_by(status, token)
+
+
+def status_in_future(status: ProducerStatus, now: datetime) -> bool:
+    """True if ``status`` is stamped more than MAX_CLOCK_SKEW_S after ``now``: every reader
+    sets it aside (a stray year-9999 status would otherwise look fresh forever)."""
+    return (status.updated_at - now).total_seconds() > MAX_CLOCK_SKEW_S
 
 
 __all__ = [
@@ -289,5 +347,7 @@ __all__ = [
     "MAX_ODOMETER_KM", "MAX_RATE_HZ", "MAX_SEQ", "MAX_TRIP_ID_LEN", "MAX_VEHICLE_ID_LEN",
     "MIN_RATE_HZ", "SCHEMA_VERSION", "CommandName", "ControlCommand", "Location", "PrintableId",
     "EventTime", "is_printable_id", "iso_8601", "printable_id", "read_event",
-    "ProducerStatus", "RoadType", "VehicleType", "TelemetryEvent", "format_timestamp",
+    "ProducerStatus", "read_status", "sign_status", "status_signed", "status_in_future",
+    "MAX_PRODUCER_ID_LEN", "MAX_SHARDS", "MAX_STATUS_TEXT_LEN", "RoadType", "VehicleType",
+    "TelemetryEvent", "format_timestamp",
 ]

@@ -4,6 +4,12 @@ Every producer reads every command (no consumer group), starting at the end of t
 control topic, and answers on the status topic (key = producer id). An instance joining a
 group (PRODUCER_GROUP) reads the status topic's tail to take on the fleet's running state,
 rate and size from the others.
+
+A status is sent without waiting for the broker. Routine statuses (the periodic one, replies
+to commands refused as malformed or unauthorized) are dropped while
+:data:`MAX_PENDING_ROUTINE` are unacknowledged, so a flood of junk commands cannot queue
+replies without end; a reply to a well-formed, authorized command is always sent (the client
+waits for room, which holds the command reader back instead of losing the answer).
 """
 
 from __future__ import annotations
@@ -11,15 +17,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
-from common.contract import ProducerStatus
+from common.contract import ProducerStatus, read_status
 from common.kafka import Target, make_consumer, make_producer
 
 log = logging.getLogger(__name__)
+MAX_PENDING_ROUTINE = 8
+"""Routine statuses unacknowledged at most; more are dropped (see the module's docstring)."""
+MAX_RECENT_COMMANDS = 100_000
+"""Most records :meth:`ControlChannel.recent_commands` reads back per partition."""
 
 
 class ControlChannel:
@@ -32,6 +43,8 @@ class ControlChannel:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._unsent: set[asyncio.Future[object]] = set()
+        self._routine: set[asyncio.Future[object]] = set()
+        self._live: dict[TopicPartition, int] = {}  # where reading commands began
 
     async def start(self) -> None:
         """Connect; once this returns, every command published afterwards is seen."""
@@ -47,7 +60,7 @@ class ControlChannel:
             consumer.assign(tps)
             await consumer.seek_to_end(*tps)
             for tp in tps:  # resolve the offsets now, not at the first fetch
-                await consumer.position(tp)
+                self._live[tp] = await consumer.position(tp)
         except BaseException:
             await consumer.stop()
             await producer.stop()
@@ -74,18 +87,56 @@ class ControlChannel:
                     if rec.value is not None:
                         yield rec.value
 
-    async def publish(self, status: ProducerStatus) -> None:
-        """Send a status without waiting for the broker; a few may be pending at most."""
+    async def publish(self, status: ProducerStatus, *, essential: bool = False) -> None:
+        """Send a status without waiting for the broker. A routine one is dropped while
+        MAX_PENDING_ROUTINE are pending; an ``essential`` one (the reply to a command that
+        was taken) never is."""
         if self._producer is None:
             return
-        if len(self._unsent) >= 8:
-            log.debug("status topic unreachable; dropping a status message")
+        if not essential and len(self._routine) >= MAX_PENDING_ROUTINE:
+            log.debug("status topic slow or unreachable; dropping a routine status")
             return
         fut = await self._producer.send(
             self.status_topic, key=status.producer_id.encode(),
             value=status.model_dump_json().encode())
         self._unsent.add(fut)
+        if not essential:
+            self._routine.add(fut)
         fut.add_done_callback(self._sent)
+
+    async def recent_commands(self, since_s: float) -> AsyncIterator[bytes]:
+        """The command values written in the last ``since_s`` seconds before this channel
+        started reading (by record time, at most MAX_RECENT_COMMANDS per partition): a
+        restarted producer learns which signed commands it may already have obeyed."""
+        if not self._live:
+            return
+        consumer = make_consumer(self.target, client_id="fleetstream-control-reader",
+                                 group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = list(self._live)
+            consumer.assign(tps)
+            since_ms = int((time.time() - since_s) * 1000)
+            found = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+            pending = set()
+            for tp in tps:
+                end = self._live[tp]
+                at = found[tp].offset if found.get(tp) is not None else end
+                start = max(at, end - MAX_RECENT_COMMANDS)
+                if start < end:
+                    consumer.seek(tp, start)
+                    pending.add(tp)
+            while pending:
+                batch = await consumer.getmany(*pending, timeout_ms=1000)
+                for tp, records in batch.items():
+                    for rec in records:
+                        if rec.value is not None and rec.offset < self._live[tp]:
+                            yield rec.value
+                for tp in list(pending):
+                    if await consumer.position(tp) >= self._live[tp]:
+                        pending.discard(tp)
+        finally:
+            await consumer.stop()
 
     async def recent_statuses(self, count: int = 256) -> list[ProducerStatus]:
         """The last ``count`` statuses on the status topic, oldest first (malformed ones
@@ -94,8 +145,9 @@ class ControlChannel:
                                  group_id=None, enable_auto_commit=False)
         out: list[ProducerStatus] = []
         await consumer.start()
-        try:
-            parts = consumer.partitions_for_topic(self.status_topic) or {0}
+        try:  # a fresh consumer knows no partitions yet: ask through the producer
+            parts = (await self._producer.partitions_for(self.status_topic)
+                     if self._producer is not None else None) or {0}
             tps = [TopicPartition(self.status_topic, p) for p in sorted(parts)]
             consumer.assign(tps)
             ends = await consumer.end_offsets(tps)
@@ -108,7 +160,7 @@ class ControlChannel:
                     for rec in records:
                         if rec.value is not None and rec.offset < ends[tp]:
                             with contextlib.suppress(ValidationError):
-                                out.append(ProducerStatus.model_validate_json(rec.value))
+                                out.append(read_status(rec.value))
                 for tp in list(pending):
                     if await consumer.position(tp) >= ends[tp]:
                         pending.discard(tp)
@@ -118,5 +170,6 @@ class ControlChannel:
 
     def _sent(self, fut: asyncio.Future[object]) -> None:
         self._unsent.discard(fut)
+        self._routine.discard(fut)
         if not fut.cancelled() and fut.exception() is not None:
             log.debug("status not delivered: %s", fut.exception())

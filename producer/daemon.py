@@ -33,13 +33,20 @@ from pydantic import ValidationError
 
 from common.contract import (
     COMMAND_MAX_AGE_S,
+    MAX_PRODUCER_ID_LEN,
+    MAX_STATUS_TEXT_LEN,
     ControlCommand,
     ProducerStatus,
+    is_printable_id,
     read_event,
+    sign_status,
+    status_in_future,
+    status_signed,
     verify_command,
 )
 from common.kafka import KafkaEdgeError, Stopped, TopicSpec, ensure_topics, retry, topic_partitions
 from common.lifecycle import background
+from common.logs import RateLimitedLog
 from producer.control import ControlChannel
 from producer.network import publish_network
 from producer.publisher import Publisher
@@ -52,7 +59,12 @@ FLUSH_TIMEOUT_S = 30.0
 TOPIC_TIMEOUT_S = 15.0
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 ADOPT_WINDOW_S = 10.0
-"""A joining instance takes on the group's state from statuses at most this old."""
+"""A joining instance takes on the group's state from statuses at most this old (and, with
+FLEETSTREAM_API_TOKEN set, only from statuses signed with it)."""
+ROUTINE_ERRORS = frozenset(("invalid", "unauthorized"))
+"""Replies to commands refused before they were taken: a flood of junk commands earns
+these, so they are routine statuses (dropped while the status topic is behind); every other
+reply is always sent."""
 THREAD_TICK_WORK = 20_000
 """Ticks with more car sub-steps than this run in a worker thread, so signals, commands and
 statuses are served while a big fleet advances."""
@@ -83,6 +95,7 @@ class Daemon:
         self.unauthorized_commands = 0
         self._seen_commands: dict[str, float] = {}  # signed command id -> when it expires
         self._last_auth_log = -1e9
+        self._log = RateLimitedLog(log)
         self._anchor: tuple[int, float, datetime] | None = None
         self.tick_lock = asyncio.Lock()  # held from a tick's encode to its advance
         self.fleet: ShardedFleet | None = None  # with PRODUCER_GROUP: this instance's cars
@@ -95,8 +108,10 @@ class Daemon:
         self._update_lag()
         if message is None and self.skipped_s:
             message = f"fell behind; skipped {self.skipped_s:.1f}s of schedule so far"
+        if message is not None and len(message) > MAX_STATUS_TEXT_LEN:
+            message = message[:MAX_STATUS_TEXT_LEN - 3] + "..."
         fleet = self.fleet
-        return ProducerStatus(
+        status = ProducerStatus(
             producer_id=self.producer_id, updated_at=datetime.now(UTC), running=self.running,
             rate_hz=self.rate_hz, vehicles=self.fleet_size if fleet is None else self.sim.size,
             fleet_size=self.fleet_size, group=self.settings.producer_group,
@@ -104,6 +119,8 @@ class Daemon:
             events_sent=self.publisher.stats.sent, send_errors=self.publisher.stats.errors,
             lag_s=round(self.lag_s, 3), behind_schedule=self.behind, last_event=last,
             reply_to=reply_to, ok=ok, error=error, message=message)
+        token = self.settings.api_token
+        return status if token is None else sign_status(status, token)
 
     def handle(self, raw: bytes) -> ProducerStatus | None:
         """Apply one raw command; the reply to publish (None if it has no command id)."""
@@ -116,7 +133,8 @@ class Daemon:
                 cid = doc.get("command_id") if isinstance(doc, dict) else None
             except ValueError:
                 cid = None
-            log.warning("invalid command skipped: %s", exc.errors()[0].get("msg"))
+            self._log.warning("invalid-command", "invalid command skipped: %s (%d so far)",
+                              exc.errors()[0].get("msg"), self.malformed_commands)
             if isinstance(cid, str) and 0 < len(cid) <= 64:
                 msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                 for e in exc.errors())
@@ -166,7 +184,7 @@ class Daemon:
         mono = time.monotonic()
         if mono - self._last_auth_log >= 1.0:  # at most one line a second, with the count
             self._last_auth_log = mono
-            log.warning("unauthorized %r command %s refused: %s (%d so far)", cmd.command,
+            log.warning("unauthorized %r command %r refused: %s (%d so far)", cmd.command,
                         cmd.command_id[:64], reason, self.unauthorized_commands)
         return f"unauthorized: {reason}; commands must be signed with FLEETSTREAM_API_TOKEN"
 
@@ -176,7 +194,8 @@ class Daemon:
                 async for raw in self.channel.commands():
                     reply = self.handle(raw)
                     if reply is not None:
-                        await self.channel.publish(reply)
+                        await self.channel.publish(
+                            reply, essential=reply.error not in ROUTINE_ERRORS)
             except Exception as exc:  # never die for a broker hiccup; read again shortly
                 log.warning("control topic: %s", exc)
                 await asyncio.sleep(1.0)
@@ -205,7 +224,11 @@ class Daemon:
         cars it takes over."""
         if self.fleet is not None and self.fleet_size != self.fleet.fleet_size:
             async with self.tick_lock:
-                await self.fleet.resize(self.fleet_size)
+                try:
+                    await self.fleet.resize(self.fleet_size)
+                except ValueError as exc:
+                    log.error("fleet size %r refused: %s", self.fleet_size, exc)
+                    self.fleet_size = self.fleet.fleet_size
         self._apply_targets()
 
     def _apply_targets(self) -> None:
@@ -355,6 +378,7 @@ class Daemon:
                            (self.channel, "control channel")):
             await retry(edge.start, what, self.stop_event)
             stack.push_async_callback(edge.stop)
+        await retry(self._seed_seen_commands, "control topic", self.stop_event)
         if s.producer_group is not None:
             await retry(self._adopt_group_state, "status topic", self.stop_event)
             await retry(self._join_group, "producer group", self.stop_event)
@@ -366,21 +390,41 @@ class Daemon:
     async def _adopt_group_state(self) -> None:
         """Start as the group's other instances run: running or not, rate and fleet size of
         the freshest status one of them published within ADOPT_WINDOW_S (commands sent from
-        now on reach this instance too)."""
+        now on reach this instance too). With FLEETSTREAM_API_TOKEN set, only a status
+        signed with it counts: anyone who can write the status topic could forge one."""
         s = self.settings
-        since = datetime.now(UTC) - timedelta(seconds=ADOPT_WINDOW_S)
+        now = datetime.now(UTC)
+        since = now - timedelta(seconds=ADOPT_WINDOW_S)
         peers = [st for st in await self.channel.recent_statuses()
                  if st.group == s.producer_group and st.producer_id != self.producer_id
-                 and st.updated_at >= since and st.fleet_size is not None
-                 and st.message != "shutting down"]
+                 and since <= st.updated_at and not status_in_future(st, now)
+                 and st.fleet_size is not None and st.rate_hz > 0
+                 and st.message != "shutting down"
+                 and (s.api_token is None or status_signed(st, s.api_token))]
         if not peers:
             return
         st = peers[-1]
         self.running, self.rate_hz = st.running, st.rate_hz
         self.fleet_size = st.fleet_size or self.fleet_size
-        log.info("group %s: %s at %.2f Hz, %d vehicles (as %s)", s.producer_group,
+        log.info("group %s: %s at %.2f Hz, %d vehicles (as %r)", s.producer_group,
                  "running" if self.running else "stopped", self.rate_hz, self.fleet_size,
                  st.producer_id)
+
+    async def _seed_seen_commands(self) -> None:
+        """With FLEETSTREAM_API_TOKEN set: the signed commands of the control topic's last
+        2 x COMMAND_MAX_AGE_S count as seen, so one obeyed before a restart is refused as
+        replayed after it (the seen list is otherwise in memory only)."""
+        token = self.settings.api_token
+        if token is None:
+            return
+        now = time.time()
+        async for raw in self.channel.recent_commands(2 * COMMAND_MAX_AGE_S):
+            try:
+                cmd = ControlCommand.model_validate_json(raw)
+            except ValidationError:
+                continue
+            if verify_command(cmd, token, now, max_age_s=2 * COMMAND_MAX_AGE_S) is None:
+                self._seen_commands[cmd.command_id] = now + 2 * COMMAND_MAX_AGE_S
 
     async def _join_group(self) -> None:
         """The shards topic (as many partitions as the telemetry topic), then a seat in the
@@ -450,6 +494,11 @@ def build_daemon(settings: Settings, *, steps: int | None = None,
     s = settings
     seed = s.sim_seed if s.sim_seed is not None else secrets.randbits(32)
     producer_id = s.producer_id or f"producer-{socket.gethostname()}-{os.getpid()}"
+    for name, value in (("PRODUCER_ID", producer_id), ("PRODUCER_GROUP", s.producer_group)):
+        if value is not None and not (0 < len(value) <= MAX_PRODUCER_ID_LEN
+                                      and is_printable_id(value)):
+            raise ValueError(f"{name} must be 1 to {MAX_PRODUCER_ID_LEN} printable characters "
+                             f"(it names this producer on the status topic): {value[:80]!r}")
     log.info("producer %s: seed %d, %d vehicles at %.2f Hz, roads %s", producer_id, seed,
              s.fleet_size, s.sim_rate_hz, s.sim_roads_file or "built-in")
     sim = Simulation(

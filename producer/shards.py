@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
+from common.contract import MAX_FLEET_SIZE
 from common.kafka import Target, make_consumer
 from producer import restore
 from producer.events import trip_id, vehicle_id
@@ -176,7 +177,11 @@ class ShardedFleet:
 
     async def resize(self, n: int) -> None:
         """The whole fleet is now ``n`` cars: drop this instance's cars numbered n and up,
-        take its shards' cars below n that it does not drive yet."""
+        take its shards' cars below n that it does not drive yet. A size outside 1 ..
+        MAX_FLEET_SIZE is refused (ValueError) before anything changes: the shard map is
+        built for every car."""
+        if not 1 <= n <= MAX_FLEET_SIZE:
+            raise ValueError(f"fleet size must be 1 to {MAX_FLEET_SIZE}, not {n}")
         self.fleet_size = n
         if self.gids.size:
             self._drop(self.gids >= n)

@@ -8,6 +8,8 @@ with in-memory edges; the Kafka tests run the real ``python -m producer`` on a r
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import math
 import os
 import signal
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -24,12 +27,19 @@ from pydantic import ValidationError
 
 from common.contract import (
     COMMAND_MAX_AGE_S,
+    MAX_CLOCK_SKEW_S,
     MAX_FLEET_SIZE,
     MAX_RATE_HZ,
+    MAX_SEQ,
+    MAX_SHARDS,
+    MAX_STATUS_TEXT_LEN,
     MIN_RATE_HZ,
     ControlCommand,
     ProducerStatus,
+    read_status,
     sign_command,
+    sign_status,
+    status_signed,
     verify_command,
 )
 from producer.builtin import warsaw
@@ -39,6 +49,9 @@ from producer.settings import Settings
 from producer.sim import MAX_STEP_S, Simulation
 from tests.support.webapi import ROOT, control_settings, running_app, start_producer, stop_producer
 from tests.support.webapi import wait_for as wait_until
+from webapi.control import MAX_PRODUCERS_TRACKED
+from webapi.control import ControlChannel as WebControl
+from webapi.settings import Settings as WebSettings
 
 TOKEN = "s3cret-token"  # noqa: S105
 
@@ -337,3 +350,155 @@ def test_sigterm_during_a_long_tick_exits_cleanly(kafka_bootstrap: str, topic: s
             proc.kill()
             proc.wait()
     assert "signal received" in log.read_text()
+
+
+# ---------------------------------------------------------------------- the status topic
+def _status_doc(**over: object) -> dict[str, object]:
+    doc: dict[str, object] = dict(producer_id="p1", updated_at=datetime.now(UTC).isoformat(),
+                                  running=False, rate_hz=1.0, vehicles=3, fleet_size=3)
+    doc.update(over)
+    return doc
+
+
+def _status(**over: object) -> bytes:
+    """A status record as anyone may write it (integers past 64 bits too)."""
+    return json.dumps(_status_doc(**over), separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("vehicles", 10**30), ("vehicles", 10**12), ("vehicles", -7),
+    ("vehicles", MAX_FLEET_SIZE + 1), ("fleet_size", 120_000), ("fleet_size", 0),
+    ("events_sent", 10**30), ("events_sent", -1), ("send_errors", MAX_SEQ + 1),
+    ("rate_hz", -3), ("rate_hz", MIN_RATE_HZ / 2), ("rate_hz", MAX_RATE_HZ * 2),
+    ("lag_s", -1.0), ("producer_id", ""), ("producer_id", "<script>" * 4000),
+    ("producer_id", "evil\x1b[31m\r\nINFO fake line"), ("producer_id", "p" * 129),
+    ("group", "g\n1"), ("shards", list(range(MAX_SHARDS + 1))), ("shards", [-1]),
+    ("message", "m" * (MAX_STATUS_TEXT_LEN + 1)), ("reply_to", "r" * 65),
+    ("running", "true"), ("vehicles", "12"), ("updated_at", "1767254400"),
+    ("updated_at", "2026-01-01T08:00:00"), ("signature", "ab" * 100),
+])
+def test_a_status_out_of_bounds_is_refused(field: str, value: object) -> None:
+    with pytest.raises(ValidationError, match=field):
+        read_status(_status(**{field: value}))
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
+def test_a_status_with_a_non_finite_number_is_refused(literal: bytes) -> None:
+    for field in (b"rate_hz", b"lag_s"):
+        raw = (_status(rate_hz=1.0, lag_s=0.5)).replace(
+            b'"' + field + b'":' + (b"1.0" if field == b"rate_hz" else b"0.5"),
+            b'"' + field + b'":' + literal)
+        assert literal in raw
+        with pytest.raises(ValidationError):
+            read_status(raw)
+
+
+def test_what_a_producer_publishes_validates_and_its_signature_verifies() -> None:
+    d, _ = _daemon(TOKEN)
+    d.handle(_signed(TOKEN, command="start", rate_hz=4))
+    reply = d.handle(orjson.dumps({"command_id": "x" * 64, "command": "start",
+                                   **{f"f{i}": i for i in range(500)}}))  # a long message
+    for st in (d.status(), reply, d.status(message="shutting down")):
+        assert st is not None
+        back = read_status(st.model_dump_json())  # over the wire and back, strictly
+        assert back == st and status_signed(back, TOKEN) and not status_signed(back, "other")
+        for change in ({"running": not back.running}, {"vehicles": 4}, {"rate_hz": 9.0},
+                       {"updated_at": back.updated_at + timedelta(seconds=1)}):
+            assert not status_signed(back.model_copy(update=change), TOKEN)
+    assert reply is not None and len(reply.message or "") == MAX_STATUS_TEXT_LEN
+    stopped, _ = _daemon(None, rate=MIN_RATE_HZ)  # a stopped producer's rate is its setting
+    st = stopped.status()
+    assert st.signature is None and read_status(st.model_dump_json()).rate_hz == MIN_RATE_HZ
+    assert read_status(_status(rate_hz=0)).rate_hz == 0  # 0: not set
+
+
+def test_malformed_commands_are_logged_at_most_once_per_interval(
+        caplog: pytest.LogCaptureFixture) -> None:
+    d, _ = _daemon(TOKEN)
+    caplog.set_level(logging.WARNING, logger="producer.daemon")
+    for i in range(500):
+        d.handle(orjson.dumps({"command_id": f"j{i}", "command": "x"}))
+    lines = [r for r in caplog.records if "invalid command" in r.getMessage()]
+    assert d.malformed_commands == 500 and len(lines) == 1
+
+
+def test_the_unauthorized_warning_cannot_forge_log_lines(
+        caplog: pytest.LogCaptureFixture) -> None:
+    d, _ = _daemon(TOKEN)
+    caplog.set_level(logging.WARNING, logger="producer.daemon")
+    d.handle(orjson.dumps({"command_id": "x\nWARNING producer.daemon: fake\x1b[2J",
+                           "command": "start"}))
+    (line,) = [r.getMessage() for r in caplog.records if "unauthorized" in r.getMessage()]
+    assert "\n" not in line and "\x1b" not in line and "\\n" in line
+
+
+def test_replies_to_refused_junk_are_routine_and_others_are_essential() -> None:
+    sent: list[tuple[str | None, bool]] = []
+
+    class Channel:
+        async def commands(self):  # type: ignore[no-untyped-def]
+            yield orjson.dumps({"command_id": "j1", "command": "x"})
+            yield orjson.dumps({"command_id": "u1", "command": "start"})  # unsigned
+            yield _signed(TOKEN, cid="s1", command="start")
+            yield _signed(TOKEN, cid="s2", command="start")
+            raise asyncio.CancelledError
+
+        async def publish(self, status: ProducerStatus, *, essential: bool = False) -> None:
+            sent.append((status.reply_to, essential))
+
+    d, _ = _daemon(TOKEN)
+    d.channel = Channel()  # type: ignore[assignment]
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(d.control_loop())
+    assert sent == [("j1", False), ("u1", False), ("s1", True), ("s2", True)]
+
+
+def _webapi_channel(token: str | None = None) -> WebControl:
+    return WebControl(WebSettings(api_token=token, status_stale_s=5.0))
+
+
+def test_the_web_api_takes_only_signed_present_statuses_with_a_token() -> None:
+    ch = _webapi_channel(TOKEN)
+    now = datetime.now(UTC)
+
+    def signed(**over: object) -> bytes:
+        st = ProducerStatus.model_validate(_status_doc(**over))
+        return sign_status(st, TOKEN).model_dump_json().encode()
+
+    ch._on_status(_status(producer_id="unsigned"))
+    ch._on_status(signed(producer_id="bad").replace(b'"running":false', b'"running":true'))
+    ch._on_status(signed(producer_id="future", updated_at="9999-12-31T23:59:59+00:00"))
+    ch._on_status(signed(producer_id="ahead",
+                         updated_at=(now + timedelta(seconds=MAX_CLOCK_SKEW_S + 60)).isoformat()))
+    ch._on_status(signed(producer_id="old",
+                         updated_at=(now - timedelta(seconds=MAX_CLOCK_SKEW_S + 60)).isoformat()))
+    assert ch.statuses == {} and ch.latest_status() is None
+    ch._on_status(signed(producer_id="real", running=True))
+    older = (now - timedelta(seconds=2)).isoformat()
+    ch._on_status(signed(producer_id="real", running=False, updated_at=older))  # replayed
+    st = ch.latest_status()
+    assert st is not None and (st.producer_id, st.running) == ("real", True)
+
+
+def test_the_web_api_without_a_token_takes_unsigned_statuses() -> None:
+    ch = _webapi_channel(None)
+    ch._on_status(_status(producer_id="real"))
+    assert [i.producer_id for i in ch.instances()] == ["real"]
+
+
+def test_unknown_producers_cannot_evict_a_live_one() -> None:
+    ch = _webapi_channel(None)
+    ch._on_status(_status(producer_id="real", running=True))
+    for i in range(2 * MAX_PRODUCERS_TRACKED):
+        ch._on_status(_status(producer_id=f"fake{i}"))
+    assert len(ch.statuses) == MAX_PRODUCERS_TRACKED and "real" in ch.statuses
+    st = ch.latest_status()
+    assert st is not None and st.producer_id == "real" and st.running
+    ch._on_status(_status(producer_id="real", vehicles=5))  # still updated
+    assert ch.statuses["real"][1].vehicles == 5
+    # once the fakes fall silent for the stale window, a new producer finds room
+    for pid, (t, st) in list(ch.statuses.items()):
+        if pid != "real":
+            ch.statuses[pid] = (t - 60.0, st)
+    ch._on_status(_status(producer_id="newcomer"))
+    assert set(ch.statuses) == {"real", "newcomer"}

@@ -8,15 +8,26 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from common.contract import EVENT_FIELDS, ProducerStatus, read_event
+from common.contract import (
+    EVENT_FIELDS,
+    ControlCommand,
+    ProducerStatus,
+    read_event,
+    read_status,
+    sign_command,
+    sign_status,
+    status_signed,
+)
 from producer.daemon import build_daemon, run_daemon
 from producer.settings import Settings
 from tools.kafka import free_port
@@ -93,7 +104,7 @@ class StatusWatcher:
                         return st
                 batch = await self.consumer.getmany(timeout_ms=300)
                 for recs in batch.values():
-                    self.seen.extend(ProducerStatus.model_validate_json(r.value) for r in recs)
+                    self.seen.extend(read_status(r.value) for r in recs)  # as readers do
 
 
 async def test_round_trip_events_match_the_contract(kafka_bootstrap: str) -> None:
@@ -252,3 +263,95 @@ async def test_daemon_waits_for_a_broker_that_is_not_up_yet(private_kafka) -> No
     stop.set()
     assert await asyncio.wait_for(daemon, 60) == 0
     _check_sequences(await _read_all(private_kafka.bootstrap, s.kafka_topic))
+
+
+TOKEN = "group-token"  # noqa: S105
+
+
+async def _write(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    sender = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await sender.start()
+    try:
+        for v in values:
+            await sender.send_and_wait(topic, value=v)
+    finally:
+        await sender.stop()
+
+
+def _peer(token: str | None, **over: object) -> bytes:
+    doc: dict[str, object] = dict(
+        producer_id="peer", updated_at=datetime.now(UTC).isoformat(), running=True,
+        rate_hz=2.0, vehicles=2, fleet_size=7, group="g1", shards=[0])
+    doc.update(over)
+    st = ProducerStatus.model_validate(doc)
+    return (st if token is None else sign_status(st, token)).model_dump_json().encode()
+
+
+async def test_a_joining_instance_adopts_only_a_signed_present_status(
+        kafka_bootstrap: str) -> None:
+    """The audit's attack: a forged status on the status topic (unsigned, or stamped in year
+    9999, or past MAX_FLEET_SIZE) made a joining instance run 120,000 cars."""
+    s = _settings(kafka_bootstrap, producer_group="g1", api_token=TOKEN, sim_rate_hz=1.0)
+    topic = s.kafka_status_topic
+    far = "9999-12-31T23:59:59+00:00"
+    daemon = build_daemon(s)
+    await daemon.channel.start()
+
+    async def adopted(token: str | None = TOKEN) -> tuple[bool, float, int]:
+        daemon.settings = s.model_copy(update={"api_token": token})
+        daemon.running, daemon.rate_hz, daemon.fleet_size = False, 1.0, 3  # as configured
+        await daemon._adopt_group_state()
+        return daemon.running, daemon.rate_hz, daemon.fleet_size
+
+    try:
+        await _write(kafka_bootstrap, topic, [
+            b'{"producer_id":"evil","updated_at":"' + far.encode() + b'","running":true,'
+            b'"rate_hz":0.05,"vehicles":1,"fleet_size":120000,"group":"g1"}',
+            _peer(None, producer_id="unsigned"),
+            _peer("a guess", producer_id="wrong-token"),
+            _peer(TOKEN, producer_id="future", updated_at=far),
+            _peer(TOKEN, producer_id="old",
+                  updated_at=(datetime.now(UTC) - timedelta(minutes=5)).isoformat()),
+            _peer(TOKEN, producer_id="elsewhere", group="g2"),
+        ])
+        assert await adopted() == (False, 1.0, 3)  # none taken
+        await _write(kafka_bootstrap, topic, [_peer(TOKEN, fleet_size=7, rate_hz=2.0)])
+        assert await adopted() == (True, 2.0, 7)  # the group's real state
+        # without the token statuses need no signature, but the contract's bounds hold
+        await _write(kafka_bootstrap, topic, [
+            _peer(None, fleet_size=6, rate_hz=3.0),
+            b'{"producer_id":"evil","updated_at":"' + datetime.now(UTC).isoformat().encode()
+            + b'","running":true,"rate_hz":0.05,"vehicles":1,"fleet_size":1000000000000,'
+            b'"group":"g1"}'])
+        assert await adopted(None) == (True, 3.0, 6)
+    finally:
+        await daemon.channel.stop()
+
+
+async def test_with_the_token_statuses_are_signed_and_a_command_obeyed_before_a_restart_is_not_replayed(  # noqa: E501
+        kafka_bootstrap: str) -> None:
+    s = _settings(kafka_bootstrap, api_token=TOKEN)
+    cmd = sign_command(ControlCommand(command_id="once", command="start"), TOKEN, time.time())
+    raw = cmd.model_dump_json().encode()
+    stop = asyncio.Event()
+    daemon = asyncio.create_task(run_daemon(s, stop_event=stop))
+    try:
+        async with StatusWatcher(kafka_bootstrap, s.kafka_status_topic) as watch:
+            first = await watch.wait_for(lambda st: True)
+            assert status_signed(first, TOKEN)
+            await _write(kafka_bootstrap, s.kafka_control_topic, [raw])
+            r = await watch.wait_for(lambda st: st.reply_to == "once")
+            assert r.ok and r.running and status_signed(r, TOKEN)
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(daemon, 60) == 0
+    # a new process: the same signed record again, well within its 30 s
+    restarted = build_daemon(s)
+    await restarted.channel.start()
+    try:
+        await restarted._seed_seen_commands()
+    finally:
+        await restarted.channel.stop()
+    reply = restarted.handle(raw)
+    assert reply is not None and reply.error == "unauthorized" and "replayed" in reply.message
+    assert not restarted.running

@@ -7,6 +7,13 @@ producer answers on the status topic with a :class:`common.contract.ProducerStat
 ``reply_to`` is that id, and publishes its status every second. This side reads the status
 topic from its end (no consumer group), keeps the latest status per producer, and matches
 replies to waiting commands.
+
+What it takes from the status topic: statuses within the contract's bounds
+(:func:`common.contract.read_status`), stamped within MAX_CLOCK_SKEW_S of this clock and no
+older than the producer's last one; with FLEETSTREAM_API_TOKEN set, only statuses signed with
+it (producers holding the token sign theirs), so writing to the topic is not enough to fake a
+producer or a reply. At most MAX_PRODUCERS_TRACKED producers are kept: a new id finds room
+only among statuses older than WEBAPI_STATUS_STALE_S, never by evicting a live producer.
 """
 
 from __future__ import annotations
@@ -15,12 +22,21 @@ import asyncio
 import logging
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from common.contract import ControlCommand, ProducerStatus, sign_command
+from common.contract import (
+    MAX_CLOCK_SKEW_S,
+    ControlCommand,
+    ProducerStatus,
+    read_status,
+    sign_command,
+    status_in_future,
+    status_signed,
+)
 from common.kafka import (
     KafkaEdgeError,
     TopicSpec,
@@ -30,7 +46,7 @@ from common.kafka import (
     make_producer,
 )
 from common.lifecycle import cancel_and_wait, finish_first
-from webapi.ratelog import RateLimitedLog
+from common.logs import RateLimitedLog
 from webapi.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -106,20 +122,48 @@ class ControlChannel:
         if value is None:
             return
         try:
-            status = ProducerStatus.model_validate_json(value)
+            status = read_status(value)
         except ValidationError as exc:
             self._log.warning("bad-status", "skipped malformed producer status: %s",
                               str(exc).splitlines()[0])
             return
+        token = self.settings.api_token
+        if token is not None and not status_signed(status, token):
+            self._log.warning("unsigned-status", "ignored a producer status of %r: not signed "
+                              "with FLEETSTREAM_API_TOKEN (give the producer the same token)",
+                              status.producer_id)
+            return
+        wall = datetime.now(UTC)
+        if status_in_future(status, wall) or \
+                status.updated_at < wall - timedelta(seconds=MAX_CLOCK_SKEW_S):
+            self._log.warning("status-time", "ignored a producer status of %r stamped %s: more "
+                              "than %g s from this clock", status.producer_id,
+                              status.updated_at.isoformat(), MAX_CLOCK_SKEW_S)
+            return
+        held = self.statuses.get(status.producer_id)
+        if held is not None and status.updated_at < held[1].updated_at:
+            return  # older than the one we have: late or replayed
         now = time.monotonic()
-        if status.producer_id not in self.statuses and len(self.statuses) >= MAX_PRODUCERS_TRACKED:
-            oldest = min(self.statuses, key=lambda k: self.statuses[k][0])
-            del self.statuses[oldest]
-        self.statuses[status.producer_id] = (now, status)
+        if held is None and not self._make_room(now):
+            self._log.warning("status-table", "ignored a status of new producer %r: %d live "
+                              "producers tracked already", status.producer_id,
+                              MAX_PRODUCERS_TRACKED)
+        else:
+            self.statuses[status.producer_id] = (now, status)
         if status.reply_to is not None:
             fut = self._pending.get(status.reply_to)
             if fut is not None and not fut.done():
                 fut.set_result(status)
+
+    def _make_room(self, now: float) -> bool:
+        """Room for one more producer: statuses older than ``status_stale_s`` go (they are
+        no longer shown); a live one is never evicted for a newcomer."""
+        if len(self.statuses) < MAX_PRODUCERS_TRACKED:
+            return True
+        stale = self.settings.status_stale_s
+        for pid in [k for k, (t, _) in self.statuses.items() if now - t > stale]:
+            del self.statuses[pid]
+        return len(self.statuses) < MAX_PRODUCERS_TRACKED
 
     # ------------------------------------------------------------------ the API's side
     def latest_status(self) -> ProducerStatus | None:

@@ -128,6 +128,8 @@ def start_producer(settings: Settings, log: Path, *, fleet_size: int = 3, rate_h
            "FLEET_SIZE": str(fleet_size), "SIM_RATE_HZ": str(rate_hz), "SIM_SEED": "7",
            "SIM_AUTOSTART": "true" if autostart else "false",
            "SIM_TRIPS": "true" if trips else "false"}
+    if settings.api_token is not None:  # the documented set-up: the web API's token, signing
+        env["FLEETSTREAM_API_TOKEN"] = settings.api_token  # commands and statuses both ways
     with log.open("wb") as out:
         return subprocess.Popen([sys.executable, "-m", "producer"], cwd=ROOT, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
