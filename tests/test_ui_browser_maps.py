@@ -38,7 +38,8 @@ def real_stack(kafka_bootstrap: str, topic: str, topic_factory, tmp_path: Path):
     topics = SimpleNamespace(kafka_bootstrap_servers=kafka_bootstrap, kafka_topic=topic,
                              kafka_control_topic=topic_factory("control", 1),
                              kafka_status_topic=topic_factory("status", 1),
-                             kafka_network_topic=f"network-{uuid.uuid4().hex[:12]}")
+                             kafka_network_topic=f"network-{uuid.uuid4().hex[:12]}",
+                             api_token=None)
     server = ApiServer(**vars(topics), analytics_output_dir=tmp_path / "analytics").start()
     producer = start_producer(topics, tmp_path / "producer.log",  # type: ignore[arg-type]
                               fleet_size=FLEET, rate_hz=2.0, autostart=True)
