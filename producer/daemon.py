@@ -37,7 +37,6 @@ from common.contract import (
     MAX_STATUS_TEXT_LEN,
     ControlCommand,
     ProducerStatus,
-    is_printable_id,
     read_event,
     sign_status,
     status_in_future,
@@ -493,12 +492,8 @@ def build_daemon(settings: Settings, *, steps: int | None = None,
     telemetry publisher and the control channel. Nothing connects yet."""
     s = settings
     seed = s.sim_seed if s.sim_seed is not None else secrets.randbits(32)
-    producer_id = s.producer_id or f"producer-{socket.gethostname()}-{os.getpid()}"
-    for name, value in (("PRODUCER_ID", producer_id), ("PRODUCER_GROUP", s.producer_group)):
-        if value is not None and not (0 < len(value) <= MAX_PRODUCER_ID_LEN
-                                      and is_printable_id(value)):
-            raise ValueError(f"{name} must be 1 to {MAX_PRODUCER_ID_LEN} printable characters "
-                             f"(it names this producer on the status topic): {value[:80]!r}")
+    producer_id = s.producer_id or (  # PRODUCER_ID and PRODUCER_GROUP: see Settings
+        f"producer-{socket.gethostname()}-{os.getpid()}"[:MAX_PRODUCER_ID_LEN])
     log.info("producer %s: seed %d, %d vehicles at %.2f Hz, roads %s", producer_id, seed,
              s.fleet_size, s.sim_rate_hz, s.sim_roads_file or "built-in")
     sim = Simulation(

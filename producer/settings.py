@@ -11,12 +11,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 
-from common.contract import MAX_FLEET_SIZE, MAX_RATE_HZ, MAX_VEHICLE_ID_LEN, MIN_RATE_HZ
+from common.contract import (
+    MAX_FLEET_SIZE,
+    MAX_PRODUCER_ID_LEN,
+    MAX_RATE_HZ,
+    MAX_VEHICLE_ID_LEN,
+    MIN_RATE_HZ,
+    is_printable_id,
+)
 from common.settings import (
     ServiceSettings,
     between,
+    env_name,
     kafka_topics,
     locations,
     not_blank,
@@ -115,6 +123,16 @@ class Settings(ServiceSettings):
     @classmethod
     def _empty_token_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("producer_id", "producer_group")
+    @classmethod
+    def _names_on_the_status_topic(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not (0 < len(value) <= MAX_PRODUCER_ID_LEN
+                                      and is_printable_id(value)):
+            raise ValueError(f"{env_name(cls, str(info.field_name))} must be 1 to "
+                             f"{MAX_PRODUCER_ID_LEN} printable characters (it names this "
+                             f"producer on the status topic), got {value[:80]!r}")
+        return value
 
     @field_validator("sim_fleet_mix")
     @classmethod

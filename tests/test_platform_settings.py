@@ -54,6 +54,19 @@ def test_topics_servers_and_locations_are_checked_by_every_service(cls, monkeypa
     assert topics or locations or servers or cls.__module__.startswith("ui.")
 
 
+def test_the_producer_s_names_on_the_status_topic_are_checked(monkeypatch) -> None:
+    from producer.settings import Settings
+
+    for var in ("PRODUCER_ID", "PRODUCER_GROUP"):
+        for bad in ("x" * 129, "a\x1b[2Jb", "a\u202eb"):
+            monkeypatch.setenv(var, bad)
+            with pytest.raises(ValueError, match=f"{var} must be 1 to 128 printable"):
+                Settings()
+        monkeypatch.setenv(var, "fleet-a 1")
+        assert "fleet-a 1" in (Settings().producer_id, Settings().producer_group)
+        monkeypatch.delenv(var)
+
+
 def test_documented_variable_sets_the_field(monkeypatch) -> None:
     from webapi.settings import Settings
 
