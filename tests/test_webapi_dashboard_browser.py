@@ -1,26 +1,36 @@
 """The legacy /dashboard in headless Debian Chromium with no network: the road network is
 the base layer, a silent car leaves the map, and the Trail / Heatmap / Roads toggles hide and
-show their layers and are remembered across a reload."""
+show their layers and are remembered across a reload. Then the page against a stand-in web
+API that answers what a real one may (a car leaving while its last event is on the way,
+start-up answers that are not JSON, of another shape, or never come): it keeps rendering and
+its stream connects."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import io
+import json
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from producer.network import publish_network
 from producer.sim import load_network
 from tests.support.webapi import make_event, publish, running_app, wait_for
+from webapi.dashboard import render, static_files
 from webapi.keys import NETWORK
 from webapi.settings import Settings
 
-pytestmark = [pytest.mark.kafka, pytest.mark.browser]
+pytestmark = [pytest.mark.browser]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -65,6 +75,7 @@ async def wait_text(page, selector: str, predicate, timeout: float = 30.0) -> st
     return await wait_for(check, timeout=timeout, interval=0.2)
 
 
+@pytest.mark.kafka
 async def test_dashboard_roads_no_ghosts_and_toggles(settings: Settings,
                                                      output_dir: Path) -> None:
     playwright_api = pytest.importorskip("playwright.async_api")
@@ -158,3 +169,261 @@ async def test_dashboard_roads_no_ghosts_and_toggles(settings: Settings,
         driver.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await driver
+
+
+# ------------------------------------------------------------------ against a stand-in web API
+# The page's own files (webapi.dashboard) behind a small aiohttp app that answers the routes
+# the page calls, well or in the odd ways a real deployment can (a proxy's HTML page, an
+# array, no answer at all), and drives the stream itself.
+
+LIVE, GONE, SEEDED, SPEEDER = "B-LIVE", "A-GONE", "SEEDED", "SPEEDER"
+
+
+def fake_event(vid: str, k: int = 0, speed: float = 40.0) -> dict[str, Any]:
+    return {"vehicle_id": vid, "timestamp": datetime.now(UTC).isoformat(),
+            "location": {"lat": 48.14 + k * 1e-4, "lon": 11.58 + (0.01 if vid == GONE else 0)},
+            "speed_kmh": speed, "engine_rpm": 2000 + 10 * (k % 100), "gear": 3,
+            "fuel_level_pct": 50.0, "fault_codes": [], "road_type": "urban",
+            "speed_limit_kmh": 50, "speeding": speed > 55, "rpm_over_redline": False, "seq": k}
+
+
+@dataclass
+class FakeApi:
+    """``broken``: route -> how it answers instead ("nonjson": a 200 HTML page, "array":
+    ``[1,2,3]``, "items-string": ``{"items": "B-LIVE"}``, "hang": never, until released).
+    ``race``: /vehicles call number -> a car whose event goes out on the stream just before
+    that answer, which no longer lists it. ``odd_frames``: sent on each stream first."""
+
+    snapshot: list[str]
+    vehicles: list[str]
+    broken: dict[str, str] = field(default_factory=dict)
+    race: dict[int, str] = field(default_factory=dict)
+    odd_frames: list[str] = field(default_factory=list)
+    latest: list[str] = field(default_factory=list)
+    calls: dict[str, int] = field(default_factory=dict)
+    answered: dict[str, int] = field(default_factory=dict)
+    streams: list[asyncio.Queue[str]] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def app(self) -> web.Application:
+        page, csp = render(Settings(map_tile_url=""))
+
+        async def dashboard(request: web.Request) -> web.Response:
+            return web.Response(text=page, content_type="text/html",
+                                headers={"Content-Security-Policy": csp})
+
+        def route(path: str, good) -> web.RouteDef:
+            async def handler(request: web.Request) -> web.StreamResponse:
+                self.calls[path] = n = self.calls.get(path, 0) + 1
+                mode = self.broken.get(path)
+                if mode == "hang":
+                    await self.release.wait()
+                    return web.json_response({"error": "released"}, status=503)
+                self.answered[path] = self.answered.get(path, 0) + 1
+                if mode == "nonjson":
+                    return web.Response(text="<html>502 from a proxy</html>",
+                                        content_type="text/html")
+                if mode == "array":
+                    return web.json_response([1, 2, 3])
+                if mode == "items-string":
+                    return web.json_response({"items": LIVE})
+                return web.json_response(await good(request, n))
+            return web.get(path, handler)
+
+        async def vehicles(request: web.Request, n: int) -> dict[str, Any]:
+            if n in self.race:
+                vid = self.race[n]
+                self.vehicles = [v for v in self.vehicles if v != vid]
+                for q in self.streams:
+                    q.put_nowait(json.dumps({"type": "batch", "items": [fake_event(vid)]}))
+                await asyncio.sleep(0.02)  # the event reaches the page first
+            return {"items": list(self.vehicles)}
+
+        async def status(request: web.Request, n: int) -> dict[str, Any]:
+            return {"running": True, "rate_hz": 10.0, "vehicles": len(self.vehicles)}
+
+        async def stats(request: web.Request, n: int) -> dict[str, Any]:
+            return {"vehicles_reporting": len(self.vehicles), "events_per_s": 10.0,
+                    "consumed_total": 100 * n, "violations_total": 1, "malformed_total": 0}
+
+        async def latest(request: web.Request, n: int) -> dict[str, Any]:
+            return {"items": [fake_event(v) for v in self.latest]}
+
+        async def violations(request: web.Request, n: int) -> dict[str, Any]:
+            return {"items": [fake_event(SPEEDER, speed=90.0)]}
+
+        async def trails(request: web.Request, n: int) -> dict[str, Any]:
+            vid = request.query.get("vehicle_id", "")
+            return {"items": [{"vehicle_id": vid, "points": [
+                {"lat": 48.139 + k * 1e-4, "lon": 11.58, "speed_kmh": 30.0 + k,
+                 "timestamp": datetime.now(UTC).isoformat()} for k in range(5)]}]}
+
+        async def recent(request: web.Request, n: int) -> dict[str, Any]:
+            return {"items": [fake_event(request.query.get("vehicle_id", LIVE))]}
+
+        async def network(request: web.Request, n: int) -> dict[str, Any]:
+            return {"type": "FeatureCollection", "features": [], "name": "none",
+                    "road_km": 0.0}
+
+        async def stream(request: web.Request) -> web.WebSocketResponse:
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            queue: asyncio.Queue[str] = asyncio.Queue()
+            self.streams.append(queue)
+            try:
+                for frame in self.odd_frames:
+                    await ws.send_str(frame)
+                await ws.send_str(json.dumps({"type": "snapshot", "items": [
+                    fake_event(v) for v in self.snapshot]}))
+                k = 0
+                while not ws.closed:
+                    with contextlib.suppress(TimeoutError):
+                        await ws.send_str(await asyncio.wait_for(queue.get(), 0.1))
+                    k += 1  # within the limit: the violations table is the start-up data's
+                    await ws.send_str(json.dumps({"type": "batch", "items": [
+                        fake_event(LIVE, k, speed=float(20 + k % 30))]}))
+            finally:
+                self.streams.remove(queue)
+            return ws
+
+        async def alerts(request: web.Request) -> web.WebSocketResponse:
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            for frame in self.odd_frames:
+                await ws.send_str(frame)
+            await ws.send_str(json.dumps({"type": "snapshot", "items": []}))
+            async for _ in ws:
+                pass
+            return ws
+
+        app = web.Application()
+        app.add_routes([web.get("/dashboard", dashboard), static_files(),
+                        web.get("/ws", stream), web.get("/ws/events", alerts),
+                        route("/vehicles", vehicles), route("/status", status),
+                        route("/stats", stats), route("/telemetry/latest", latest),
+                        route("/telemetry/violations", violations),
+                        route("/telemetry/trails", trails), route("/telemetry/recent", recent),
+                        route("/network", network)])
+        return app
+
+
+@contextlib.asynccontextmanager
+async def fake_dashboard(api: FakeApi) -> AsyncIterator[tuple[Any, list[str]]]:
+    """The page in Chromium against ``api``; yields it and the errors it reported (uncaught
+    exceptions, unhandled rejections and console errors)."""
+    playwright_api = pytest.importorskip("playwright.async_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed")
+    async with TestServer(api.app(), host="127.0.0.1") as server:
+        try:
+            async with playwright_api.async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                try:
+                    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+                    errors: list[str] = []
+                    page.on("pageerror", lambda exc: errors.append(str(exc)))
+                    page.on("console", lambda m: errors.append(m.text)
+                            if m.type == "error" else None)
+                    await page.goto(str(server.make_url("/dashboard")))
+                    yield page, errors
+                finally:
+                    await browser.close()
+        finally:
+            api.release.set()
+
+
+async def picker_ids(page) -> list[str]:
+    return await page.eval_on_selector_all("#vehicle-picker option", "os => os.map(o => o.value)")
+
+
+async def picker_is(page, ids: list[str]) -> bool:
+    return await picker_ids(page) == ids
+
+
+async def status_line_without(page, *sources: str) -> bool:
+    line = await page.text_content("#data-status") or ""
+    return not any(s in line for s in sources)
+
+
+async def keeps_updating(page, times: int = 3) -> None:
+    """The followed car's position changes on screen, again and again."""
+    for _ in range(times):
+        before = await page.text_content("#stat-pos")
+        await wait_text(page, "#stat-pos", lambda t, b=before: t != b, timeout=15)
+
+
+async def test_dashboard_survives_a_car_leaving_while_its_event_is_on_the_way(
+        output_dir: Path) -> None:
+    # A-GONE's last event reaches the page while the /vehicles answer computed without it
+    # is on its way (three polls in a row); the old page threw in every frame from then on.
+    api = FakeApi(snapshot=[GONE, LIVE], vehicles=[GONE, LIVE],
+                  race={2: GONE, 3: GONE, 4: GONE})
+    async with fake_dashboard(api) as (page, errors):
+        await page.wait_for_selector("#conn[data-state=open]")
+        await wait_for(lambda: api.calls.get("/vehicles", 0) >= 6, timeout=60)
+        await wait_text(page, "#marker-count", lambda t: t == "1")
+        await wait_for(lambda: picker_is(page, [LIVE]), timeout=15)
+        # the followed car left: the page follows the one still reporting
+        await wait_text(page, "#stat-vehicle", lambda t: t == LIVE)
+        await page.select_option("#vehicle-picker", LIVE)
+        await wait_text(page, "#chart-vehicle", lambda t: t == LIVE)
+        await keeps_updating(page)
+        await wait_text(page, "#trail-count", lambda t: int(t) >= 10)
+        assert await page.is_hidden("#data-status"), await page.text_content("#data-status")
+        await page.screenshot(path=str(output_dir / "dashboard-ghost-race.png"))
+        assert errors == []
+
+
+ODD = {"/telemetry/violations": "nonjson", "/telemetry/latest": "array",
+       "/vehicles": "items-string", "/status": "array", "/stats": "nonjson",
+       "/telemetry/trails": "array", "/telemetry/recent": "nonjson"}
+ODD_FRAMES = ["not json", "null", "[1,2,3]", json.dumps({"type": "batch", "items": 5}),
+              json.dumps({"type": "snapshot", "items": [{"vehicle_id": "BAD", "location": None},
+                                                        7, None]}),
+              json.dumps({"type": "event", "data": None})]
+HANG = {"/telemetry/violations": "hang", "/telemetry/latest": "hang"}
+
+
+@pytest.mark.parametrize("case", ["odd-answers", "no-answer"])
+async def test_dashboard_connects_whatever_the_start_up_answers(case: str,
+                                                                output_dir: Path) -> None:
+    # odd-answers: a proxy's HTML page (200) on /telemetry/violations, [1,2,3] on
+    # /telemetry/latest, odd bodies on every polled route and odd frames on both streams;
+    # no-answer: the two start-up requests never answer. The old page never connected.
+    api = FakeApi(snapshot=[LIVE], vehicles=[LIVE, SEEDED], latest=[SEEDED],
+                  broken=dict(ODD if case == "odd-answers" else HANG),
+                  odd_frames=ODD_FRAMES if case == "odd-answers" else [])
+    async with fake_dashboard(api) as (page, errors):
+        await page.wait_for_selector("#conn[data-state=open]")
+        await wait_text(page, "#marker-count", lambda t: t == "1")
+        await keeps_updating(page)
+        # each broken source is named in the status line; nothing came from them
+        status = await wait_text(page, "#data-status", lambda t: "/telemetry/violations" in t
+                                 and "/telemetry/latest" in t)
+        assert (api.answered.get("/telemetry/violations", 0) > 0) == (case == "odd-answers")
+        assert SPEEDER not in (await page.text_content("#violations tbody") or "")
+        if case == "odd-answers":
+            assert "not JSON" in status and "/ws (items)" in status, status
+            # an odd /vehicles answer removes nobody; the odd polls were answered, and shown
+            await wait_for(lambda: api.calls.get("/vehicles", 0) >= 3)
+            assert await page.text_content("#marker-count") == "1"
+            for source in ("/vehicles", "/status", "/stats"):
+                await wait_text(page, "#data-status", lambda t, s=source: s + ":" in t)
+        else:
+            assert "no answer in" in status, status
+        await page.screenshot(path=str(output_dir / f"dashboard-startup-{case}.png"))
+
+        # the routes heal: the start-up data is asked again and shown
+        api.broken.clear()
+        api.release.set()
+        await wait_text(page, "#violations tbody", lambda t: SPEEDER in t, timeout=60)
+        await wait_for(lambda: picker_is(page, [LIVE, SEEDED]), timeout=30)
+        await wait_text(page, "#fleet-consumed", lambda t: t.isdigit())
+        await wait_text(page, "#producer", lambda t: t == "producer: running")
+        # the followed car's trail and chart history are asked again too
+        await wait_for(lambda: status_line_without(page, "/telemetry/", "/vehicles", "/stat"))
+        await keeps_updating(page)
+        await page.select_option("#vehicle-picker", SEEDED)
+        await wait_text(page, "#stat-vehicle", lambda t: t == SEEDED)
+        await wait_text(page, "#trail-count", lambda t: t == "5")  # its history, no live events
+        assert errors == []
