@@ -370,6 +370,7 @@ async def test_dashboard_survives_a_car_leaving_while_its_event_is_on_the_way(
         await keeps_updating(page)
         await wait_text(page, "#trail-count", lambda t: int(t) >= 10)
         assert await page.is_hidden("#data-status"), await page.text_content("#data-status")
+        assert await page.is_hidden("#token-box")  # shown only once a token is needed or given
         await page.screenshot(path=str(output_dir / "dashboard-ghost-race.png"))
         assert errors == []
 
