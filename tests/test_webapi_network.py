@@ -30,7 +30,6 @@ from tests.support.webapi import (
     stop_producer,
     wait_for,
 )
-from tools.osm import geojson_path
 from webapi.keys import NETWORK
 from webapi.network import check_record, parse
 from webapi.settings import Settings
@@ -165,12 +164,12 @@ def test_gzip_bombs_and_odd_gzip_are_refused() -> None:
         check_record(b"other", collection(GOOD_ROAD, network_id="n"))
 
 
-@pytest.mark.parametrize("name", ["kotka", "helsinki"])
-def test_real_osm_networks_are_well_within_the_limits(name: str) -> None:
-    path = geojson_path(name)
-    if not path.exists():
-        pytest.skip(f"{path} not fetched (make osm-data)")
-    key, value = network_record(load_network(path))
+def test_the_built_in_network_is_well_within_the_limits() -> None:
+    """The built-in city (154 kB of JSON) is the largest network the project ships or fetches:
+    the real OSM extracts of ``make osm-data`` are smaller (Helsinki centre 99 kB, Kotka 66 kB,
+    measured 2026-11-30; they are not fetched for the test suite). A user's own roads file
+    beyond the limits is driven but not published (the producer logs it)."""
+    key, value = network_record(load_network(None))
     assert len(gzip.decompress(value)) * 50 < MAX_NETWORK_INFLATED_BYTES
     assert check_record(key, value).network_id == key.decode()
 
