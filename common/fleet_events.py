@@ -68,6 +68,10 @@ MAX_DEFINITION_ID_LEN = 64
 MAX_NAME_LEN = 128
 MAX_RULE_DURATION_S = 86_400.0
 """Longest duration a rule may wait for (a day)."""
+MIN_SILENT_S = 1.0
+"""Shortest silence a ``silent`` rule may wait for: the events job's micro-batch (1 s). A
+shorter one (1e-300 was accepted) fired between any two events of every car: an alert per
+car per batch."""
 MAX_GEOFENCES = 1000
 """Geofences in effect at most: every reader of the geofences topic (the web API's view, the
 events job) keeps the MAX_GEOFENCES valid ones with the smallest ids and counts the rest as
@@ -323,7 +327,7 @@ class SilentRule(_Rule):
     """No telemetry from the vehicle for ``duration_s`` of the job's (processing) clock."""
 
     kind: Literal["silent"] = "silent"
-    duration_s: float = Field(gt=0, le=MAX_RULE_DURATION_S)
+    duration_s: float = Field(ge=MIN_SILENT_S, le=MAX_RULE_DURATION_S)
 
 
 AlertRule = Annotated[SpeedingSustainedRule | HarshBrakeRule | HarshAccelRule | OverRedlineRule

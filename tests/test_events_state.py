@@ -264,6 +264,7 @@ def test_geofence_ids_names_and_a_configured_vertex_cap() -> None:
 
 def test_rule_validation_and_derived_event_round_trip() -> None:
     for bad in ({"id": "r", "kind": "fuel_low"}, {"id": "r", "kind": "silent", "duration_s": 0},
+                {"id": "r", "kind": "silent", "duration_s": 1e-300},
                 {"id": "r", "kind": "harsh_brake", "threshold_mps2": float("nan")},
                 {"id": "r", "kind": "nope"}):
         with pytest.raises(ValidationError):
