@@ -299,7 +299,7 @@ def test_hub_caps_clients_per_address() -> None:
 def test_malformed_logging_is_rate_limited(caplog) -> None:
     import logging
 
-    from webapi.ratelog import RateLimitedLog
+    from common.logs import RateLimitedLog
 
     rl = RateLimitedLog(logging.getLogger("webapi.test"), interval_s=3600)
     with caplog.at_level(logging.WARNING, logger="webapi.test"):

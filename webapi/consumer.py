@@ -38,11 +38,11 @@ from aiokafka.errors import CorruptRecordException, KafkaError, UnsupportedCodec
 from aiokafka.structs import ConsumerRecord
 
 from common.kafka import add_new_partitions, await_partitions, backoff, make_consumer
+from common.logs import RateLimitedLog
 from webapi.decode import Entry, Limits, Malformed, decode
 from webapi.hub import Hub
 from webapi.lifecycle import cancel_and_wait, finish_first
 from webapi.metrics import Metrics
-from webapi.ratelog import RateLimitedLog
 from webapi.settings import Settings
 from webapi.store import TelemetryStore
 

@@ -51,9 +51,9 @@ from common.kafka import (
     make_producer,
     topic_partitions,
 )
+from common.logs import RateLimitedLog
 from webapi.lifecycle import cancel_and_wait, finish_first
 from webapi.params import ApiError
-from webapi.ratelog import RateLimitedLog
 from webapi.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -42,11 +42,11 @@ from pydantic import ValidationError
 from common.contract import format_timestamp
 from common.fleet_events import FLEET_EVENT, TripEnded, TripStarted
 from common.kafka import add_new_partitions, await_partitions, backoff, make_consumer
+from common.logs import RateLimitedLog
 from webapi.consumer import undecodable
 from webapi.hub import EVENT_PREFIX, ClientCaps, Subscriber
 from webapi.lifecycle import cancel_and_wait, finish_first
 from webapi.metrics import Metrics
-from webapi.ratelog import RateLimitedLog
 from webapi.settings import Settings
 
 log = logging.getLogger(__name__)

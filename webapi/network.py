@@ -24,6 +24,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from common.kafka import await_partitions, backoff, make_consumer, resume
+from common.logs import RateLimitedLog
 from common.roadnet import (
     MAX_NETWORK_ID_LEN,
     MAX_NETWORK_INFLATED_BYTES,
@@ -33,7 +34,6 @@ from common.roadnet import (
 )
 from webapi.lifecycle import cancel_and_wait, finish_first
 from webapi.params import ApiError
-from webapi.ratelog import RateLimitedLog
 from webapi.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Logging that cannot flood: at most one line per key per interval, with a suppressed count."""
+"""aiohttp's own log of malformed requests, made unable to flood (the rate-limited logger
+for the rest of the web API is common.logs.RateLimitedLog)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ import time
 
 from aiohttp.http_exceptions import HttpProcessingError
 
-from common.logs import RateLimitedLog
-
-__all__ = ["MalformedRequestFilter", "RateLimitedLog", "install_malformed_request_filter"]
+__all__ = ["MalformedRequestFilter", "install_malformed_request_filter"]
 
 
 class MalformedRequestFilter(logging.Filter):

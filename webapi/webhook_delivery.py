@@ -54,9 +54,9 @@ from prometheus_client import Counter, Gauge
 
 from common.kafka import KafkaEdgeError, await_partitions, backoff, make_consumer
 from common.lifecycle import cancel_and_wait, finish_first
+from common.logs import RateLimitedLog
 from webapi.fleet_events import Rejected, decode_event
 from webapi.metrics import Metrics
-from webapi.ratelog import RateLimitedLog
 from webapi.settings import Settings
 from webapi.webhook_targets import forbidden_reason, is_ip_literal
 from webapi.webhooks import MAX_ERROR_LEN, DeliveryRecord, DeliveryStatus, Webhook, WebhookStore

@@ -48,9 +48,9 @@ from common.kafka import (
     topic_partitions,
 )
 from common.lifecycle import cancel_and_wait, finish_first
+from common.logs import RateLimitedLog
 from webapi.middleware import Cors, check_token
 from webapi.params import ApiError
-from webapi.ratelog import RateLimitedLog
 from webapi.settings import Settings
 from webapi.webhook_targets import TargetRefused, check_target, check_url
 
