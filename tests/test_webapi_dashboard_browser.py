@@ -180,11 +180,14 @@ LIVE, GONE, SEEDED, SPEEDER = "B-LIVE", "A-GONE", "SEEDED", "SPEEDER"
 
 
 def fake_event(vid: str, k: int = 0, speed: float = 40.0) -> dict[str, Any]:
-    return {"vehicle_id": vid, "timestamp": datetime.now(UTC).isoformat(),
-            "location": {"lat": 48.14 + k * 1e-4, "lon": 11.58 + (0.01 if vid == GONE else 0)},
-            "speed_kmh": speed, "engine_rpm": 2000 + 10 * (k % 100), "gear": 3,
-            "fuel_level_pct": 50.0, "fault_codes": [], "road_type": "urban",
-            "speed_limit_kmh": 50, "speeding": speed > 55, "rpm_over_redline": False, "seq": k}
+    event = {"vehicle_id": vid, "timestamp": datetime.now(UTC).isoformat(),
+             "location": {"lat": 48.14 + k * 1e-4, "lon": 11.58 + (0.01 if vid == GONE else 0)},
+             "speed_kmh": speed, "engine_rpm": 2000 + 10 * (k % 100), "gear": 3,
+             "fuel_level_pct": 50.0, "fault_codes": [], "road_type": "urban",
+             "speed_limit_kmh": 50, "speeding": speed > 55, "rpm_over_redline": False, "seq": k}
+    if vid.endswith("PARKED"):  # as the producer reports a parked car, once a minute
+        event.update(speed_kmh=0.0, engine_rpm=0, gear=0, ignition=False)
+    return event
 
 
 @dataclass
@@ -372,6 +375,28 @@ async def test_dashboard_survives_a_car_leaving_while_its_event_is_on_the_way(
         assert await page.is_hidden("#data-status"), await page.text_content("#data-status")
         assert await page.is_hidden("#token-box")  # shown only once a token is needed or given
         await page.screenshot(path=str(output_dir / "dashboard-ghost-race.png"))
+        assert errors == []
+
+
+PARKED = "A-PARKED"
+
+
+async def test_dashboard_follows_a_car_that_drives_until_the_user_picks_one(
+        output_dir: Path) -> None:
+    # the first car by id is parked (ignition off, speed 0): the page used to follow it, and a
+    # new visitor saw a flat chart; a car the user picks is kept, parked or not
+    api = FakeApi(snapshot=[PARKED, LIVE], vehicles=[PARKED, LIVE], latest=[PARKED, LIVE])
+    async with fake_dashboard(api) as (page, errors):
+        await page.wait_for_selector("#conn[data-state=open]")
+        await wait_text(page, "#stat-vehicle", lambda t: t == LIVE)
+        await keeps_updating(page)
+        await wait_for(lambda: picker_is(page, [PARKED, LIVE]), timeout=15)
+        await page.select_option("#vehicle-picker", PARKED)
+        await wait_text(page, "#stat-vehicle", lambda t: t == PARKED)
+        await page.wait_for_timeout(1500)  # LIVE drives all along: the user's pick stays
+        assert await page.text_content("#stat-vehicle") == PARKED
+        assert await page.text_content("#stat-speed") == "0.0"
+        await page.screenshot(path=str(output_dir / "dashboard-follows-driving.png"))
         assert errors == []
 
 

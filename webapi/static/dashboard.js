@@ -94,6 +94,7 @@
       && isLatLon(e.location.lat, e.location.lon) && isNum(e.speed_kmh);
   }
   const validPoint = (p) => isObj(p) && isLatLon(p.lat, p.lon) && isNum(p.speed_kmh);
+  const parked = (e) => isObj(e) && e.ignition === false;  // reports once a minute, stands
 
   // ----------------------------------------------------------------- requests
   const FETCH_TIMEOUT_MS = 8000;     // any answer slower than this is given up (and retried)
@@ -324,7 +325,10 @@
     dirty.add(e.vehicle_id);
     heatPoints.push([e.location.lat, e.location.lon, heatWeight(e)]);
     if (heatPoints.length > HEAT_MAX) heatPoints.splice(0, heatPoints.length - HEAT_MAX);
-    if (!followed && !userPicked) follow(e.vehicle_id, false);
+    if (!userPicked && (!followed || (e.vehicle_id !== followed && !parked(e)
+                                      && parked(latest.get(followed))))) {
+      follow(e.vehicle_id, false);  // a page nobody steers shows a car that drives
+    }
     if (e.vehicle_id === followed) {
       trail.push({ lat: e.location.lat, lon: e.location.lon, speed_kmh: e.speed_kmh });
       if (trail.length > TRAIL_MAX) trail.shift();
@@ -459,10 +463,15 @@
     }
   }
   $("vehicle-picker").addEventListener("change", (ev) => follow(ev.target.value, true));
+  // Until the user picks a car the page follows one that drives: a parked car (ignition off,
+  // reporting once a minute) is left for the next car that drives.
+  function firstDriving(ids) {
+    return ids.find((id) => !parked(latest.get(id))) || ids[0] || "";
+  }
   // The followed car left: follow the first one still reporting (or none, until one does).
   function followNext() {
     userPicked = false;
-    follow(Array.from(latest.keys()).sort()[0] || "", false);
+    follow(firstDriving(Array.from(latest.keys()).sort()), false);
   }
 
   function styleMarker(m, e) {
@@ -815,7 +824,7 @@
     setTimeout(() => load(path, source, apply, Math.min(wait * 2, RETRY_MAX_MS)), wait);
   }
   function seedLatest(items) {
-    let first = "";
+    const seeded = [];
     ingestAll(items, "/telemetry/latest", (e) => {
       const prev = latest.get(e.vehicle_id);
       if (prev && prev.timestamp >= e.timestamp) return;  // the stream's is as new or newer
@@ -823,9 +832,13 @@
       latest.set(e.vehicle_id, e);
       seenAt.set(e.vehicle_id, Date.now());
       dirty.add(e.vehicle_id);
-      first = first || e.vehicle_id;
+      seeded.push(e.vehicle_id);
     });
-    if (!followed && !userPicked && first) follow(first, false);
+    const pick = firstDriving(seeded);
+    if (!userPicked && pick && (!followed || (pick !== followed && !parked(latest.get(pick))
+                                              && parked(latest.get(followed))))) {
+      follow(pick, false);
+    }
   }
   function boot() {
     connect();
