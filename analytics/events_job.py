@@ -205,7 +205,7 @@ def run(settings: EventsSettings, spark: SparkSession | None = None,
     stop = stop or threading.Event()
     if own_session:
         _install_stop_handlers(stop)
-    tracker = ProgressTracker(None)
+    tracker = ProgressTracker(None, trigger_s=None if settings.once else settings.trigger_seconds)
     query: StreamingQuery | None = None
     try:
         query = start(settings, session)
@@ -226,6 +226,7 @@ def run(settings: EventsSettings, spark: SparkSession | None = None,
         if query is not None:
             stop_gracefully(query)
             tracker.poll([query])
+            tracker.flush()
         if own_session:
             session.stop()
     return tracker.totals.get(QUERY, {})

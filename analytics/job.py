@@ -274,7 +274,8 @@ class Batches:
                   "records": stats["records"]}
         write_atomic(self.fs, self._commit_path(batch_id), json.dumps(commit).encode())
         self._clean_up(previous)
-        self._record(batch_id, stats, watermark, {k: t.num_rows for k, t in tables.items()})
+        self._record(batch_id, stats, watermark, {k: t.num_rows for k, t in tables.items()},
+                     clock.total_ms())
         clock.mark("commit")
         for dataset in self.datasets.values():
             replaced = dataset.compact(batch_id, self.settings.compact_files)
@@ -282,7 +283,7 @@ class Batches:
                 log.info("%s: compacted %d files after batch %s", dataset.name, replaced,
                          batch_id)
         clock.mark("compact")
-        log.info("batch %s took %s", batch_id, clock)
+        log.debug("batch %s took %s", batch_id, clock)
 
     def _write(self, batch_id: int, tables: dict[str, pa.Table]) -> None:
         if not self.datasets:  # the console sink
@@ -312,7 +313,7 @@ class Batches:
                     self.fs.delete_file(stale)
 
     def _record(self, batch_id: int, stats: Row, watermark: int | None,
-                written: dict[str, int]) -> None:
+                written: dict[str, int], duration_ms: int) -> None:
         mark = _iso(watermark)
         for name in DATASET_SCHEMAS:
             observed = {"rows_written": written[name]}
@@ -321,7 +322,8 @@ class Batches:
                             **observed}
             dropped = 0 if name == "malformed" else stats["late"]
             self.tracker.record(name, batch_id, input_rows=stats["records"],
-                                dropped=dropped, watermark=mark, observed=observed)
+                                dropped=dropped, watermark=mark, observed=observed,
+                                duration_ms=duration_ms)
         self.tracker.save()
 
 
@@ -329,8 +331,11 @@ class _Clock:
     """Seconds spent in each step of a batch, for the log (``batch N took ...``)."""
 
     def __init__(self) -> None:
-        self.last = time.perf_counter()
+        self.started = self.last = time.perf_counter()
         self.steps: list[tuple[str, float]] = []
+
+    def total_ms(self) -> int:
+        return round((time.perf_counter() - self.started) * 1000)
 
     def mark(self, step: str) -> None:
         now = time.perf_counter()
@@ -388,7 +393,8 @@ def run(settings: Settings, spark: SparkSession | None = None,
     if own_session:
         _install_stop_handlers(stop)
     parquet = settings.sink == "parquet"
-    tracker = ProgressTracker(settings.progress_dir if parquet else None)
+    tracker = ProgressTracker(settings.progress_dir if parquet else None,
+                              trigger_s=None if settings.once else settings.trigger_seconds)
     settings.local_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="console-", dir=settings.local_dir))
     query: StreamingQuery | None = None
@@ -428,6 +434,7 @@ def run(settings: Settings, spark: SparkSession | None = None,
         if own_session:
             session.stop()
         shutil.rmtree(scratch, ignore_errors=True)
+    tracker.flush()
     for name, totals in tracker.totals.items():
         log.info("%s totals: %s", name, {k: v for k, v in totals.items()
                                           if k not in ("last", "query", "updated_at")})

@@ -6,6 +6,12 @@ in Spark's progress reports (``StreamingQuery.recentProgress``, one per micro-ba
 way the tracker logs a line per batch and keeps
 ``<output>/_progress/<name>.json`` up to date (totals since that folder was created).
 
+The log says what a query did at most once a minute (``summary_s``): its first executed
+micro-batch, then one line for all the batches since the last line (records in, dropped late,
+the observed counts, the longest batch and the watermark), and :meth:`ProgressTracker.flush`
+what is left at the end. Each batch has its own line at DEBUG. (At the events job's 1 s
+trigger a line per batch was most of ``make run``'s output.)
+
 ``rows_dropped_by_watermark``: for the analytics job, the valid events whose window the
 watermark had closed before their batch (each counted once); for a Spark progress report,
 ``numRowsDroppedByWatermark`` summed over the query's stateful operators, which Spark counts
@@ -18,6 +24,7 @@ import datetime as dt
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +32,8 @@ from typing import Any, Protocol
 log = logging.getLogger("analytics")
 
 _TOTALS = ("batches", "input_rows", "rows_dropped_by_watermark")
+SUMMARY_S = 60.0
+"""A query's progress is logged at INFO at most this often (its batches at DEBUG)."""
 
 
 class _Query(Protocol):
@@ -41,10 +50,14 @@ def _num(value: Any) -> int:
 class ProgressTracker:
     """Running totals per query; ``consume`` one progress dict, or ``poll`` live queries."""
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, summary_s: float = SUMMARY_S,
+                 trigger_s: float | None = None) -> None:
         self.directory = directory
+        self.summary_s = summary_s
+        self.trigger_ms = None if trigger_s is None else trigger_s * 1000
         self.totals: dict[str, dict[str, Any]] = {}
         self._last_seen: dict[str, str] = {}
+        self._since: dict[str, _Summary] = {}  # per name: the batches not logged at INFO yet
         if directory is not None and directory.is_dir():
             for path in sorted(directory.glob("*.json")):
                 try:
@@ -88,18 +101,38 @@ class ProgressTracker:
         entry["updated_at"] = dt.datetime.now(dt.UTC).isoformat()
         if executed:
             extra = "".join(f", {k} {v}" for k, v in batch_observed.items())
-            log.info("%s batch %s: %d records in, %d dropped late (total %d)%s, watermark %s",
-                     name, progress.get("batchId"), rows_in, dropped,
-                     entry["rows_dropped_by_watermark"], extra, watermark)
+            log.debug("%s batch %s: %d records in, %d dropped late (total %d)%s, watermark %s",
+                      name, progress.get("batchId"), rows_in, dropped,
+                      entry["rows_dropped_by_watermark"], extra, watermark)
+            first = name not in self._since
+            summary = self._since.setdefault(name, _Summary(time.monotonic(), self.trigger_ms))
+            summary.add(progress.get("batchId"), rows_in, dropped, batch_observed,
+                        _num((progress.get("durationMs") or {}).get("triggerExecution")),
+                        watermark)
+            if first or time.monotonic() - summary.started >= self.summary_s:
+                self._log(name)
         return True
 
+    def flush(self) -> None:
+        """Log the batches not summarised yet (at the end of a run)."""
+        for name in list(self._since):
+            self._log(name)
+
+    def _log(self, name: str) -> None:
+        summary = self._since[name]
+        if summary.batches:
+            log.info("%s", summary.line(name, self.totals[name]["rows_dropped_by_watermark"]))
+        self._since[name] = _Summary(time.monotonic(), self.trigger_ms)
+
     def record(self, name: str, batch_id: int, *, input_rows: int, dropped: int,
-               watermark: str | None, observed: Mapping[str, int]) -> None:
+               watermark: str | None, observed: Mapping[str, int],
+               duration_ms: int = 0) -> None:
         """Fold in one committed micro-batch of the job's dataset ``name`` (its own counts:
         ``dropped`` are the events whose window had closed before their batch)."""
         self.consume({"name": name, "batchId": batch_id,
                       "timestamp": dt.datetime.now(dt.UTC).isoformat(),
-                      "numInputRows": input_rows, "durationMs": {"addBatch": 0},
+                      "numInputRows": input_rows,
+                      "durationMs": {"addBatch": duration_ms, "triggerExecution": duration_ms},
                       "stateOperators": [{"numRowsDroppedByWatermark": dropped}],
                       "eventTime": {"watermark": watermark},
                       "observedMetrics": {"batch": dict(observed)}})
@@ -123,3 +156,42 @@ class ProgressTracker:
             tmp = path.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(entry, indent=2, sort_keys=True))
             os.replace(tmp, path)
+
+
+class _Summary:
+    """A query's executed batches since its last INFO line."""
+
+    def __init__(self, started: float, trigger_ms: float | None) -> None:
+        self.started = started
+        self.trigger_ms = trigger_ms
+        self.late = 0  # batches that took longer than the trigger interval
+        self.batches = 0
+        self.ids: list[object] = []
+        self.rows_in = 0
+        self.dropped = 0
+        self.observed: dict[str, int] = {}
+        self.longest_ms = 0
+        self.watermark: object = None
+
+    def add(self, batch_id: object, rows_in: int, dropped: int, observed: Mapping[str, int],
+            duration_ms: int, watermark: object) -> None:
+        self.batches += 1
+        self.ids = [self.ids[0] if self.ids else batch_id, batch_id]
+        self.rows_in += rows_in
+        self.dropped += dropped
+        for key, value in observed.items():
+            self.observed[key] = self.observed.get(key, 0) + value
+        self.longest_ms = max(self.longest_ms, duration_ms)
+        self.late += self.trigger_ms is not None and duration_ms > self.trigger_ms
+        self.watermark = watermark
+
+    def line(self, name: str, dropped_total: int) -> str:
+        first, last = self.ids
+        which = f"batch {last}" if self.batches == 1 else f"batches {first}-{last}"
+        extra = "".join(f", {k} {v}" for k, v in self.observed.items())
+        longest = f", longest {self.longest_ms / 1000:.1f}s" if self.longest_ms else ""
+        if self.late and self.trigger_ms is not None:
+            longest += (f" ({self.late} of {self.batches} longer than the "
+                        f"{self.trigger_ms / 1000:g}s trigger: falling behind)")
+        return (f"{name} {which}: {self.rows_in} records in, {self.dropped} dropped late "
+                f"(total {dropped_total}){extra}{longest}, watermark {self.watermark}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -372,6 +373,28 @@ def test_progress_totals_are_summed_once_and_saved(tmp_path: Path) -> None:
     assert again.totals["vehicle_windows"]["input_rows"] == 14
     assert json.loads((tmp_path / "_progress" / "vehicle_windows.json").read_text())[
         "last"]["watermark"] == "2026-01-01T08:08:00.000Z"
+
+
+def test_progress_is_logged_once_a_minute_not_per_batch(caplog) -> None:
+    """At the events job's 1 s trigger a line per batch was most of `make run`'s output: the
+    first batch is logged, then one line for the batches of each minute, then the rest at
+    the end, saying how many took longer than the trigger."""
+    tracker = ProgressTracker(None, summary_s=60.0, trigger_s=1.0)
+    caplog.set_level(logging.INFO, logger="analytics")
+    for i in range(5):
+        tracker.consume(_progress(i, f"2026-11-27T07:00:0{i}.000Z", 10, 0, derived_events=1)
+                        | {"durationMs": {"addBatch": 5, "triggerExecution": 900 + 300 * i}})
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert lines == ["vehicle_windows batch 0: 10 records in, 0 dropped late (total 0), "
+                     "derived_events 1, longest 0.9s, watermark 2026-01-01T08:08:00.000Z"]
+    tracker.flush()
+    tracker.flush()  # nothing new: no line
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert lines[1:] == [
+        "vehicle_windows batches 1-4: 40 records in, 0 dropped late (total 0), "
+        "derived_events 4, longest 2.1s (4 of 4 longer than the 1s trigger: falling behind), "
+        "watermark 2026-01-01T08:08:00.000Z"]
+    assert tracker.totals["vehicle_windows"]["batches"] == 5
 
 
 # --- spark-submit ---------------------------------------------------------------------------
