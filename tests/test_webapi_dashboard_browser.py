@@ -203,6 +203,7 @@ class FakeApi:
     race: dict[int, str] = field(default_factory=dict)
     odd_frames: list[str] = field(default_factory=list)
     latest: list[str] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)
     answered: dict[str, int] = field(default_factory=dict)
     streams: list[asyncio.Queue[str]] = field(default_factory=list)
@@ -294,7 +295,7 @@ class FakeApi:
             await ws.prepare(request)
             for frame in self.odd_frames:
                 await ws.send_str(frame)
-            await ws.send_str(json.dumps({"type": "snapshot", "items": []}))
+            await ws.send_str(json.dumps({"type": "snapshot", "items": self.alerts}))
             async for _ in ws:
                 pass
             return ws
@@ -381,14 +382,32 @@ async def test_dashboard_survives_a_car_leaving_while_its_event_is_on_the_way(
 PARKED = "A-PARKED"
 
 
+async def _has_two(items) -> bool:
+    return len(await items) == 2
+
+
 async def test_dashboard_follows_a_car_that_drives_until_the_user_picks_one(
         output_dir: Path) -> None:
     # the first car by id is parked (ignition off, speed 0): the page used to follow it, and a
     # new visitor saw a flat chart; a car the user picks is kept, parked or not
-    api = FakeApi(snapshot=[PARKED, LIVE], vehicles=[PARKED, LIVE], latest=[PARKED, LIVE])
+    now = datetime.now(UTC)
+    alerts = [{"kind": "alert", "event_id": f"{i:08d}-0000-4000-8000-000000000000",
+               "time": at.isoformat(), "vehicle_id": vid, "rule_id": "r1", "message": "m"}
+              for i, (at, vid) in enumerate([(now - timedelta(days=1), PARKED), (now, LIVE)])]
+    api = FakeApi(snapshot=[PARKED, LIVE], vehicles=[PARKED, LIVE], latest=[PARKED, LIVE],
+                  alerts=alerts)
     async with fake_dashboard(api) as (page, errors):
         await page.wait_for_selector("#conn[data-state=open]")
         await wait_text(page, "#stat-vehicle", lambda t: t == LIVE)
+        # an alert of another day shows its date (the strip keeps the last 8, however old)
+        async def alert_times() -> list[str]:
+            return await page.eval_on_selector_all("#alerts .alert-time",
+                                                   "els => els.map(e => e.textContent)")
+
+        await wait_for(lambda: _has_two(alert_times()), timeout=15)
+        times = await alert_times()
+        yesterday = (now - timedelta(days=1)).strftime("%Y-%m-%d ")
+        assert [t.startswith(yesterday) for t in times] == [False, True], times
         await keeps_updating(page)
         await wait_for(lambda: picker_is(page, [PARKED, LIVE]), timeout=15)
         await page.select_option("#vehicle-picker", PARKED)

@@ -646,9 +646,12 @@
   const alertList = $("alerts");
   const alertIds = new Set();
   let alertBackoff = 500;
-  function alertTime(iso) {
+  function alertTime(iso) {  // the date too when it is not today's (an older alert)
     const d = new Date(iso);
-    return isNaN(d) ? String(iso) : d.toISOString().slice(11, 19) + " UTC";
+    if (isNaN(d)) return String(iso);
+    const at = d.toISOString();
+    const day = at.slice(0, 10) === new Date().toISOString().slice(0, 10) ? "" : at.slice(0, 10) + " ";
+    return day + at.slice(11, 19) + " UTC";
   }
   function addAlert(a) {
     if (!isObj(a) || a.kind !== "alert" || alertIds.has(String(a.event_id))) return;
