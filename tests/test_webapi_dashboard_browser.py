@@ -223,6 +223,8 @@ class FakeApi:
                 if mode == "hang":
                     await self.release.wait()
                     return web.json_response({"error": "released"}, status=503)
+                if mode == "slow":  # past the page's first 8 s, within its second try's 16 s
+                    await asyncio.sleep(9)
                 self.answered[path] = self.answered.get(path, 0) + 1
                 if mode == "nonjson":
                     return web.Response(text="<html>502 from a proxy</html>",
@@ -376,6 +378,20 @@ async def test_dashboard_survives_a_car_leaving_while_its_event_is_on_the_way(
         assert await page.is_hidden("#data-status"), await page.text_content("#data-status")
         assert await page.is_hidden("#token-box")  # shown only once a token is needed or given
         await page.screenshot(path=str(output_dir / "dashboard-ghost-race.png"))
+        assert errors == []
+
+
+async def test_dashboard_waits_longer_for_a_slow_answer_each_time_it_asks_again(
+        output_dir: Path) -> None:
+    # /telemetry/violations answers in 9 s every time (a big fleet on a busy server): the page
+    # gave up after 8 s on every try, for ever; each try now waits twice as long as the last
+    api = FakeApi(snapshot=[LIVE], vehicles=[LIVE], broken={"/telemetry/violations": "slow"})
+    async with fake_dashboard(api) as (page, errors):
+        await page.wait_for_selector("#conn[data-state=open]")
+        await wait_text(page, "#data-status", lambda t: "no answer in 8 s" in t, timeout=15)
+        await wait_text(page, "#violations tbody", lambda t: SPEEDER in t, timeout=30)
+        assert api.calls["/telemetry/violations"] == 2
+        await wait_for(lambda: status_line_without(page, "/telemetry/violations"))
         assert errors == []
 
 

@@ -101,6 +101,8 @@
   const NETWORK_TIMEOUT_MS = 30000;  // GET /network may be megabytes
   const RETRY_MIN_MS = 2000;         // failed data is asked again after 2, 4, 8 ... 30 s
   const RETRY_MAX_MS = 30000;
+  const PATIENCE_MAX_MS = 60000;     // each retry waits longer for its answer: 8, 16, 32, 60 s
+  const patience = (wait) => Math.min(FETCH_TIMEOUT_MS * wait / RETRY_MIN_MS, PATIENCE_MAX_MS);
   // fetch with a deadline; never throws. {status (0: no answer), json, body, error}
   async function request(path, opts) {
     const o = opts || {};
@@ -424,8 +426,9 @@
     const q = encodeURIComponent(vid);
     const none = Promise.resolve(null);
     const [t, r] = await Promise.all([
-      wantTrail ? getJson(`/telemetry/trails?vehicle_id=${q}`) : none,
-      wantChart ? getJson(`/telemetry/recent?vehicle_id=${q}&limit=${CHART_MAX}`) : none,
+      wantTrail ? getJson(`/telemetry/trails?vehicle_id=${q}`, { timeoutMs: patience(wait) }) : none,
+      wantChart ? getJson(`/telemetry/recent?vehicle_id=${q}&limit=${CHART_MAX}`,
+                          { timeoutMs: patience(wait) }) : none,
     ]);
     if (followed !== vid) return;
     const again = ` (asking again in ${Math.round(wait / 1000)} s)`;
@@ -817,7 +820,7 @@
     const wait = delay || RETRY_MIN_MS;
     let res;
     try {
-      res = itemsOf(await getJson(path));
+      res = itemsOf(await getJson(path, { timeoutMs: patience(wait) }));
       if (res.items) apply(res.items);
     } catch (err) {
       res = { why: "could not be shown: " + errText(err) };
