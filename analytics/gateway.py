@@ -11,12 +11,16 @@ watches its stdin pipe, which closes when Python exits.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
+from py4j.protocol import Py4JError
 from pyspark import SparkConf, SparkContext
 from pyspark.java_gateway import launch_gateway
 from pyspark.sql import SparkSession
+
+log = logging.getLogger("analytics")
 
 
 def start_detached_gateway(conf: dict[str, str]) -> None:
@@ -58,6 +62,9 @@ def quiet_falling_behind(spark: SparkSession) -> None:
     once a minute instead, with how many batches were late."""
     jvm = spark.sparkContext._jvm
     assert jvm is not None
-    level = jvm.org.apache.logging.log4j.Level.ERROR
-    for name in FALLING_BEHIND:
-        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
+    try:
+        level = jvm.org.apache.logging.log4j.Level.ERROR
+        for name in FALLING_BEHIND:
+            jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
+    except (Py4JError, TypeError) as exc:  # a cluster whose Spark logs without log4j 2
+        log.debug("Spark's falling-behind warnings stay on: %s", exc)
