@@ -2,8 +2,8 @@
 
 Every producer reads every command (no consumer group), starting at the end of the
 control topic, and answers on the status topic (key = producer id). An instance joining a
-group (PRODUCER_GROUP) reads the status topic's tail to take on the fleet's running state,
-rate and size from the others.
+group (PRODUCER_GROUP) reads the status topic back from its end to take on the fleet's
+running state, rate and size from the freshest status of the others.
 
 A status is sent without waiting for the broker. Routine statuses (the periodic one, replies
 to commands refused as malformed or unauthorized) are dropped while
@@ -18,7 +18,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
@@ -31,6 +32,8 @@ MAX_PENDING_ROUTINE = 8
 """Routine statuses unacknowledged at most; more are dropped (see the module's docstring)."""
 MAX_RECENT_COMMANDS = 100_000
 """Most records :meth:`ControlChannel.recent_commands` reads back per partition."""
+MAX_STATUS_SCAN = 100_000
+"""Most records :meth:`ControlChannel.freshest_status` reads back per partition."""
 
 
 class ControlChannel:
@@ -138,12 +141,19 @@ class ControlChannel:
         finally:
             await consumer.stop()
 
-    async def recent_statuses(self, count: int = 256) -> list[ProducerStatus]:
-        """The last ``count`` statuses on the status topic, oldest first (malformed ones
-        skipped): what the other instances of a group were doing a moment ago."""
+    async def freshest_status(self, since: datetime, accept: Callable[[ProducerStatus], bool],
+                              chunk: int = 256) -> ProducerStatus | None:
+        """The freshest status on the status topic published since ``since`` (by record time)
+        that ``accept`` takes: what the other instances of a group were doing a moment ago.
+
+        The topic is read back from its end ``chunk`` records at a time, each chunk only if
+        the later ones held no such status, down to ``since`` and at most MAX_STATUS_SCAN
+        records per partition. So memory stays bounded, and junk written after the real
+        status (a flood of unsigned or malformed records) cannot hide it: it only costs
+        reading."""
         consumer = make_consumer(self.target, client_id="fleetstream-status-reader",
                                  group_id=None, enable_auto_commit=False)
-        out: list[ProducerStatus] = []
+        best: ProducerStatus | None = None
         await consumer.start()
         try:  # a fresh consumer knows no partitions yet: ask through the producer
             parts = (await self._producer.partitions_for(self.status_topic)
@@ -151,22 +161,41 @@ class ControlChannel:
             tps = [TopicPartition(self.status_topic, p) for p in sorted(parts)]
             consumer.assign(tps)
             ends = await consumer.end_offsets(tps)
+            found = await consumer.offsets_for_times(
+                dict.fromkeys(tps, int(since.timestamp() * 1000)))
             for tp in tps:
-                consumer.seek(tp, max(0, ends[tp] - count))
-            pending = {tp for tp in tps if ends[tp] > 0}
-            while pending:
-                batch = await consumer.getmany(*pending, timeout_ms=1000)
-                for tp, records in batch.items():
-                    for rec in records:
-                        if rec.value is not None and rec.offset < ends[tp]:
-                            with contextlib.suppress(ValidationError):
-                                out.append(read_status(rec.value))
-                for tp in list(pending):
-                    if await consumer.position(tp) >= ends[tp]:
-                        pending.discard(tp)
+                at = found[tp].offset if found.get(tp) is not None else ends[tp]
+                low, high = max(at, ends[tp] - MAX_STATUS_SCAN), ends[tp]
+                if low > at:
+                    log.warning("status topic %s: %d records since %s, reading the last %d",
+                                tp, ends[tp] - at, since.isoformat(), MAX_STATUS_SCAN)
+                while high > low:
+                    begin = max(low, high - chunk)
+                    taken = [st for st in await self._read_statuses(consumer, tp, begin, high)
+                             if accept(st)]
+                    if taken:
+                        freshest = max(taken, key=lambda st: st.updated_at)
+                        if best is None or freshest.updated_at > best.updated_at:
+                            best = freshest
+                        break
+                    high = begin
         finally:
             await consumer.stop()
-        return sorted(out, key=lambda st: st.updated_at)
+        return best
+
+    @staticmethod
+    async def _read_statuses(consumer: AIOKafkaConsumer, tp: TopicPartition, begin: int,
+                             end: int) -> list[ProducerStatus]:
+        """The valid statuses at offsets ``begin`` to ``end`` of ``tp`` (others skipped)."""
+        out: list[ProducerStatus] = []
+        consumer.seek(tp, begin)
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=1000)
+            for rec in batch.get(tp, ()):
+                if rec.value is not None and rec.offset < end:
+                    with contextlib.suppress(ValidationError):
+                        out.append(read_status(rec.value))
+        return out
 
     def _sent(self, fut: asyncio.Future[object]) -> None:
         self._unsent.discard(fut)

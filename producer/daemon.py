@@ -394,15 +394,16 @@ class Daemon:
         s = self.settings
         now = datetime.now(UTC)
         since = now - timedelta(seconds=ADOPT_WINDOW_S)
-        peers = [st for st in await self.channel.recent_statuses()
-                 if st.group == s.producer_group and st.producer_id != self.producer_id
-                 and since <= st.updated_at and not status_in_future(st, now)
-                 and st.fleet_size is not None and st.rate_hz > 0
-                 and st.message != "shutting down"
-                 and (s.api_token is None or status_signed(st, s.api_token))]
-        if not peers:
+        def peer(st: ProducerStatus) -> bool:
+            return (st.group == s.producer_group and st.producer_id != self.producer_id
+                    and since <= st.updated_at and not status_in_future(st, now)
+                    and st.fleet_size is not None and st.rate_hz > 0
+                    and st.message != "shutting down"
+                    and (s.api_token is None or status_signed(st, s.api_token)))
+
+        st = await self.channel.freshest_status(since, peer)
+        if st is None:
             return
-        st = peers[-1]
         self.running, self.rate_hz = st.running, st.rate_hz
         self.fleet_size = st.fleet_size or self.fleet_size
         log.info("group %s: %s at %.2f Hz, %d vehicles (as %r)", s.producer_group,

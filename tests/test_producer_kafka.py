@@ -272,8 +272,7 @@ async def _write(bootstrap: str, topic: str, values: list[bytes]) -> None:
     sender = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await sender.start()
     try:
-        for v in values:
-            await sender.send_and_wait(topic, value=v)
+        await asyncio.gather(*[await sender.send(topic, value=v) for v in values])
     finally:
         await sender.stop()
 
@@ -317,6 +316,10 @@ async def test_a_joining_instance_adopts_only_a_signed_present_status(
         assert await adopted() == (False, 1.0, 3)  # none taken
         await _write(kafka_bootstrap, topic, [_peer(TOKEN, fleet_size=7, rate_hz=2.0)])
         assert await adopted() == (True, 2.0, 7)  # the group's real state
+        # a flood written after it does not hide it (the tail of 256 records did)
+        await _write(kafka_bootstrap, topic, [b"junk"] * 400 + [
+            _peer(None, producer_id=f"unsigned{i}", fleet_size=9) for i in range(400)])
+        assert await adopted() == (True, 2.0, 7)
         # without the token statuses need no signature, but the contract's bounds hold
         await _write(kafka_bootstrap, topic, [
             _peer(None, fleet_size=6, rate_hz=3.0),
