@@ -115,10 +115,12 @@ webapi/static/vendor/.installed: webapi/package.json webapi/package-lock.json
 	@touch $@
 
 .PHONY: test-deps
-test-deps: ## Debian's chromium (browser tests) and docker-compose (compose.yml check)
-	@command -v chromium >/dev/null && command -v docker-compose >/dev/null || { \
+test-deps: ## Debian's chromium (browser tests), docker-compose (compose.yml check), javac (the analytics bench's Java)
+	@command -v chromium >/dev/null && command -v docker-compose >/dev/null && \
+	  command -v javac >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium docker-compose >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium docker-compose \
+	    openjdk-17-jdk-headless >/dev/null; }
 
 ## ---- everyday tasks ----------------------------------------------------------------------
 
