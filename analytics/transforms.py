@@ -320,18 +320,23 @@ def malformed_records(parsed: DataFrame) -> DataFrame:
     return parsed.where(F.col("reason").isNotNull()).select(*MALFORMED_COLUMNS)
 
 
-def _fuel_used() -> Column:
-    """Sum of the positive drops of fuel_level_pct between consecutive samples."""
-    ordered = F.array_sort(F.collect_list(F.struct("timestamp", "seq", "fuel_level_pct")))
+def fuel_drops(ordered: Column, fuel: str = "fuel_level_pct") -> Column:
+    """Sum of the positive drops of field ``fuel`` between consecutive structs of the array
+    ``ordered`` (samples sorted by time and seq)."""
     start = F.struct(F.lit(0.0).alias("used"), F.lit(None).cast("double").alias("prev"))
     return F.aggregate(
         ordered, start,
         lambda acc, x: F.struct(
-            (acc["used"] + F.greatest(acc["prev"] - x["fuel_level_pct"], F.lit(0.0)))
-            .alias("used"),
-            x["fuel_level_pct"].alias("prev")),
+            (acc["used"] + F.greatest(acc["prev"] - x[fuel], F.lit(0.0))).alias("used"),
+            x[fuel].alias("prev")),
         lambda acc: acc["used"],
     )
+
+
+def _fuel_used() -> Column:
+    """Sum of the positive drops of fuel_level_pct between consecutive samples."""
+    return fuel_drops(F.array_sort(F.collect_list(F.struct("timestamp", "seq",
+                                                           "fuel_level_pct"))))
 
 
 def _windowed(events: DataFrame, window: str, watermark: str | None) -> DataFrame:

@@ -325,7 +325,7 @@ def one_pass(spark, bootstrap: str, topic: str, work: Path,
     from pyspark.sql import DataFrame
     from pyspark.sql import functions as F
 
-    from analytics.transforms import duration_us
+    from analytics.transforms import duration_us, fuel_drops
 
     window_us = duration_us("1 minute")
     counted = {"records": 0, "malformed": 0, "vehicle_windows": 0, "road_windows": 0}
@@ -339,14 +339,9 @@ def one_pass(spark, bootstrap: str, topic: str, work: Path,
             parts = rows.where("kind = 'p'")
             if finish:
                 fuel = F.sum("fuel_used")
-            else:
-                samples = F.array_sort(F.flatten(F.collect_list(F.arrays_zip("ts", "seq",
-                                                                             "fuel"))))
-                start = F.struct(F.lit(0.0).alias("used"),
-                                 F.lit(None).cast("double").alias("prev"))
-                fuel = F.aggregate(samples, start, lambda acc, x: F.struct(
-                    (acc["used"] + F.greatest(acc["prev"] - x["fuel"], F.lit(0.0)))
-                    .alias("used"), x["fuel"].alias("prev")), lambda acc: acc["used"])
+            else:  # the job's own sum over the samples, sorted by time and seq
+                fuel = fuel_drops(F.array_sort(F.flatten(F.collect_list(
+                    F.arrays_zip("ts", "seq", "fuel")))), "fuel")
             vehicles = parts.groupBy("window_end", "vehicle_id").agg(
                 F.sum("n").alias("samples"), (F.sum("speed_sum") / F.sum("n")).alias("avg"),
                 F.max("speed_max").alias("max"), F.sum("speeding").alias("speeding"),

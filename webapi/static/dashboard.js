@@ -327,10 +327,7 @@
     dirty.add(e.vehicle_id);
     heatPoints.push([e.location.lat, e.location.lon, heatWeight(e)]);
     if (heatPoints.length > HEAT_MAX) heatPoints.splice(0, heatPoints.length - HEAT_MAX);
-    if (!userPicked && (!followed || (e.vehicle_id !== followed && !parked(e)
-                                      && parked(latest.get(followed))))) {
-      follow(e.vehicle_id, false);  // a page nobody steers shows a car that drives
-    }
+    if (autoFollows(e.vehicle_id)) follow(e.vehicle_id, false);
     if (e.vehicle_id === followed) {
       trail.push({ lat: e.location.lat, lon: e.location.lon, speed_kmh: e.speed_kmh });
       if (trail.length > TRAIL_MAX) trail.shift();
@@ -468,6 +465,10 @@
   $("vehicle-picker").addEventListener("change", (ev) => follow(ev.target.value, true));
   // Until the user picks a car the page follows one that drives: a parked car (ignition off,
   // reporting once a minute) is left for the next car that drives.
+  function autoFollows(vid) {  // a page nobody steers: nothing followed yet, or a parked car
+    return !userPicked && (!followed || (vid !== followed && !parked(latest.get(vid))
+                                         && parked(latest.get(followed))));
+  }
   function firstDriving(ids) {
     return ids.find((id) => !parked(latest.get(id))) || ids[0] || "";
   }
@@ -841,10 +842,7 @@
       seeded.push(e.vehicle_id);
     });
     const pick = firstDriving(seeded);
-    if (!userPicked && pick && (!followed || (pick !== followed && !parked(latest.get(pick))
-                                              && parked(latest.get(followed))))) {
-      follow(pick, false);
-    }
+    if (pick && autoFollows(pick)) follow(pick, false);
   }
   function boot() {
     connect();
